@@ -1,0 +1,1 @@
+"""Adapters: the protocol and storage edges of pacsflow."""

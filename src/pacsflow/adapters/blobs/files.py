@@ -1,0 +1,89 @@
+"""A blob store on the local filesystem: atomic renames and fsync before success."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+from pacsflow.domain.errors import InvalidInput, TransientError
+
+
+class FileBlobStore:
+    """Stores objects as files under a root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.staging = root / ".staging"
+        self.staging.mkdir(exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") or "\\" in p for p in parts):
+            raise InvalidInput(f"unsafe storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def put_file(self, key: str, source: Path) -> int:
+        """Durably store the file at source under key (moved when on the same filesystem)."""
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_file(source)
+            try:
+                os.replace(source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                tmp = self.staging / (target.name + ".part")
+                shutil.copyfile(source, tmp)
+                _fsync_file(tmp)
+                os.replace(tmp, target)
+            _fsync_dir(target.parent)
+            return target.stat().st_size
+        except OSError as exc:
+            raise TransientError(f"cannot store object: {exc.strerror}") from exc
+
+    def open(self, key: str) -> BinaryIO:
+        """Open a stored object for reading."""
+        return self._path(key).open("rb")
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's file."""
+        return self._path(key)
+
+    def exists(self, key: str) -> bool:
+        """True when an object is stored under key."""
+        return self._path(key).is_file()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_blob_store(url: str) -> FileBlobStore:
+    """The blob store a storage URL names (file:// only for now)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return FileBlobStore(Path(parsed.path))
+    raise ValueError(
+        f"storage URL {url!r} is not supported yet; use file:///path (S3 support is planned)"
+    )
+
+
+__all__ = ["FileBlobStore", "open_blob_store"]

@@ -1,0 +1,762 @@
+"""SQL implementations of the workflow's repositories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from pacsflow.adapters.db import tables as t
+from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
+from pacsflow.domain.orders import (
+    AccessionNumber,
+    Order,
+    OrderStatus,
+    Priority,
+    ProcedureCode,
+)
+from pacsflow.domain.patients import (
+    Demographics,
+    Issuer,
+    Patient,
+    PatientId,
+    PatientIdentifier,
+    PersonName,
+)
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ports import (
+    ArrivedInstance,
+    ExceptionRecord,
+    InboundMessage,
+    InstanceRecord,
+    JournalEntry,
+    MatchOutcomeKind,
+    MessageStatus,
+    PerformedStep,
+    StudyFilter,
+    StudyRecord,
+    StudyState,
+)
+
+
+def aware(value: datetime) -> datetime:
+    """A datetime from the database as UTC-aware (SQLite drops the offset)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class SqlPatientRepository:
+    """Patients and their identifiers in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def _pk(self, identifier: PatientIdentifier) -> int | None:
+        ids = t.patient_identifiers
+        if identifier.issuer:
+            row = self._c.execute(
+                sa.select(ids.c.patient_pk).where(
+                    ids.c.value == identifier.value,
+                    ids.c.issuer.in_([identifier.issuer, ""]),
+                )
+            ).first()
+            return int(row[0]) if row else None
+        rows = self._c.execute(
+            sa.select(ids.c.patient_pk).where(ids.c.value == identifier.value).distinct().limit(2)
+        ).all()
+        return int(rows[0][0]) if len(rows) == 1 else None
+
+    def find(self, identifier: PatientIdentifier) -> Patient | None:
+        """The patient holding this identifier (issuer optional when unambiguous)."""
+        pk = self._pk(identifier)
+        return None if pk is None else self._load(pk)
+
+    def _load(self, pk: int) -> Patient:
+        p = self._c.execute(sa.select(t.patients).where(t.patients.c.pk == pk)).one()
+        ids = self._c.execute(
+            sa.select(t.patient_identifiers.c.value, t.patient_identifiers.c.issuer)
+            .where(t.patient_identifiers.c.patient_pk == pk)
+            .order_by(t.patient_identifiers.c.position, t.patient_identifiers.c.pk)
+        ).all()
+        return Patient(
+            identifiers=tuple(PatientIdentifier(PatientId(v), Issuer(i)) for v, i in ids),
+            demographics=Demographics(
+                name=PersonName(
+                    family=p.family_name,
+                    given=p.given_name,
+                    middle=p.middle_name,
+                    prefix=p.name_prefix,
+                    suffix=p.name_suffix,
+                ),
+                birth_date=p.birth_date,
+                sex=p.sex,
+            ),
+        )
+
+    def save(self, patient: Patient, at: datetime) -> None:
+        """Insert or update a patient, found by any of its identifiers."""
+        pk = None
+        for identifier in patient.identifiers:
+            pk = self._pk(identifier)
+            if pk is not None:
+                break
+        d = patient.demographics
+        values: dict[str, Any] = {
+            "family_name": d.name.family,
+            "given_name": d.name.given,
+            "middle_name": d.name.middle,
+            "name_prefix": d.name.prefix,
+            "name_suffix": d.name.suffix,
+            "birth_date": d.birth_date,
+            "sex": d.sex,
+            "updated_at": at,
+        }
+        if pk is None:
+            pk = int(
+                self._c.execute(
+                    sa.insert(t.patients).values(created_at=at, **values).returning(t.patients.c.pk)
+                ).scalar_one()
+            )
+        else:
+            self._c.execute(sa.update(t.patients).where(t.patients.c.pk == pk).values(**values))
+        ids = t.patient_identifiers
+        for position, identifier in enumerate(patient.identifiers):
+            row = self._c.execute(
+                sa.select(ids.c.pk, ids.c.patient_pk).where(
+                    ids.c.value == identifier.value, ids.c.issuer == identifier.issuer
+                )
+            ).first()
+            if row is None:
+                self._c.execute(
+                    sa.insert(ids).values(
+                        patient_pk=pk,
+                        value=identifier.value,
+                        issuer=identifier.issuer,
+                        position=position,
+                    )
+                )
+            elif row.patient_pk == pk:
+                self._c.execute(sa.update(ids).where(ids.c.pk == row.pk).values(position=position))
+
+
+_ORDER_FIELDS = (
+    "placer_order_number",
+    "filler_order_number",
+    "requested_procedure_id",
+    "requested_procedure_description",
+    "modality",
+    "scheduled_station_ae",
+    "scheduled_station_name",
+    "scheduled_procedure_step_id",
+    "scheduled_start",
+    "referring_physician",
+    "reason",
+)
+
+
+class SqlOrderRepository:
+    """Orders in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def _one(self, where: sa.ColumnElement[bool]) -> Order | None:
+        row = self._c.execute(sa.select(t.orders).where(where)).first()
+        return None if row is None else _order(row)
+
+    def by_accession(self, accession: AccessionNumber) -> Order | None:
+        """The order with this accession number."""
+        return self._one(t.orders.c.accession_number == accession)
+
+    def by_study_uid(self, study_uid: Uid) -> Order | None:
+        """The order that reserved this Study Instance UID."""
+        return self._one(t.orders.c.study_instance_uid == study_uid)
+
+    def save(self, order: Order, at: datetime) -> None:
+        """Insert or update an order by accession number."""
+        code = order.procedure_code or ProcedureCode("")
+        values: dict[str, Any] = {f: getattr(order, f) for f in _ORDER_FIELDS}
+        values.update(
+            patient_id=order.patient.value,
+            patient_issuer=order.patient.issuer,
+            study_instance_uid=order.study_instance_uid,
+            status=order.status.value,
+            procedure_code=code.value,
+            procedure_code_scheme=code.scheme,
+            procedure_code_meaning=code.meaning,
+            priority=order.priority.value,
+            updated_at=at,
+        )
+        updated = self._c.execute(
+            sa.update(t.orders)
+            .where(t.orders.c.accession_number == order.accession_number)
+            .values(**values)
+        )
+        if updated.rowcount == 0:
+            self._c.execute(
+                sa.insert(t.orders).values(
+                    accession_number=order.accession_number, created_at=at, **values
+                )
+            )
+
+    def on_worklist(self) -> Sequence[Order]:
+        """Orders a modality may still pick up."""
+        statuses = [s.value for s in OrderStatus if s.is_on_worklist]
+        rows = self._c.execute(
+            sa.select(t.orders)
+            .where(t.orders.c.status.in_(statuses))
+            .order_by(t.orders.c.scheduled_start, t.orders.c.pk)
+        ).all()
+        return [_order(r) for r in rows]
+
+    def list(self, *, status: OrderStatus | None = None, limit: int = 100) -> Sequence[Order]:
+        """Orders, newest first."""
+        q = sa.select(t.orders).order_by(t.orders.c.pk.desc()).limit(limit)
+        if status is not None:
+            q = q.where(t.orders.c.status == status.value)
+        return [_order(r) for r in self._c.execute(q).all()]
+
+
+def _order(row: sa.Row[Any]) -> Order:
+    m = row._mapping
+    code = (
+        ProcedureCode(m["procedure_code"], m["procedure_code_scheme"], m["procedure_code_meaning"])
+        if m["procedure_code"]
+        else None
+    )
+    start = m["scheduled_start"]
+    return Order(
+        accession_number=AccessionNumber(m["accession_number"]),
+        patient=PatientIdentifier(PatientId(m["patient_id"]), Issuer(m["patient_issuer"])),
+        study_instance_uid=Uid(m["study_instance_uid"]),
+        status=OrderStatus(m["status"]),
+        procedure_code=code,
+        priority=Priority(m["priority"]),
+        **{f: m[f] for f in _ORDER_FIELDS if f != "scheduled_start"},
+        scheduled_start=aware(start) if start else None,
+    )
+
+
+class SqlStudyRepository:
+    """The study/series/instance index in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def get(self, study_uid: Uid) -> StudyRecord | None:
+        """One study."""
+        rows = self._records(t.studies.c.study_instance_uid == study_uid, limit=1)
+        return rows[0] if rows else None
+
+    def has_instance(self, sop_uid: Uid) -> bool:
+        """True when the instance is already indexed."""
+        q = sa.select(t.instances.c.pk).where(t.instances.c.sop_instance_uid == sop_uid)
+        return self._c.execute(q).first() is not None
+
+    def add_instance(self, arrived: ArrivedInstance, at: datetime) -> None:
+        """Index an instance, creating its study and series when new."""
+        inst = arrived.instance
+        ident = arrived.identity
+        study_pk = self._c.execute(
+            sa.select(t.studies.c.pk).where(
+                t.studies.c.study_instance_uid == inst.study_instance_uid
+            )
+        ).scalar()
+        if study_pk is None:
+            name = ident.demographics.name
+            study_pk = self._c.execute(
+                sa.insert(t.studies)
+                .values(
+                    study_instance_uid=inst.study_instance_uid,
+                    state=StudyState.HELD.value,
+                    accession_number=ident.accession_number,
+                    received_patient_id=ident.patient.value,
+                    received_issuer=ident.patient.issuer,
+                    received_family_name=name.family,
+                    received_given_name=name.given,
+                    received_middle_name=name.middle,
+                    received_birth_date=ident.demographics.birth_date,
+                    received_sex=ident.demographics.sex,
+                    received_accession=ident.accession_number,
+                    study_date=arrived.study_date,
+                    study_time=arrived.study_time,
+                    study_description=arrived.study_description,
+                    study_id=arrived.study_id,
+                    referring_physician=arrived.referring_physician,
+                    source_ae=arrived.source_ae,
+                    created_at=at,
+                    updated_at=at,
+                )
+                .returning(t.studies.c.pk)
+            ).scalar_one()
+        else:
+            self._c.execute(
+                sa.update(t.studies).where(t.studies.c.pk == study_pk).values(updated_at=at)
+            )
+        series_pk = self._c.execute(
+            sa.select(t.series.c.pk).where(
+                t.series.c.series_instance_uid == inst.series_instance_uid
+            )
+        ).scalar()
+        if series_pk is None:
+            series_pk = self._c.execute(
+                sa.insert(t.series)
+                .values(
+                    study_pk=study_pk,
+                    series_instance_uid=inst.series_instance_uid,
+                    modality=inst.modality,
+                    series_number=inst.series_number,
+                    series_description=inst.series_description,
+                    body_part=inst.body_part,
+                    series_date=inst.series_date,
+                    series_time=inst.series_time,
+                )
+                .returning(t.series.c.pk)
+            ).scalar_one()
+        self._c.execute(
+            sa.insert(t.instances).values(
+                series_pk=series_pk,
+                sop_instance_uid=inst.sop_instance_uid,
+                sop_class_uid=inst.sop_class_uid,
+                transfer_syntax_uid=inst.transfer_syntax_uid,
+                instance_number=inst.instance_number,
+                blob_key=inst.blob_key,
+                size=inst.size,
+                received_at=at,
+            )
+        )
+
+    def set_match(
+        self,
+        study_uid: Uid,
+        state: StudyState,
+        patient: PatientIdentifier | None,
+        accession: str,
+    ) -> None:
+        """Record which patient and order a study belongs to, and whether it is visible."""
+        self._c.execute(
+            sa.update(t.studies)
+            .where(t.studies.c.study_instance_uid == study_uid)
+            .values(
+                state=state.value,
+                patient_id=patient.value if patient else None,
+                patient_issuer=patient.issuer if patient else None,
+                accession_number=accession,
+            )
+        )
+
+    def find(self, flt: StudyFilter) -> Sequence[StudyRecord]:
+        """Studies passing the filter, newest first."""
+        s = t.studies.c
+        conds: list[sa.ColumnElement[bool]] = []
+        if flt.is_published_only:
+            conds.append(s.state == StudyState.PUBLISHED.value)
+        if flt.patient is not None:
+            conds.append(s.patient_id == flt.patient.value)
+            if flt.patient.issuer:
+                conds.append(s.patient_issuer.in_([flt.patient.issuer, ""]))
+        if flt.study_instance_uids:
+            conds.append(s.study_instance_uid.in_(flt.study_instance_uids))
+        if flt.accession_number:
+            conds.append(s.accession_number == flt.accession_number)
+        return self._records(sa.and_(sa.true(), *conds), limit=flt.limit)
+
+    def _records(self, where: sa.ColumnElement[bool], limit: int) -> list[StudyRecord]:
+        s = t.studies
+        rows = self._c.execute(sa.select(s).where(where).order_by(s.c.pk.desc()).limit(limit)).all()
+        if not rows:
+            return []
+        pks = [r.pk for r in rows]
+        stats: dict[int, tuple[set[str], int, int]] = {pk: (set(), 0, 0) for pk in pks}
+        agg = self._c.execute(
+            sa.select(
+                t.series.c.study_pk,
+                t.series.c.modality,
+                sa.func.count(t.instances.c.pk),
+            )
+            .join(t.instances, t.instances.c.series_pk == t.series.c.pk)
+            .where(t.series.c.study_pk.in_(pks))
+            .group_by(t.series.c.pk, t.series.c.study_pk, t.series.c.modality)
+        ).all()
+        for study_pk, modality, count in agg:
+            mods, n_series, n_inst = stats[study_pk]
+            if modality:
+                mods.add(modality)
+            stats[study_pk] = (mods, n_series + 1, n_inst + int(count))
+        return [_study(r, stats[r.pk]) for r in rows]
+
+    def instances(
+        self,
+        *,
+        study_uids: Sequence[Uid] = (),
+        series_uids: Sequence[Uid] = (),
+        sop_uids: Sequence[Uid] = (),
+        is_published_only: bool = True,
+    ) -> Sequence[InstanceRecord]:
+        """Instances of the given studies/series (all when none given)."""
+        q = _instance_select()
+        if is_published_only:
+            q = q.where(t.studies.c.state == StudyState.PUBLISHED.value)
+        if study_uids:
+            q = q.where(t.studies.c.study_instance_uid.in_(study_uids))
+        if series_uids:
+            q = q.where(t.series.c.series_instance_uid.in_(series_uids))
+        if sop_uids:
+            q = q.where(t.instances.c.sop_instance_uid.in_(sop_uids))
+        return [_instance(r) for r in self._c.execute(q).all()]
+
+    def instance(self, sop_uid: Uid) -> InstanceRecord | None:
+        """One instance."""
+        q = _instance_select().where(t.instances.c.sop_instance_uid == sop_uid)
+        row = self._c.execute(q).first()
+        return None if row is None else _instance(row)
+
+
+def _instance_select() -> sa.Select[Any]:
+    i, se, st = t.instances, t.series, t.studies
+    return (
+        sa.select(
+            st.c.study_instance_uid,
+            se.c.series_instance_uid,
+            i.c.sop_instance_uid,
+            i.c.sop_class_uid,
+            i.c.transfer_syntax_uid,
+            i.c.blob_key,
+            i.c.size,
+            se.c.series_number,
+            se.c.series_description,
+            se.c.modality,
+            se.c.body_part,
+            i.c.instance_number,
+            se.c.series_date,
+            se.c.series_time,
+        )
+        .join(se, i.c.series_pk == se.c.pk)
+        .join(st, se.c.study_pk == st.c.pk)
+        .order_by(st.c.pk, se.c.pk, i.c.pk)
+    )
+
+
+def _instance(row: sa.Row[Any]) -> InstanceRecord:
+    m = row._mapping
+    return InstanceRecord(
+        study_instance_uid=Uid(m["study_instance_uid"]),
+        series_instance_uid=Uid(m["series_instance_uid"]),
+        sop_instance_uid=Uid(m["sop_instance_uid"]),
+        sop_class_uid=Uid(m["sop_class_uid"]),
+        transfer_syntax_uid=Uid(m["transfer_syntax_uid"]),
+        blob_key=m["blob_key"],
+        size=int(m["size"]),
+        series_number=m["series_number"],
+        series_description=m["series_description"],
+        modality=m["modality"],
+        body_part=m["body_part"],
+        instance_number=m["instance_number"],
+        series_date=m["series_date"],
+        series_time=m["series_time"],
+    )
+
+
+def _received(m: Any) -> ReceivedIdentity:
+    return ReceivedIdentity(
+        patient=PatientIdentifier(
+            PatientId(m["received_patient_id"]), Issuer(m["received_issuer"])
+        ),
+        demographics=Demographics(
+            name=PersonName(family=m["received_family_name"], given=m["received_given_name"]),
+            birth_date=m["received_birth_date"],
+            sex=m["received_sex"],
+        ),
+        accession_number=m["received_accession"],
+        study_instance_uid=Uid(m["study_instance_uid"]),
+    )
+
+
+def _study(row: sa.Row[Any], stats: tuple[set[str], int, int]) -> StudyRecord:
+    m = row._mapping
+    patient = (
+        PatientIdentifier(PatientId(m["patient_id"]), Issuer(m["patient_issuer"] or ""))
+        if m["patient_id"] is not None
+        else None
+    )
+    mods, n_series, n_inst = stats
+    study_date: date | None = m["study_date"]
+    return StudyRecord(
+        study_instance_uid=Uid(m["study_instance_uid"]),
+        state=StudyState(m["state"]),
+        received=_received(m),
+        patient=patient,
+        accession_number=m["accession_number"],
+        study_date=study_date,
+        study_time=m["study_time"],
+        study_description=m["study_description"],
+        study_id=m["study_id"],
+        referring_physician=m["referring_physician"],
+        modalities=tuple(sorted(mods)),
+        series_count=n_series,
+        instance_count=n_inst,
+        received_at=aware(m["created_at"]),
+        source_ae=m["source_ae"],
+    )
+
+
+class SqlExceptionRepository:
+    """The exceptions queue in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def _select(self) -> sa.Select[Any]:
+        e = t.exceptions
+        return sa.select(e, t.studies.c.study_instance_uid).join(
+            t.studies, e.c.study_pk == t.studies.c.pk
+        )
+
+    def open_for(self, study_uid: Uid) -> ExceptionRecord | None:
+        """The open exception of a study, if any."""
+        row = self._c.execute(
+            self._select().where(
+                t.studies.c.study_instance_uid == study_uid, t.exceptions.c.resolved_at.is_(None)
+            )
+        ).first()
+        return None if row is None else _exception(row)
+
+    def add(
+        self,
+        study_uid: Uid,
+        reason: ExceptionReason,
+        source: MismatchSource,
+        detail: str,
+        received: ReceivedIdentity,
+        candidate_order: AccessionNumber | None,
+        at: datetime,
+    ) -> int:
+        """Open an exception; its id."""
+        study_pk = self._c.execute(
+            sa.select(t.studies.c.pk).where(t.studies.c.study_instance_uid == study_uid)
+        ).scalar_one()
+        name = received.demographics.name
+        return int(
+            self._c.execute(
+                sa.insert(t.exceptions)
+                .values(
+                    study_pk=study_pk,
+                    reason=reason.value,
+                    source=source.value,
+                    detail=detail,
+                    candidate_accession=candidate_order,
+                    received_patient_id=received.patient.value,
+                    received_issuer=received.patient.issuer,
+                    received_family_name=name.family,
+                    received_given_name=name.given,
+                    received_birth_date=received.demographics.birth_date,
+                    received_sex=received.demographics.sex,
+                    received_accession=received.accession_number,
+                    opened_at=at,
+                )
+                .returning(t.exceptions.c.pk)
+            ).scalar_one()
+        )
+
+    def list_open(self, limit: int = 500) -> Sequence[ExceptionRecord]:
+        """Open exceptions, oldest first."""
+        rows = self._c.execute(
+            self._select()
+            .where(t.exceptions.c.resolved_at.is_(None))
+            .order_by(t.exceptions.c.opened_at, t.exceptions.c.pk)
+            .limit(limit)
+        ).all()
+        return [_exception(r) for r in rows]
+
+
+def _exception(row: sa.Row[Any]) -> ExceptionRecord:
+    m = row._mapping
+    resolved = m["resolved_at"]
+    return ExceptionRecord(
+        id=int(m["pk"]),
+        study_instance_uid=Uid(m["study_instance_uid"]),
+        reason=ExceptionReason(m["reason"]),
+        source=MismatchSource(m["source"]),
+        detail=m["detail"],
+        opened_at=aware(m["opened_at"]),
+        received=ReceivedIdentity(
+            patient=PatientIdentifier(
+                PatientId(m["received_patient_id"]), Issuer(m["received_issuer"])
+            ),
+            demographics=Demographics(
+                name=PersonName(family=m["received_family_name"], given=m["received_given_name"]),
+                birth_date=m["received_birth_date"],
+                sex=m["received_sex"],
+            ),
+            accession_number=m["received_accession"],
+            study_instance_uid=Uid(m["study_instance_uid"]),
+        ),
+        candidate_order=AccessionNumber(m["candidate_accession"])
+        if m["candidate_accession"]
+        else None,
+        resolved_at=aware(resolved) if resolved else None,
+    )
+
+
+class SqlEventLog:
+    """Workflow outcome events in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def record_match(
+        self,
+        study_uid: Uid,
+        kind: MatchOutcomeKind,
+        at: datetime,
+        reason: ExceptionReason | None = None,
+        source: MismatchSource | None = None,
+    ) -> None:
+        """Record how a study's matching ended."""
+        self._c.execute(
+            sa.insert(t.match_events).values(
+                study_instance_uid=study_uid,
+                kind=kind.value,
+                reason=reason.value if reason else None,
+                source=source.value if source else None,
+                at=at,
+            )
+        )
+
+    def record_order_event(self, accession: AccessionNumber, event: str, at: datetime) -> None:
+        """Record an order lifecycle event."""
+        self._c.execute(
+            sa.insert(t.order_events).values(accession_number=accession, event=event, at=at)
+        )
+
+
+class SqlMessageJournal:
+    """The inbound HL7 message journal in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def add(self, message: InboundMessage, received_at: datetime) -> int:
+        """Journal a message as received; its entry id."""
+        return int(
+            self._c.execute(
+                sa.insert(t.hl7_messages)
+                .values(
+                    received_at=received_at,
+                    peer=message.peer[:128],
+                    sending_application=message.sending_application[:180],
+                    sending_facility=message.sending_facility[:180],
+                    control_id=message.control_id[:199],
+                    message_type=message.message_type[:32],
+                    raw=message.raw,
+                    status=MessageStatus.RECEIVED.value,
+                )
+                .returning(t.hl7_messages.c.pk)
+            ).scalar_one()
+        )
+
+    def find_answered(self, message: InboundMessage) -> JournalEntry | None:
+        """The applied or rejected entry with the same sender and control id, if any."""
+        m = t.hl7_messages.c
+        row = self._c.execute(
+            sa.select(t.hl7_messages)
+            .where(
+                m.sending_application == message.sending_application[:180],
+                m.sending_facility == message.sending_facility[:180],
+                m.control_id == message.control_id[:199],
+                m.status.in_([MessageStatus.APPLIED.value, MessageStatus.REJECTED.value]),
+            )
+            .order_by(m.pk)
+            .limit(1)
+        ).first()
+        return None if row is None else _entry(row)
+
+    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
+        """Record how a journaled message was answered."""
+        self._c.execute(
+            sa.update(t.hl7_messages)
+            .where(t.hl7_messages.c.pk == entry_id)
+            .values(status=status.value, ack=ack, error=error, settled_at=datetime.now(UTC))
+        )
+
+    def get(self, entry_id: int) -> JournalEntry | None:
+        """One journal entry."""
+        row = self._c.execute(
+            sa.select(t.hl7_messages).where(t.hl7_messages.c.pk == entry_id)
+        ).first()
+        return None if row is None else _entry(row)
+
+
+def _entry(row: sa.Row[Any]) -> JournalEntry:
+    m = row._mapping
+    return JournalEntry(
+        id=int(m["pk"]),
+        received_at=aware(m["received_at"]),
+        message=InboundMessage(
+            raw=bytes(m["raw"]),
+            peer=m["peer"],
+            sending_application=m["sending_application"],
+            sending_facility=m["sending_facility"],
+            control_id=m["control_id"],
+            message_type=m["message_type"],
+        ),
+        status=MessageStatus(m["status"]),
+        ack=bytes(m["ack"] or b""),
+        error=m["error"],
+    )
+
+
+class SqlProcedureStepRepository:
+    """Performed procedure steps in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def get(self, sop_uid: Uid) -> PerformedStep | None:
+        """One performed step."""
+        row = self._c.execute(
+            sa.select(t.procedure_steps).where(t.procedure_steps.c.sop_instance_uid == sop_uid)
+        ).first()
+        if row is None:
+            return None
+        return PerformedStep(
+            sop_instance_uid=Uid(row.sop_instance_uid),
+            status=row.status,
+            accession_number=row.accession_number,
+            study_instance_uid=row.study_instance_uid,
+            performed_station_ae=row.performed_station_ae,
+        )
+
+    def save(self, step: PerformedStep, at: datetime) -> None:
+        """Insert or update a performed step."""
+        values = {
+            "status": step.status,
+            "accession_number": step.accession_number,
+            "study_instance_uid": step.study_instance_uid,
+            "performed_station_ae": step.performed_station_ae,
+            "updated_at": at,
+        }
+        done = self._c.execute(
+            sa.update(t.procedure_steps)
+            .where(t.procedure_steps.c.sop_instance_uid == step.sop_instance_uid)
+            .values(**values)
+        )
+        if done.rowcount == 0:
+            self._c.execute(
+                sa.insert(t.procedure_steps).values(
+                    sop_instance_uid=step.sop_instance_uid, created_at=at, **values
+                )
+            )
+
+
+__all__ = [
+    "SqlEventLog",
+    "SqlExceptionRepository",
+    "SqlMessageJournal",
+    "SqlOrderRepository",
+    "SqlPatientRepository",
+    "SqlProcedureStepRepository",
+    "SqlStudyRepository",
+    "aware",
+]

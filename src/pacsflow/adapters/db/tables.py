@@ -1,0 +1,213 @@
+"""SQLAlchemy table definitions of the index and the journals."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_TS = sa.DateTime(timezone=True)
+
+patients = sa.Table(
+    "patients",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("family_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("given_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("middle_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("name_prefix", sa.String(64), nullable=False, server_default=""),
+    sa.Column("name_suffix", sa.String(64), nullable=False, server_default=""),
+    sa.Column("birth_date", sa.Date, nullable=True),
+    sa.Column("sex", sa.String(16), nullable=False, server_default=""),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+)
+
+patient_identifiers = sa.Table(
+    "patient_identifiers",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("patient_pk", sa.ForeignKey("patients.pk"), nullable=False, index=True),
+    sa.Column("value", sa.String(64), nullable=False),
+    sa.Column("issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+    sa.UniqueConstraint("value", "issuer", name="uq_patient_identifiers_value_issuer"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("accession_number", sa.String(64), nullable=False, unique=True),
+    sa.Column("patient_id", sa.String(64), nullable=False, index=True),
+    sa.Column("patient_issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("placer_order_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("filler_order_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("requested_procedure_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("requested_procedure_description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("procedure_code", sa.String(64), nullable=False, server_default=""),
+    sa.Column("procedure_code_scheme", sa.String(64), nullable=False, server_default=""),
+    sa.Column("procedure_code_meaning", sa.String(200), nullable=False, server_default=""),
+    sa.Column("modality", sa.String(16), nullable=False, server_default=""),
+    sa.Column("scheduled_station_ae", sa.String(16), nullable=False, server_default=""),
+    sa.Column("scheduled_station_name", sa.String(64), nullable=False, server_default=""),
+    sa.Column("scheduled_procedure_step_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("scheduled_start", _TS, nullable=True),
+    sa.Column("priority", sa.String(16), nullable=False, server_default="ROUTINE"),
+    sa.Column("referring_physician", sa.String(200), nullable=False, server_default=""),
+    sa.Column("reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+)
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("patient_id", sa.String(64), nullable=True, index=True),
+    sa.Column("patient_issuer", sa.String(64), nullable=True),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default="", index=True),
+    sa.Column("received_patient_id", sa.String(64), nullable=False),
+    sa.Column("received_issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("received_family_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("received_given_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("received_middle_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("received_birth_date", sa.Date, nullable=True),
+    sa.Column("received_sex", sa.String(16), nullable=False, server_default=""),
+    sa.Column("received_accession", sa.String(64), nullable=False, server_default=""),
+    sa.Column("study_date", sa.Date, nullable=True),
+    sa.Column("study_time", sa.String(16), nullable=False, server_default=""),
+    sa.Column("study_description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("study_id", sa.String(16), nullable=False, server_default=""),
+    sa.Column("referring_physician", sa.String(200), nullable=False, server_default=""),
+    sa.Column("source_ae", sa.String(16), nullable=False, server_default=""),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+)
+
+series = sa.Table(
+    "series",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("study_pk", sa.ForeignKey("studies.pk"), nullable=False, index=True),
+    sa.Column("series_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("modality", sa.String(16), nullable=False, server_default=""),
+    sa.Column("series_number", sa.String(16), nullable=False, server_default=""),
+    sa.Column("series_description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("body_part", sa.String(64), nullable=False, server_default=""),
+    sa.Column("series_date", sa.String(8), nullable=False, server_default=""),
+    sa.Column("series_time", sa.String(16), nullable=False, server_default=""),
+)
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("series_pk", sa.ForeignKey("series.pk"), nullable=False, index=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False),
+    sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
+    sa.Column("instance_number", sa.String(16), nullable=False, server_default=""),
+    sa.Column("blob_key", sa.String(300), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("received_at", _TS, nullable=False),
+)
+
+exceptions = sa.Table(
+    "exceptions",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("study_pk", sa.ForeignKey("studies.pk"), nullable=False, index=True),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("candidate_accession", sa.String(64), nullable=True),
+    sa.Column("received_patient_id", sa.String(64), nullable=False),
+    sa.Column("received_issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("received_family_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("received_given_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("received_birth_date", sa.Date, nullable=True),
+    sa.Column("received_sex", sa.String(16), nullable=False, server_default=""),
+    sa.Column("received_accession", sa.String(64), nullable=False, server_default=""),
+    sa.Column("opened_at", _TS, nullable=False, index=True),
+    sa.Column("resolved_at", _TS, nullable=True),
+)
+
+match_events = sa.Table(
+    "match_events",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=True),
+    sa.Column("source", sa.String(32), nullable=True),
+    sa.Column("at", _TS, nullable=False, index=True),
+)
+
+order_events = sa.Table(
+    "order_events",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("accession_number", sa.String(64), nullable=False, index=True),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("at", _TS, nullable=False, index=True),
+)
+
+hl7_messages = sa.Table(
+    "hl7_messages",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("received_at", _TS, nullable=False, index=True),
+    sa.Column("peer", sa.String(128), nullable=False, server_default=""),
+    sa.Column("sending_application", sa.String(180), nullable=False, server_default=""),
+    sa.Column("sending_facility", sa.String(180), nullable=False, server_default=""),
+    sa.Column("control_id", sa.String(199), nullable=False, server_default=""),
+    sa.Column("message_type", sa.String(32), nullable=False, server_default=""),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("ack", sa.LargeBinary, nullable=True),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("settled_at", _TS, nullable=True),
+    sa.Index(
+        "ix_hl7_messages_sender_control", "sending_application", "sending_facility", "control_id"
+    ),
+)
+
+procedure_steps = sa.Table(
+    "procedure_steps",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("performed_station_ae", sa.String(16), nullable=False, server_default=""),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+)
+
+__all__ = [
+    "exceptions",
+    "hl7_messages",
+    "instances",
+    "match_events",
+    "metadata",
+    "order_events",
+    "orders",
+    "patient_identifiers",
+    "patients",
+    "procedure_steps",
+    "series",
+    "studies",
+]

@@ -1,0 +1,88 @@
+"""The SQL unit of work: one connection, one transaction, every repository."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from pacsflow.adapters.db.repositories import (
+    SqlEventLog,
+    SqlExceptionRepository,
+    SqlMessageJournal,
+    SqlOrderRepository,
+    SqlPatientRepository,
+    SqlProcedureStepRepository,
+    SqlStudyRepository,
+)
+from pacsflow.domain.errors import TransientError
+from pacsflow.workflow.ports import (
+    EventLog,
+    ExceptionRepository,
+    MessageJournal,
+    OrderRepository,
+    PatientRepository,
+    ProcedureStepRepository,
+    StudyRepository,
+)
+
+
+class SqlUnitOfWork:
+    """A transaction over the repositories; rolled back unless committed."""
+
+    patients: PatientRepository
+    orders: OrderRepository
+    studies: StudyRepository
+    exceptions: ExceptionRepository
+    events: EventLog
+    journal: MessageJournal
+    procedure_steps: ProcedureStepRepository
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._conn: sa.Connection | None = None
+
+    def __enter__(self) -> SqlUnitOfWork:
+        try:
+            conn = self._engine.connect()
+            conn.begin()
+        except sa.exc.OperationalError as exc:
+            raise TransientError(f"database unavailable: {exc.orig}") from exc
+        self._conn = conn
+        self.patients = SqlPatientRepository(conn)
+        self.orders = SqlOrderRepository(conn)
+        self.studies = SqlStudyRepository(conn)
+        self.exceptions = SqlExceptionRepository(conn)
+        self.events = SqlEventLog(conn)
+        self.journal = SqlMessageJournal(conn)
+        self.procedure_steps = SqlProcedureStepRepository(conn)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+            finally:
+                conn.close()
+
+    def commit(self) -> None:
+        """Make every change durable."""
+        assert self._conn is not None, "commit outside a unit of work"
+        try:
+            self._conn.commit()
+        except sa.exc.OperationalError as exc:
+            raise TransientError(f"database commit failed: {exc.orig}") from exc
+
+
+class SqlUnitOfWorkFactory:
+    """Makes SQL units of work on one engine."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def __call__(self) -> SqlUnitOfWork:
+        """A fresh unit of work."""
+        return SqlUnitOfWork(self.engine)
+
+
+__all__ = ["SqlUnitOfWork", "SqlUnitOfWorkFactory"]

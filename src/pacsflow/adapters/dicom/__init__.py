@@ -1,0 +1,1 @@
+"""DICOM adapter: pynetdicom SCPs and SCUs, Dataset translation and DICOM status codes."""

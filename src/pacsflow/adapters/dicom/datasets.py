@@ -1,0 +1,326 @@
+"""Dataset <-> domain: what an arriving instance says, what a worklist item or index row is."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.valuerep import PersonName as DicomPersonName
+
+from pacsflow.domain.matching import ReceivedIdentity
+from pacsflow.domain.orders import Order
+from pacsflow.domain.patients import (
+    Demographics,
+    Issuer,
+    Patient,
+    PatientId,
+    PatientIdentifier,
+    PersonName,
+)
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ports import ArrivedInstance, InstanceRecord, StudyRecord
+from pacsflow.workflow.queries import StudyView, WorklistItem
+
+UTF8 = "ISO_IR 192"
+
+_HEADER_TAGS = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "StudyID",
+    "ReferringPhysicianName",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "InstanceNumber",
+    "SeriesDate",
+    "SeriesTime",
+)
+
+
+def read_header(path: Path) -> Dataset:
+    """The identifying attributes of a Part 10 file, without reading pixel data."""
+    return dcmread(path, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def dicom_date(value: str) -> date | None:
+    """A DA value as a date, or None when empty or malformed."""
+    value = value.strip()
+    try:
+        return datetime.strptime(value, "%Y%m%d").date() if len(value) == 8 else None
+    except ValueError:
+        return None
+
+
+def to_person_name(value: object) -> PersonName:
+    """A DICOM PN value (alphabetic group) as our name."""
+    if not value:
+        return PersonName()
+    pn = value if isinstance(value, DicomPersonName) else DicomPersonName(str(value))
+    return PersonName(
+        family=pn.family_name.strip(),
+        given=pn.given_name.strip(),
+        middle=pn.middle_name.strip(),
+        prefix=pn.name_prefix.strip(),
+        suffix=pn.name_suffix.strip(),
+    )
+
+
+def from_person_name(name: PersonName) -> str:
+    """Our name as a DICOM PN value, trailing empty components dropped."""
+    parts = [name.family, name.given, name.middle, name.prefix, name.suffix]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "^".join(parts)
+
+
+def arrived_instance(ds: Dataset, transfer_syntax: str, source_ae: str) -> ArrivedInstance:
+    """What the index keeps of an arriving instance."""
+    identity = ReceivedIdentity(
+        patient=PatientIdentifier(
+            PatientId(_text(ds, "PatientID")), Issuer(_text(ds, "IssuerOfPatientID"))
+        ),
+        demographics=Demographics(
+            name=to_person_name(ds.get("PatientName")),
+            birth_date=dicom_date(_text(ds, "PatientBirthDate")),
+            sex=_text(ds, "PatientSex"),
+        ),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_instance_uid=Uid(_text(ds, "StudyInstanceUID")),
+    )
+    instance = InstanceRecord(
+        study_instance_uid=Uid(_text(ds, "StudyInstanceUID")),
+        series_instance_uid=Uid(_text(ds, "SeriesInstanceUID")),
+        sop_instance_uid=Uid(_text(ds, "SOPInstanceUID")),
+        sop_class_uid=Uid(_text(ds, "SOPClassUID")),
+        transfer_syntax_uid=Uid(transfer_syntax),
+        blob_key="",
+        size=0,
+        series_number=_text(ds, "SeriesNumber")[:16],
+        series_description=_text(ds, "SeriesDescription")[:200],
+        modality=_text(ds, "Modality")[:16],
+        body_part=_text(ds, "BodyPartExamined")[:64],
+        instance_number=_text(ds, "InstanceNumber")[:16],
+        series_date=_text(ds, "SeriesDate")[:8],
+        series_time=_text(ds, "SeriesTime")[:16],
+    )
+    return ArrivedInstance(
+        identity=identity,
+        instance=instance,
+        study_date=dicom_date(_text(ds, "StudyDate")),
+        study_time=_text(ds, "StudyTime")[:16],
+        study_description=_text(ds, "StudyDescription")[:200],
+        study_id=_text(ds, "StudyID")[:16],
+        referring_physician=_text(ds, "ReferringPhysicianName")[:200],
+        source_ae=source_ae[:16],
+    )
+
+
+def _da(value: date | None) -> str:
+    return value.strftime("%Y%m%d") if value else ""
+
+
+def set_patient(ds: Dataset, patient: Patient) -> None:
+    """Write the index's identity of a patient into a dataset (coercion on the way out)."""
+    d = patient.demographics
+    ds.PatientName = from_person_name(d.name)
+    ds.PatientID = patient.primary.value
+    ds.IssuerOfPatientID = patient.primary.issuer
+    ds.PatientBirthDate = _da(d.birth_date)
+    ds.PatientSex = d.sex
+    others = []
+    for identifier in patient.identifiers[1:]:
+        item = Dataset()
+        item.PatientID = identifier.value
+        item.IssuerOfPatientID = identifier.issuer
+        others.append(item)
+    if others:
+        ds.OtherPatientIDsSequence = others
+
+
+def coerce_identity(ds: Dataset, patient: Patient, accession: str) -> None:
+    """Replace a stored object's identity with the index's before it leaves pacsflow.
+
+    When the new identity needs more than ASCII, every text value is decoded first and the
+    whole data set is declared UTF-8, so values in the old character set are re-encoded too.
+    """
+    probe = Dataset()
+    set_patient(probe, patient)
+    if not is_ascii_dataset(probe) and ds.get("SpecificCharacterSet") != UTF8:
+        ds.decode()
+        ds.SpecificCharacterSet = UTF8
+    set_patient(ds, patient)
+    ds.AccessionNumber = accession
+
+
+def worklist_dataset(item: WorklistItem) -> Dataset:
+    """The full worklist entry of a scheduled order (PS3.4 K.6, IHE RAD-5 return keys)."""
+    order, patient = item.order, item.patient
+    ds = Dataset()
+    set_patient(ds, patient)
+    ds.AccessionNumber = order.accession_number
+    ds.ReferringPhysicianName = order.referring_physician
+    ds.StudyInstanceUID = order.study_instance_uid
+    ds.RequestedProcedureID = order.requested_procedure_id
+    ds.RequestedProcedureDescription = order.requested_procedure_description
+    ds.RequestedProcedurePriority = order.priority.value
+    ds.RequestedProcedureCodeSequence = _code_items(order)
+    ds.ReasonForTheRequestedProcedure = order.reason
+    ds.PlacerOrderNumberImagingServiceRequest = order.placer_order_number
+    ds.FillerOrderNumberImagingServiceRequest = order.filler_order_number
+    ds.AdmissionID = ""
+    ds.CurrentPatientLocation = ""
+    ds.PatientWeight = None
+    ds.MedicalAlerts = ""
+    ds.PregnancyStatus = None
+    sps = Dataset()
+    sps.ScheduledStationAETitle = order.scheduled_station_ae
+    sps.ScheduledStationName = order.scheduled_station_name
+    start = order.scheduled_start
+    sps.ScheduledProcedureStepStartDate = start.strftime("%Y%m%d") if start else ""
+    sps.ScheduledProcedureStepStartTime = start.strftime("%H%M%S") if start else ""
+    sps.Modality = order.modality
+    sps.ScheduledPerformingPhysicianName = ""
+    sps.ScheduledProcedureStepDescription = order.requested_procedure_description
+    sps.ScheduledProcedureStepID = order.scheduled_procedure_step_id or order.accession_number
+    sps.ScheduledProcedureStepStatus = (
+        "STARTED" if order.status.value == "in_progress" else "SCHEDULED"
+    )
+    sps.ScheduledProcedureStepLocation = ""
+    sps.ScheduledProtocolCodeSequence = _code_items(order)
+    ds.ScheduledProcedureStepSequence = [sps]
+    return ds
+
+
+def _code_items(order: Order) -> list[Dataset]:
+    if order.procedure_code is None:
+        return []
+    item = Dataset()
+    item.CodeValue = order.procedure_code.value
+    item.CodingSchemeDesignator = order.procedure_code.scheme or "L"
+    item.CodeMeaning = order.procedure_code.meaning or order.requested_procedure_description
+    return [item]
+
+
+def is_ascii_dataset(ds: Dataset) -> bool:
+    """True when every text value of the dataset (recursively) is plain ASCII."""
+    for elem in ds.iterall():
+        if elem.VR in ("PN", "LO", "SH", "ST", "LT", "UT", "UC") and elem.value is not None:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            for value in values:
+                if not str(value).isascii():
+                    return False
+    return True
+
+
+def with_character_set(ds: Dataset) -> Dataset:
+    """Declare UTF-8 (ISO_IR 192) when any text is not ASCII, so names arrive intact."""
+    if is_ascii_dataset(ds):
+        if "SpecificCharacterSet" in ds:
+            del ds.SpecificCharacterSet
+    else:
+        ds.SpecificCharacterSet = UTF8
+    return ds
+
+
+def patient_level_dataset(patient: Patient, studies: int) -> Dataset:
+    """A PATIENT-level C-FIND candidate."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "PATIENT"
+    set_patient(ds, patient)
+    ds.NumberOfPatientRelatedStudies = studies
+    return ds
+
+
+def study_level_dataset(view: StudyView) -> Dataset:
+    """A STUDY-level C-FIND candidate with the index's identity of the patient."""
+    study: StudyRecord = view.study
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    if view.patient is not None:
+        set_patient(ds, view.patient)
+    else:
+        rec = study.received
+        ds.PatientID = rec.patient.value
+        ds.IssuerOfPatientID = rec.patient.issuer
+        ds.PatientName = from_person_name(rec.demographics.name)
+        ds.PatientBirthDate = _da(rec.demographics.birth_date)
+        ds.PatientSex = rec.demographics.sex
+    ds.StudyInstanceUID = study.study_instance_uid
+    ds.StudyDate = _da(study.study_date)
+    ds.StudyTime = study.study_time
+    ds.AccessionNumber = study.accession_number
+    ds.StudyID = study.study_id
+    ds.StudyDescription = study.study_description
+    ds.ReferringPhysicianName = study.referring_physician
+    ds.ModalitiesInStudy = list(study.modalities)
+    ds.NumberOfStudyRelatedSeries = study.series_count
+    ds.NumberOfStudyRelatedInstances = study.instance_count
+    return ds
+
+
+def series_level_dataset(study: Dataset, inst: InstanceRecord, count: int) -> Dataset:
+    """A SERIES-level C-FIND candidate (study and patient keys included)."""
+    ds = Dataset()
+    ds.update(study)
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.SeriesInstanceUID = inst.series_instance_uid
+    ds.Modality = inst.modality
+    ds.SeriesNumber = inst.series_number or None
+    ds.SeriesDescription = inst.series_description
+    ds.BodyPartExamined = inst.body_part
+    ds.SeriesDate = inst.series_date
+    ds.SeriesTime = inst.series_time
+    ds.NumberOfSeriesRelatedInstances = count
+    return ds
+
+
+def image_level_dataset(series: Dataset, inst: InstanceRecord) -> Dataset:
+    """An IMAGE-level C-FIND candidate."""
+    ds = Dataset()
+    ds.update(series)
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.SOPInstanceUID = inst.sop_instance_uid
+    ds.SOPClassUID = inst.sop_class_uid
+    ds.InstanceNumber = inst.instance_number or None
+    return ds
+
+
+__all__ = [
+    "UTF8",
+    "arrived_instance",
+    "coerce_identity",
+    "dicom_date",
+    "from_person_name",
+    "image_level_dataset",
+    "is_ascii_dataset",
+    "patient_level_dataset",
+    "read_header",
+    "series_level_dataset",
+    "set_patient",
+    "study_level_dataset",
+    "to_person_name",
+    "with_character_set",
+    "worklist_dataset",
+]

@@ -1,0 +1,535 @@
+"""The DICOM listener: Verification, Storage, MWL, MPPS, Storage Commitment, Query/Retrieve."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, _config, evt
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.presentation import (
+    AllStoragePresentationContexts,
+    PresentationContext,
+    build_context,
+)
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StorageCommitmentPushModelInstance,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacsflow.adapters.dicom import status
+from pacsflow.adapters.dicom.datasets import (
+    arrived_instance,
+    coerce_identity,
+    image_level_dataset,
+    patient_level_dataset,
+    read_header,
+    series_level_dataset,
+    study_level_dataset,
+    with_character_set,
+    worklist_dataset,
+)
+from pacsflow.adapters.dicom.matching import matches, project
+from pacsflow.domain.errors import InvalidInput, PacsflowError
+from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ingest import Ingest
+from pacsflow.workflow.ports import InstanceRecord, PerformedStep, StudyFilter
+from pacsflow.workflow.procedure_steps import ProcedureSteps
+from pacsflow.workflow.queries import Queries, StudyView
+
+log = logging.getLogger(__name__)
+
+#: Transfer syntaxes accepted for storage, most preferred first. pynetdicom accepts the first
+#: of these that the requestor proposes, so compressed syntaxes come first: a modality that
+#: offers its compressed original next to an uncompressed fallback keeps the original, and the
+#: object is stored as received (never transcoded on the way in).
+STORAGE_TRANSFER_SYNTAXES: list[str] = [
+    JPEG2000Lossless,
+    JPEG2000,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    RLELossless,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+
+_UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a C-MOVE destination AE title can be reached."""
+
+    host: str
+    port: int
+
+
+PeerLookup = Callable[[str], Destination | None]
+
+
+def _nodelay(event: Event) -> None:
+    """Disable Nagle on every DICOM socket: small PDUs otherwise wait ~40 ms for an ACK."""
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class DicomServer:
+    """pacsflow's DICOM application entity and its handlers."""
+
+    def __init__(
+        self,
+        *,
+        ae_title: str,
+        host: str,
+        port: int,
+        ingest: Ingest,
+        steps: ProcedureSteps,
+        queries: Queries,
+        peers: PeerLookup,
+        max_pdu: int = 262144,
+        max_associations: int = 32,
+    ) -> None:
+        self.ae_title = ae_title
+        self._host = host
+        self._port = port
+        self._ingest = ingest
+        self._steps = steps
+        self._queries = queries
+        self._peers = peers
+        self._server: ThreadedAssociationServer | None = None
+        # Receive C-STORE data sets straight into a file: memory stays bounded for any size.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        ae = AE(ae_title=ae_title)
+        ae.maximum_pdu_size = max_pdu
+        ae.maximum_associations = max_associations
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        for cx in AllStoragePresentationContexts:
+            assert cx.abstract_syntax is not None
+            # scu_role/scp_role accept the role reversal C-GET needs.
+            ae.add_supported_context(
+                cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        for uid in (
+            Verification,
+            ModalityWorklistInformationFind,
+            ModalityPerformedProcedureStep,
+            StorageCommitmentPushModel,
+            PatientRootQueryRetrieveInformationModelFind,
+            PatientRootQueryRetrieveInformationModelMove,
+            PatientRootQueryRetrieveInformationModelGet,
+            StudyRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelMove,
+            StudyRootQueryRetrieveInformationModelGet,
+        ):
+            ae.add_supported_context(uid, _UNCOMPRESSED)
+        self._ae = ae
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started on port 0)."""
+        assert self._server is not None, "server not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def is_running(self) -> bool:
+        """True while the listener accepts associations."""
+        return self._server is not None
+
+    def start(self) -> None:
+        """Start listening (returns at once)."""
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, _nodelay),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_C_GET, self._on_get),
+            (evt.EVT_N_CREATE, self._on_n_create),
+            (evt.EVT_N_SET, self._on_n_set),
+            (evt.EVT_N_ACTION, self._on_n_action),
+        ]
+        self._server = self._ae.start_server(
+            (self._host, self._port), block=False, evt_handlers=handlers
+        )
+        log.info("DICOM listener %s on %s:%d", self.ae_title, self._host, self.port)
+
+    def stop(self) -> None:
+        """Stop listening and end open associations."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        for assoc in self._ae.active_associations:
+            assoc.abort()
+
+    # -- Verification -------------------------------------------------------------------------
+
+    def _on_echo(self, event: Event) -> int:
+        return status.SUCCESS
+
+    # -- Storage ------------------------------------------------------------------------------
+
+    def _on_store(self, event: Event) -> int | Dataset:
+        try:
+            path = Path(event.dataset_path)
+            header = read_header(path)
+            sop_uid = _request_uid(event, "AffectedSOPInstanceUID")
+            if str(header.get("SOPInstanceUID", "")) != sop_uid:
+                return status.failure(
+                    status.DATASET_MISMATCH, "SOP Instance UID differs from the command's"
+                )
+            arrived = arrived_instance(
+                header, str(event.context.transfer_syntax), event.assoc.requestor.ae_title
+            )
+            self._ingest.receive(arrived, path)
+            return status.SUCCESS
+        except PacsflowError as exc:
+            log.warning("C-STORE refused: %s", exc)
+            return status.failure(status.store_status(exc), str(exc))
+        except Exception as exc:  # an entry handler: answer a failure, keep serving
+            log.exception("C-STORE failed")
+            return status.failure(status.UNABLE_TO_PROCESS, f"not stored: {type(exc).__name__}")
+
+    # -- C-FIND: worklist and query/retrieve ---------------------------------------------------
+
+    def _on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        try:
+            query = event.identifier
+            model = _request_uid(event, "AffectedSOPClassUID")
+            candidates: Iterator[Dataset]
+            if model == ModalityWorklistInformationFind:
+                candidates = (worklist_dataset(item) for item in self._queries.worklist())
+            else:
+                candidates = self._qr_candidates(query)
+            for candidate in candidates:
+                if event.is_cancelled:
+                    yield status.CANCEL, None
+                    return
+                if matches(query, candidate):
+                    yield status.PENDING, with_character_set(project(query, candidate))
+            yield status.SUCCESS, None
+        except PacsflowError as exc:
+            log.warning("C-FIND refused: %s", exc)
+            yield status.CANNOT_UNDERSTAND, None
+        except Exception:
+            log.exception("C-FIND failed")
+            yield status.UNABLE_TO_PROCESS, None
+
+    def _studies_for(self, query: Dataset) -> list[StudyView]:
+        patient_id = str(query.get("PatientID", "") or "")
+        uids = [u for u in str(query.get("StudyInstanceUID", "") or "").split("\\") if u]
+        accession = str(query.get("AccessionNumber", "") or "")
+        flt = StudyFilter(
+            patient=(
+                PatientIdentifier(PatientId(patient_id), Issuer(""))
+                if patient_id and not any(c in patient_id for c in "*?")
+                else None
+            ),
+            study_instance_uids=tuple(Uid(u) for u in uids),
+            accession_number="" if any(c in accession for c in "*?") else accession,
+            limit=100_000,
+        )
+        return self._queries.studies(flt)
+
+    def _qr_candidates(self, query: Dataset) -> Iterator[Dataset]:
+        level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
+        if level not in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+            raise InvalidInput(f"unknown Query/Retrieve Level {level!r}")
+        views = self._studies_for(query)
+        if level == "PATIENT":
+            yield from self._patient_candidates(views)
+            return
+        for view in views:
+            study_ds = study_level_dataset(view)
+            if level == "STUDY":
+                yield study_ds
+                continue
+            instances = self._queries.instances(study_uids=[view.study.study_instance_uid])
+            by_series: dict[str, list[InstanceRecord]] = {}
+            for inst in instances:
+                by_series.setdefault(inst.series_instance_uid, []).append(inst)
+            for members in by_series.values():
+                series_ds = series_level_dataset(study_ds, members[0], len(members))
+                if level == "SERIES":
+                    yield series_ds
+                    continue
+                for inst in members:
+                    yield image_level_dataset(series_ds, inst)
+
+    def _patient_candidates(self, views: list[StudyView]) -> Iterator[Dataset]:
+        counts: dict[PatientIdentifier, tuple[Patient, int]] = {}
+        for view in views:
+            if view.patient is None:
+                continue
+            key = view.patient.primary
+            patient, n = counts.get(key, (view.patient, 0))
+            counts[key] = (patient, n + 1)
+        for patient, n in counts.values():
+            yield patient_level_dataset(patient, n)
+
+    # -- C-MOVE / C-GET ------------------------------------------------------------------------
+
+    def _selected(self, query: Dataset) -> list[InstanceRecord]:
+        level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
+
+        def uids(keyword: str) -> list[Uid]:
+            return [Uid(u) for u in str(query.get(keyword, "") or "").split("\\") if u]
+
+        if level == "IMAGE" and uids("SOPInstanceUID"):
+            return list(self._queries.instances(sop_uids=uids("SOPInstanceUID")))
+        if level in ("SERIES", "IMAGE") and uids("SeriesInstanceUID"):
+            return list(self._queries.instances(series_uids=uids("SeriesInstanceUID")))
+        if level in ("STUDY", "SERIES", "IMAGE") and uids("StudyInstanceUID"):
+            return list(self._queries.instances(study_uids=uids("StudyInstanceUID")))
+        if level == "PATIENT" and query.get("PatientID"):
+            views = self._studies_for(query)
+            return list(
+                self._queries.instances(study_uids=[v.study.study_instance_uid for v in views])
+            )
+        raise InvalidInput(f"no unique key to retrieve at level {level!r}")
+
+    def _outgoing(self, instances: list[InstanceRecord]) -> Iterator[Dataset]:
+        """Stored instances with the index's identity coerced in (files stay as received)."""
+        views: dict[str, StudyView | None] = {}
+        for inst in instances:
+            uid = inst.study_instance_uid
+            if uid not in views:
+                views[uid] = self._queries.study(uid)
+            path = self._queries.local_file(inst)
+            if path is None:
+                raise InvalidInput(f"instance {inst.sop_instance_uid} has no local file")
+            ds = dcmread(path, defer_size="1 MB")
+            view = views[uid]
+            if view is not None and view.patient is not None:
+                coerce_identity(ds, view.patient, view.study.accession_number)
+            yield ds
+
+    def _on_move(self, event: Event) -> Iterator[Any]:
+        destination = self._peers(str(event.move_destination).strip())
+        if destination is None:
+            log.warning("C-MOVE to unknown destination %r", event.move_destination)
+            yield None, None
+            return
+        try:
+            instances, error = self._selected(event.identifier), None
+        except PacsflowError as exc:
+            instances, error = [], exc
+        yield destination.host, destination.port, {"contexts": _contexts_for(instances)}
+        if error is not None:
+            log.warning("C-MOVE refused: %s", error)
+            raise error  # pynetdicom answers the count step with a failure status
+        yield len(instances)
+        yield from self._send(event, instances)
+
+    def _on_get(self, event: Event) -> Iterator[Any]:
+        instances = self._selected(event.identifier)  # raising here fails the C-GET
+        yield len(instances)
+        yield from self._send(event, instances)
+
+    def _send(self, event: Event, instances: list[InstanceRecord]) -> Iterator[Any]:
+        for ds in self._outgoing(instances):
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            yield status.PENDING, ds
+
+    # -- MPPS -----------------------------------------------------------------------------------
+
+    def _on_n_create(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        try:
+            attrs = event.attribute_list
+            sop_uid = _request_uid(event, "AffectedSOPInstanceUID")
+            if not sop_uid:
+                raise InvalidInput("N-CREATE without an Affected SOP Instance UID")
+            step = _performed_step(sop_uid, attrs, event.assoc.requestor.ae_title)
+            self._steps.start(step)
+            return status.SUCCESS, attrs
+        except PacsflowError as exc:
+            log.warning("MPPS N-CREATE refused: %s", exc)
+            return status.failure(status.n_service_status(exc), str(exc)), None
+        except Exception:
+            log.exception("MPPS N-CREATE failed")
+            return status.PROCESSING_FAILURE, None
+
+    def _on_n_set(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        try:
+            mods = event.modification_list
+            sop_uid = Uid(_request_uid(event, "RequestedSOPInstanceUID"))
+            new_status = str(mods.get("PerformedProcedureStepStatus", "") or "").strip()
+            self._steps.update(sop_uid, new_status)
+            return status.SUCCESS, mods
+        except PacsflowError as exc:
+            log.warning("MPPS N-SET refused: %s", exc)
+            return status.failure(status.n_service_status(exc), str(exc)), None
+        except Exception:
+            log.exception("MPPS N-SET failed")
+            return status.PROCESSING_FAILURE, None
+
+    # -- Storage Commitment (push model) -------------------------------------------------------
+
+    def _on_n_action(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        try:
+            info = event.action_information
+            if event.action_type != 1:
+                return status.failure(0x0123, "unsupported action type"), None
+            transaction = str(info.get("TransactionUID", ""))
+            refs = [
+                (str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID))
+                for item in info.get("ReferencedSOPSequence", [])
+            ]
+            if not transaction:
+                raise InvalidInput("N-ACTION without a Transaction UID")
+            requestor = event.assoc.requestor.ae_title
+            worker = threading.Thread(
+                target=self._report_commitment,
+                args=(requestor, transaction, refs),
+                name=f"stgcmt-{transaction[-8:]}",
+                daemon=True,
+            )
+            worker.start()
+            return status.SUCCESS, None
+        except PacsflowError as exc:
+            log.warning("Storage commitment refused: %s", exc)
+            return status.failure(status.n_service_status(exc), str(exc)), None
+        except Exception:
+            log.exception("Storage commitment N-ACTION failed")
+            return status.PROCESSING_FAILURE, None
+
+    def _report_commitment(
+        self, requestor: str, transaction: str, refs: list[tuple[str, str]]
+    ) -> None:
+        """Send the N-EVENT-REPORT (PS3.4 J.3.3) on a new association to the requestor."""
+        try:
+            report = Dataset()
+            report.TransactionUID = transaction
+            committed, failed = [], []
+            for class_uid, inst_uid in refs:
+                item = Dataset()
+                item.ReferencedSOPClassUID = class_uid
+                item.ReferencedSOPInstanceUID = inst_uid
+                if self._queries.instance_known(Uid(inst_uid)):
+                    committed.append(item)
+                else:
+                    item.FailureReason = status.NO_SUCH_OBJECT_INSTANCE
+                    failed.append(item)
+            if committed:
+                report.ReferencedSOPSequence = committed
+            if failed:
+                report.FailedSOPSequence = failed
+            destination = self._peers(requestor)
+            if destination is None:
+                log.warning(
+                    "storage commitment report for %s not sent: AE %r is not a configured peer",
+                    transaction,
+                    requestor,
+                )
+                return
+            ae = AE(ae_title=self.ae_title)
+            ae.add_requested_context(StorageCommitmentPushModel)
+            role = SCP_SCU_RoleSelectionNegotiation()
+            role.sop_class_uid = UID(StorageCommitmentPushModel)
+            role.scu_role = False
+            role.scp_role = True
+            assoc = ae.associate(
+                destination.host,
+                destination.port,
+                ae_title=requestor,
+                ext_neg=[role],
+                evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+            )
+            if not assoc.is_established:
+                log.warning("storage commitment report: cannot reach %s", requestor)
+                return
+            try:
+                assoc.send_n_event_report(
+                    report,
+                    2 if failed else 1,
+                    StorageCommitmentPushModel,
+                    StorageCommitmentPushModelInstance,
+                )
+            finally:
+                assoc.release()
+            log.info(
+                "storage commitment %s: %d committed, %d failed",
+                transaction,
+                len(committed),
+                len(failed),
+            )
+        except Exception:  # a background thread: log, never die silently
+            log.exception("storage commitment report failed")
+
+
+def _request_uid(event: Event, keyword: str) -> str:
+    """A UID parameter of the DIMSE request that raised the event ('' when absent)."""
+    return str(getattr(event.request, keyword, "") or "").strip()
+
+
+def _performed_step(sop_uid: str, attrs: Dataset, station: str) -> PerformedStep:
+    accession, study_uid = "", ""
+    for item in attrs.get("ScheduledStepAttributesSequence", []):
+        accession = accession or str(item.get("AccessionNumber", "") or "")
+        study_uid = study_uid or str(item.get("StudyInstanceUID", "") or "")
+    return PerformedStep(
+        sop_instance_uid=Uid(sop_uid),
+        status=str(attrs.get("PerformedProcedureStepStatus", "") or "").strip(),
+        accession_number=accession,
+        study_instance_uid=study_uid,
+        performed_station_ae=str(attrs.get("PerformedStationAETitle", "") or station),
+    )
+
+
+def _contexts_for(instances: list[InstanceRecord]) -> list[PresentationContext]:
+    """Presentation contexts for sending these instances as stored (at most 128)."""
+    wanted: dict[str, set[str]] = {}
+    for inst in instances:
+        wanted.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
+    contexts = []
+    for sop_class, syntaxes in sorted(wanted.items()):
+        for ts in sorted(syntaxes | set(_UNCOMPRESSED)):
+            contexts.append(build_context(sop_class, [ts]))
+    return contexts[:128]
+
+
+__all__ = ["STORAGE_TRANSFER_SYNTAXES", "Destination", "DicomServer", "PeerLookup"]

@@ -1,0 +1,499 @@
+"""HL7 v2 ADT and order messages -> pacsflow commands (IHE Radiology TF-2, RAD-1/4/12/13).
+
+Dispatch is on MSH-9 through one table. Orders are read per ORC group: a group is an ORC and
+every segment after it up to the next ORC, so one ORM/OMI may carry several orders; a
+position is looked up in the group first, then in the segments before the first ORC (PID,
+PV1). Where the accession number, Study Instance UID and the like sit differs between sites,
+so those positions come from a FieldMap.
+
+HL7 timestamps without an offset are read in `assume_zone` (UTC unless configured): HL7 v2
+leaves them in the sender's local time, which the message does not state.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+
+from pacsflow.adapters.hl7.codec import Location, Message, Repetition, Segment, get_in
+from pacsflow.adapters.hl7.errors import (
+    RequiredFieldMissing,
+    SegmentSequenceError,
+    UnknownTableValue,
+    UnsupportedEvent,
+)
+from pacsflow.domain import commands as cmd
+from pacsflow.domain.errors import MalformedMessage, MissingIdentifier, UnsupportedMessage
+from pacsflow.domain.orders import (
+    AccessionNumber,
+    Order,
+    OrderStatus,
+    ProcedureCode,
+    priority_from_code,
+)
+from pacsflow.domain.patients import (
+    Demographics,
+    Issuer,
+    Patient,
+    PatientId,
+    PatientIdentifier,
+    PersonName,
+)
+from pacsflow.domain.uids import Uid, is_valid_uid, new_uid
+
+_TS = re.compile(
+    r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?"
+    r"(?:([+-])(\d{2})(\d{2}))?$"
+)
+_HL7_NULL = '""'
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFieldLocations:
+    """Where one order structure (ORM^O01 or OMI^O23) carries the site-dependent values.
+
+    An empty location means the structure does not carry the value (e.g. no station AE in
+    ORM); the accession number must always have one.
+    """
+
+    accession_number: str
+    requested_procedure_id: str = ""
+    study_instance_uid: str = ""
+    scheduled_procedure_step_id: str = ""
+    modality: str = ""
+    station_ae: str = ""
+    station_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.accession_number:
+            raise ValueError("the accession number needs a location")
+        for f in fields(self):
+            value: str = getattr(self, f.name)
+            if value:
+                Location.parse(value)  # ValueError names the malformed location
+
+    def location(self, key: str) -> Location | None:
+        """The parsed location of one value, or None when it is not mapped."""
+        text: str = getattr(self, key)
+        return Location.parse(text) if text else None
+
+
+ORM_DEFAULTS = OrderFieldLocations(
+    accession_number="OBR-18",
+    requested_procedure_id="OBR-19",
+    study_instance_uid="ZDS-1.1",
+    scheduled_procedure_step_id="OBR-20",
+    modality="OBR-24",
+)
+"""IHE RAD-4/RAD-13 ORM^O01 (v2.3.1) placement."""
+
+OMI_DEFAULTS = OrderFieldLocations(
+    accession_number="IPC-1.1",
+    requested_procedure_id="IPC-2",
+    study_instance_uid="IPC-3",
+    scheduled_procedure_step_id="IPC-4",
+    modality="IPC-5",
+    station_name="IPC-7",
+    station_ae="IPC-9",
+)
+"""IHE RAD-4/RAD-13 OMI^O23 (v2.5.1) placement."""
+
+FIELD_MAP_KEYS = tuple(f.name for f in fields(OrderFieldLocations))
+_STRUCTURES = ("ORM", "OMI")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMap:
+    """Where the order values sit in ORM^O01 and in OMI^O23, for a site's RIS."""
+
+    orm: OrderFieldLocations = ORM_DEFAULTS
+    omi: OrderFieldLocations = OMI_DEFAULTS
+
+    def with_overrides(self, mapping: Mapping[str, str]) -> FieldMap:
+        """This map with some locations replaced; ValueError on an unknown key or location.
+
+        A key is a value name ("accession_number") and applies to both structures, or is
+        qualified by one ("ORM.accession_number", "OMI.station_ae"). An empty location
+        unmaps a value.
+        """
+        changes: dict[str, dict[str, str]] = {"ORM": {}, "OMI": {}}
+        for key, location in mapping.items():
+            structure, _, name = key.rpartition(".")
+            targets = (structure.upper(),) if structure else _STRUCTURES
+            if name not in FIELD_MAP_KEYS or not set(targets) <= set(_STRUCTURES):
+                raise ValueError(
+                    f"unknown field map key {key!r}; use one of {', '.join(FIELD_MAP_KEYS)}, "
+                    "optionally prefixed by ORM. or OMI."
+                )
+            for target in targets:
+                changes[target][name] = location.strip()
+        return FieldMap(
+            orm=replace(self.orm, **changes["ORM"]), omi=replace(self.omi, **changes["OMI"])
+        )
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+Translator = Callable[[Message, FieldMap, tzinfo], list[cmd.Command]]
+
+
+def translate(
+    message: Message, field_map: FieldMap | None = None, *, assume_zone: tzinfo = UTC
+) -> list[cmd.Command]:
+    """The commands a message asks for; InvalidInput (with the position) when it cannot."""
+    header = message.msh
+    handler = _HANDLERS.get((header.message_code, header.trigger_event))
+    if handler is None:
+        if any(code == header.message_code for code, _ in _HANDLERS):
+            raise UnsupportedEvent(
+                f"MSH-9 (message type) {header.message_type}: pacsflow does not handle "
+                f"{header.message_code} event {header.trigger_event or '(empty)'}",
+                location="MSH-9.2",
+            )
+        raise UnsupportedMessage(
+            f"MSH-9 (message type) {header.message_type or '(empty)'} is not handled; "
+            "pacsflow takes ADT^A01/A04/A05/A08/A31, ORM^O01 and OMI^O23",
+            location="MSH-9",
+        )
+    return handler(message, field_map or FieldMap(), assume_zone)
+
+
+def _register(message: Message, _: FieldMap, __: tzinfo) -> list[cmd.Command]:
+    return [cmd.RegisterPatient(read_patient(message))]
+
+
+def _update(message: Message, _: FieldMap, __: tzinfo) -> list[cmd.Command]:
+    return [cmd.UpdatePatient(read_patient(message))]
+
+
+def _orm(message: Message, field_map: FieldMap, zone: tzinfo) -> list[cmd.Command]:
+    return _orders(message, field_map.orm, zone, _OrmReader())
+
+
+def _omi(message: Message, field_map: FieldMap, zone: tzinfo) -> list[cmd.Command]:
+    return _orders(message, field_map.omi, zone, _OmiReader())
+
+
+_HANDLERS: dict[tuple[str, str], Translator] = {
+    ("ADT", "A01"): _register,
+    ("ADT", "A04"): _register,
+    ("ADT", "A05"): _register,
+    ("ADT", "A08"): _update,
+    ("ADT", "A31"): _update,
+    ("ORM", "O01"): _orm,
+    ("OMI", "O23"): _omi,
+}
+
+
+# --- patients --------------------------------------------------------------------------------
+
+
+def read_patient(message: Message) -> Patient:
+    """The patient of PID: every PID-3 identifier (first is primary), name, birth date, sex."""
+    pid = message.segment("PID")
+    if pid is None:
+        raise MissingIdentifier(
+            "PID-3 (patient identifier) is required, but the message has no PID segment",
+            location="PID-3",
+        )
+    identifiers = tuple(_identifier(rep) for rep in pid.repetitions(3) if _text(rep.get(1)))
+    if not identifiers:
+        raise MissingIdentifier("PID-3 (patient identifier) is required", location="PID-3")
+    return Patient(
+        identifiers=identifiers,
+        demographics=Demographics(
+            name=_person_name(pid.repetitions(5)),
+            birth_date=_birth_date(pid.get(7)),
+            sex=_text(pid.get(8)).upper(),
+        ),
+    )
+
+
+def _identifier(rep: Repetition) -> PatientIdentifier:
+    # CX-4 assigning authority is an HD: namespace ID & universal ID & universal ID type.
+    issuer = _text(rep.get(4, 1)) or _text(rep.get(4, 2))
+    return PatientIdentifier(PatientId(_text(rep.get(1))), Issuer(issuer))
+
+
+def _person_name(reps: tuple[Repetition, ...]) -> PersonName:
+    # XPN-7 name type L is the legal name; otherwise the first repetition is the name.
+    chosen = next((r for r in reps if r.get(7).upper() == "L"), reps[0] if reps else None)
+    if chosen is None:
+        return PersonName()
+    return PersonName(
+        family=_text(chosen.get(1, 1)),  # XPN-1 is FN from v2.3 on: surname & own surname...
+        given=_text(chosen.get(2)),
+        middle=_text(chosen.get(3)),
+        suffix=_text(chosen.get(4)),
+        prefix=_text(chosen.get(5)),
+    )
+
+
+def _birth_date(text: str) -> date | None:
+    text = _text(text)
+    if len(text) < 8:
+        return None  # no value, or only a year or month: not a date a person is matched on
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError as exc:
+        raise MalformedMessage(
+            f"PID-7 (date of birth) {text!r} is not a date (YYYYMMDD)", location="PID-7"
+        ) from exc
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+_ORDER_CONTROLS = ("NW", "XO", "CA", "DC", "SC")
+_STATUS_BY_CODE = {
+    "SC": OrderStatus.SCHEDULED,
+    "IP": OrderStatus.IN_PROGRESS,
+    "CM": OrderStatus.COMPLETED,
+    "DC": OrderStatus.DISCONTINUED,
+    "CA": OrderStatus.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """The segments of one ORC group, then the segments before the first ORC."""
+
+    group: tuple[Segment, ...]
+    common: tuple[Segment, ...]
+
+    def get(self, location: Location | str, *, repetition: int = 0) -> str:
+        where = Location.parse(location) if isinstance(location, str) else location
+        segments = self.group if self.has(where.segment) else self.common
+        return _text(get_in(segments, where, repetition=repetition))
+
+    def has(self, name: str) -> bool:
+        return any(s.name == name for s in self.group)
+
+
+class _OrmReader:
+    """Timing of ORM^O01 (v2.3.1): TQ in OBR-27, else ORC-7."""
+
+    def timing(self, scope: _Scope) -> tuple[str, str, str]:
+        """(start TS, its position, priority code)."""
+        start_location = "OBR-27.4" if scope.get("OBR-27.4") else "ORC-7.4"
+        priority = scope.get("OBR-27.6") or scope.get("ORC-7.6")
+        return scope.get(start_location), start_location, priority
+
+
+class _OmiReader:
+    """Timing of OMI^O23 (v2.5.1): TQ1-7 start and TQ1-9 priority."""
+
+    def timing(self, scope: _Scope) -> tuple[str, str, str]:
+        """(start TS, its position, priority code)."""
+        return scope.get("TQ1-7.1"), "TQ1-7", scope.get("TQ1-9.1")
+
+
+_TimingReader = _OrmReader | _OmiReader
+
+
+def _orders(
+    message: Message, locations: OrderFieldLocations, zone: tzinfo, reader: _TimingReader
+) -> list[cmd.Command]:
+    groups = _order_groups(message)
+    if not groups:
+        raise SegmentSequenceError(
+            f"{message.msh.message_type} has no ORC (common order) segment", location="ORC"
+        )
+    # Only new and changed orders carry the patient; a cancel or status needs no PID.
+    patient = functools.cache(lambda: read_patient(message))
+    common = _common_segments(message)
+    return [
+        _order_command(_Scope(group, common), patient, locations, zone, reader) for group in groups
+    ]
+
+
+def _order_groups(message: Message) -> list[tuple[Segment, ...]]:
+    groups: list[list[Segment]] = []
+    for segment in message.segments:
+        if segment.name == "ORC":
+            groups.append([segment])
+        elif groups:
+            groups[-1].append(segment)
+    return [tuple(g) for g in groups]
+
+
+def _common_segments(message: Message) -> tuple[Segment, ...]:
+    common: list[Segment] = []
+    for segment in message.segments:
+        if segment.name == "ORC":
+            break
+        common.append(segment)
+    return tuple(common)
+
+
+def _order_command(
+    scope: _Scope,
+    patient_of: Callable[[], Patient],
+    locations: OrderFieldLocations,
+    zone: tzinfo,
+    reader: _TimingReader,
+) -> cmd.Command:
+    control = scope.get("ORC-1").upper()
+    if not control:
+        raise RequiredFieldMissing("ORC-1 (order control) is required", location="ORC-1")
+    if control not in _ORDER_CONTROLS:
+        raise UnsupportedMessage(
+            f"ORC-1 (order control) {control} is not handled; pacsflow takes "
+            f"{', '.join(_ORDER_CONTROLS)}",
+            location="ORC-1",
+        )
+    accession = _accession(scope, locations)
+    match control:
+        case "NW":
+            patient = patient_of()
+            return cmd.PlaceOrder(
+                _order(scope, patient, accession, locations, zone, reader), patient
+            )
+        case "XO":
+            patient = patient_of()
+            return cmd.ChangeOrder(
+                _order(scope, patient, accession, locations, zone, reader), patient
+            )
+        case "CA":
+            return cmd.CancelOrder(accession)
+        case "DC":
+            return cmd.CancelOrder(accession, is_discontinued=True)
+        case _:  # SC, the last of _ORDER_CONTROLS
+            code = scope.get("ORC-5").upper()
+            status = _STATUS_BY_CODE.get(code)
+            if status is None:
+                raise UnknownTableValue(
+                    f"ORC-5 (order status) {code or '(empty)'!s} is not one pacsflow "
+                    f"understands; send one of {', '.join(_STATUS_BY_CODE)}",
+                    location="ORC-5",
+                )
+            return cmd.ChangeOrderStatus(accession, status)
+
+
+def _accession(scope: _Scope, locations: OrderFieldLocations) -> AccessionNumber:
+    where = Location.parse(locations.accession_number)
+    value = scope.get(where)
+    if not value:
+        raise MissingIdentifier(f"{where} (accession number) is required", location=str(where))
+    return AccessionNumber(value)
+
+
+def _order(
+    scope: _Scope,
+    patient: Patient,
+    accession: AccessionNumber,
+    locations: OrderFieldLocations,
+    zone: tzinfo,
+    reader: _TimingReader,
+) -> Order:
+    def mapped(key: str) -> str:
+        where = locations.location(key)
+        return scope.get(where) if where else ""
+
+    start_text, start_location, priority = reader.timing(scope)
+    universal = _coded(scope, "OBR-4")
+    procedure = _coded(scope, "OBR-44") or universal
+    description = (universal.meaning if universal else "") or (
+        procedure.meaning if procedure else ""
+    )
+    return Order(
+        accession_number=accession,
+        patient=patient.primary,
+        study_instance_uid=_study_uid(mapped("study_instance_uid"), locations),
+        placer_order_number=scope.get("ORC-2.1") or scope.get("OBR-2.1"),
+        filler_order_number=scope.get("ORC-3.1") or scope.get("OBR-3.1"),
+        requested_procedure_id=mapped("requested_procedure_id"),
+        requested_procedure_description=description,
+        procedure_code=procedure,
+        modality=mapped("modality").upper(),
+        scheduled_station_ae=mapped("station_ae"),
+        scheduled_station_name=mapped("station_name"),
+        scheduled_procedure_step_id=mapped("scheduled_procedure_step_id"),
+        scheduled_start=parse_timestamp(start_text, start_location, zone),
+        priority=priority_from_code(priority),
+        referring_physician=_physician(scope, "PV1-8") or _physician(scope, "OBR-16"),
+        reason=scope.get("OBR-31.2") or scope.get("OBR-31.1"),
+    )
+
+
+def _coded(scope: _Scope, location: str) -> ProcedureCode | None:
+    value = scope.get(f"{location}.1")
+    if not value:
+        return None
+    return ProcedureCode(value, scope.get(f"{location}.3"), scope.get(f"{location}.2"))
+
+
+def _physician(scope: _Scope, location: str) -> str:
+    """An XCN (id ^ family ^ given ^ middle) as a DICOM person name, FAMILY^GIVEN^MIDDLE."""
+    family = scope.get(f"{location}.2.1")  # XCN-2 is FN from v2.3 on: take the surname
+    parts = [family, scope.get(f"{location}.3"), scope.get(f"{location}.4")]
+    return "^".join(parts).rstrip("^")
+
+
+def _study_uid(value: str, locations: OrderFieldLocations) -> Uid:
+    if not value:
+        return new_uid()
+    if not is_valid_uid(value):
+        raise MalformedMessage(
+            f"{locations.study_instance_uid} (Study Instance UID) {value!r} is not a valid "
+            "DICOM UID (digits and dots, at most 64 characters)",
+            location=locations.study_instance_uid,
+        )
+    return Uid(value)
+
+
+def parse_timestamp(text: str, location: str, zone: tzinfo = UTC) -> datetime | None:
+    """An HL7 TS/DTM (YYYYMMDD[HH[MM[SS[.S...]]]][+/-ZZZZ]) as an aware datetime.
+
+    Without an offset the time is read in `zone`. Empty -> None; a value that is not a
+    timestamp -> MalformedMessage at `location`.
+    """
+    text = _text(text)
+    if not text:
+        return None
+    match = _TS.match(text)
+    if match is None:
+        raise MalformedMessage(
+            f"{location} {text!r} is not an HL7 timestamp (YYYYMMDDHHMM[SS][+ZZZZ])",
+            location=location,
+        )
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    tz = zone
+    if sign:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        tz = timezone(-offset if sign == "-" else offset)
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0").ljust(6, "0")),
+            tzinfo=tz,
+        )
+    except ValueError as exc:
+        raise MalformedMessage(
+            f"{location} {text!r} is not a valid date and time", location=location
+        ) from exc
+
+
+def _text(value: str) -> str:
+    """A field's text with HL7's explicit null ("") read as empty."""
+    value = value.strip()
+    return "" if value == _HL7_NULL else value
+
+
+__all__ = [
+    "FIELD_MAP_KEYS",
+    "OMI_DEFAULTS",
+    "ORM_DEFAULTS",
+    "FieldMap",
+    "OrderFieldLocations",
+    "parse_timestamp",
+    "read_patient",
+    "translate",
+]

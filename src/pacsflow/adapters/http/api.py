@@ -1,0 +1,263 @@
+"""The FastAPI application: health, studies, exceptions, orders, patients as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from pacsflow import __version__
+from pacsflow.domain.errors import ConflictingState, InvalidInput, PacsflowError, TransientError
+from pacsflow.domain.orders import Order, OrderStatus
+from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
+from pacsflow.workflow.queries import Queries, StudyView
+
+HealthCheck = Callable[[], dict[str, str]]
+
+_PROBLEM_STATUS: tuple[tuple[type[PacsflowError], int], ...] = (
+    (InvalidInput, 400),
+    (ConflictingState, 409),
+    (TransientError, 503),
+)
+
+
+class PatientOut(BaseModel):
+    """A registered patient."""
+
+    patient_id: str
+    issuer: str
+    other_ids: list[dict[str, str]]
+    name: str
+    family_name: str
+    given_name: str
+    birth_date: date | None
+    sex: str
+
+
+class StudyOut(BaseModel):
+    """An indexed study with its state and the index's patient identity."""
+
+    study_instance_uid: str
+    state: str
+    accession_number: str
+    patient: PatientOut | None
+    received_patient_id: str
+    study_date: date | None
+    study_description: str
+    modalities: list[str]
+    series_count: int
+    instance_count: int
+    received_at: datetime | None
+    source_ae: str
+
+
+class ExceptionOut(BaseModel):
+    """A study held in the exceptions queue."""
+
+    id: int
+    study_instance_uid: str
+    reason: str
+    source: str
+    detail: str
+    opened_at: datetime
+    age_seconds: int
+    received_patient_id: str
+    received_issuer: str
+    received_patient_name: str
+    received_birth_date: date | None
+    received_accession_number: str
+    candidate_accession_number: str | None
+
+
+class OrderOut(BaseModel):
+    """An imaging order."""
+
+    accession_number: str
+    patient_id: str
+    issuer: str
+    status: str
+    study_instance_uid: str
+    requested_procedure_id: str
+    requested_procedure_description: str
+    procedure_code: str | None
+    modality: str
+    scheduled_station_ae: str
+    scheduled_start: datetime | None
+    priority: str
+    referring_physician: str
+
+
+class PatientDetailOut(BaseModel):
+    """A patient with their published studies and orders."""
+
+    patient: PatientOut
+    studies: list[StudyOut]
+
+
+def _patient(p: Patient) -> PatientOut:
+    d = p.demographics
+    return PatientOut(
+        patient_id=p.primary.value,
+        issuer=p.primary.issuer,
+        other_ids=[{"patient_id": i.value, "issuer": i.issuer} for i in p.identifiers[1:]],
+        name=d.name.display(),
+        family_name=d.name.family,
+        given_name=d.name.given,
+        birth_date=d.birth_date,
+        sex=d.sex,
+    )
+
+
+def _study(v: StudyView) -> StudyOut:
+    s = v.study
+    return StudyOut(
+        study_instance_uid=s.study_instance_uid,
+        state=s.state.value,
+        accession_number=s.accession_number,
+        patient=_patient(v.patient) if v.patient else None,
+        received_patient_id=s.received.patient.value,
+        study_date=s.study_date,
+        study_description=s.study_description,
+        modalities=list(s.modalities),
+        series_count=s.series_count,
+        instance_count=s.instance_count,
+        received_at=s.received_at,
+        source_ae=s.source_ae,
+    )
+
+
+def _exception(e: ExceptionRecord, now: datetime) -> ExceptionOut:
+    r = e.received
+    return ExceptionOut(
+        id=e.id,
+        study_instance_uid=e.study_instance_uid,
+        reason=e.reason.value,
+        source=e.source.value,
+        detail=e.detail,
+        opened_at=e.opened_at,
+        age_seconds=max(0, int((now - e.opened_at).total_seconds())),
+        received_patient_id=r.patient.value,
+        received_issuer=r.patient.issuer,
+        received_patient_name=r.demographics.name.display(),
+        received_birth_date=r.demographics.birth_date,
+        received_accession_number=r.accession_number,
+        candidate_accession_number=e.candidate_order,
+    )
+
+
+def _order(o: Order) -> OrderOut:
+    return OrderOut(
+        accession_number=o.accession_number,
+        patient_id=o.patient.value,
+        issuer=o.patient.issuer,
+        status=o.status.value,
+        study_instance_uid=o.study_instance_uid,
+        requested_procedure_id=o.requested_procedure_id,
+        requested_procedure_description=o.requested_procedure_description,
+        procedure_code=o.procedure_code.value if o.procedure_code else None,
+        modality=o.modality,
+        scheduled_station_ae=o.scheduled_station_ae,
+        scheduled_start=o.scheduled_start,
+        priority=o.priority.value,
+        referring_physician=o.referring_physician,
+    )
+
+
+def _problem(status: int, title: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+def create_app(queries: Queries, health: HealthCheck) -> FastAPI:
+    """The HTTP application over the read side of the workflow."""
+    app = FastAPI(
+        title="pacsflow",
+        version=__version__,
+        description="PACS workflow manager: studies, exceptions, orders and patients.",
+    )
+
+    @app.exception_handler(PacsflowError)
+    async def _on_error(_request: Request, exc: PacsflowError) -> JSONResponse:
+        code = next((c for k, c in _PROBLEM_STATUS if isinstance(exc, k)), 500)
+        return _problem(code, type(exc).__name__, str(exc))
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        """200 when every listener is up; the state of each either way."""
+        listeners = health()
+        is_up = all(state == "up" for state in listeners.values())
+        body: dict[str, Any] = {"status": "ok" if is_up else "degraded", "listeners": listeners}
+        return JSONResponse(body, status_code=200 if is_up else 503)
+
+    @app.get("/api/studies", tags=["studies"])
+    def studies(
+        patient_id: str = "",
+        issuer: str = "",
+        accession_number: str = "",
+        include_held: bool = False,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+    ) -> list[StudyOut]:
+        """Studies, newest first; held (exception) studies only with include_held."""
+        flt = StudyFilter(
+            patient=PatientIdentifier(PatientId(patient_id), Issuer(issuer))
+            if patient_id
+            else None,
+            accession_number=accession_number,
+            is_published_only=not include_held,
+            limit=limit,
+        )
+        return [_study(v) for v in queries.studies(flt)]
+
+    @app.get("/api/studies/{study_uid}", tags=["studies"])
+    def study(study_uid: str) -> StudyOut:
+        """One study, whatever its state."""
+        view = queries.study(Uid(study_uid))
+        if view is None:
+            raise _NotFound(f"no study {study_uid}")
+        return _study(view)
+
+    @app.get("/api/exceptions", tags=["exceptions"])
+    def exceptions(limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[ExceptionOut]:
+        """Open exceptions, oldest first, with reason, mismatch source and age."""
+        now = datetime.now(UTC)
+        return [_exception(e, now) for e in queries.exceptions(limit)]
+
+    @app.get("/api/orders", tags=["orders"])
+    def orders(
+        status: OrderStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+    ) -> list[OrderOut]:
+        """Orders, newest first, optionally of one status."""
+        return [_order(o) for o in queries.orders(status, limit)]
+
+    @app.get("/api/patients/{patient_id}", tags=["patients"])
+    def patient(patient_id: str, issuer: str = "") -> PatientDetailOut:
+        """A registered patient and their published studies."""
+        identifier = PatientIdentifier(PatientId(patient_id), Issuer(issuer))
+        found = queries.patient(identifier)
+        if found is None:
+            raise _NotFound(f"no patient {patient_id}" + (f" of issuer {issuer}" if issuer else ""))
+        views = queries.studies(StudyFilter(patient=found.primary, limit=1000))
+        return PatientDetailOut(patient=_patient(found), studies=[_study(v) for v in views])
+
+    @app.exception_handler(_NotFound)
+    async def _on_not_found(_request: Request, exc: _NotFound) -> JSONResponse:
+        return _problem(404, "Not Found", str(exc))
+
+    return app
+
+
+class _NotFound(Exception):
+    """A resource the client asked for does not exist."""
+
+
+__all__ = ["HealthCheck", "create_app"]

@@ -1,0 +1,104 @@
+"""The one Settings class: an optional TOML file, overridden by PACSFLOW_* environment variables."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class DicomPeer(BaseModel):
+    """A remote DICOM application entity pacsflow knows (a C-MOVE destination, a modality)."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    description: str = ""
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        value = value.strip()
+        if not 0 < len(value) <= 16 or "\\" in value:
+            raise ValueError("an AE title has 1 to 16 characters and no backslash")
+        return value
+
+
+class StationMapping(BaseModel):
+    """Which scheduled station (AE title) performs a modality and/or procedure code."""
+
+    station_ae: str
+    modality: str = ""
+    procedure_code: str = ""
+    station_name: str = ""
+
+
+class Settings(BaseSettings):
+    """Everything pacsflow can be told; see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="PACSFLOW_", extra="forbid")
+
+    data_dir: Path = Path("./pacsflow-data")
+    database_url: str = ""
+    storage_url: str = ""
+    host: str = "127.0.0.1"
+    ae_title: str = "PACSFLOW"
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    hl7_port: int = Field(default=2575, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    dicom_max_associations: int = Field(default=32, ge=1)
+    dicom_max_pdu: int = Field(default=262144, ge=0)
+    peers: list[DicomPeer] = Field(default_factory=list)
+    station_mappings: list[StationMapping] = Field(default_factory=list)
+    hl7_fields: dict[str, str] = Field(default_factory=dict)
+    hl7_application: str = "PACSFLOW"
+    hl7_facility: str = "PACSFLOW"
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables override the values read from the TOML file."""
+        return env_settings, dotenv_settings, init_settings, file_secret_settings
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'pacsflow.db').resolve()}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        """The blob store URL, defaulting to files in the data directory."""
+        return self.storage_url or (self.data_dir / "objects").resolve().as_uri()
+
+    def peer(self, ae_title: str) -> DicomPeer | None:
+        """The configured peer with this AE title."""
+        wanted = ae_title.strip()
+        return next((p for p in self.peers if p.ae_title == wanted), None)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from an optional TOML file; PACSFLOW_* variables win over the file."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        with config_file.open("rb") as fh:
+            values = tomllib.load(fh)
+        values = values.get("pacsflow", values)
+    values.update(overrides)
+    return Settings(**values)
+
+
+__all__ = ["DicomPeer", "Settings", "StationMapping", "load_settings"]

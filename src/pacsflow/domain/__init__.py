@@ -1,0 +1,1 @@
+"""Pure workflow rules: identity, orders, matching. Stdlib only, no I/O."""

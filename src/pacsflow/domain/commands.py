@@ -1,0 +1,69 @@
+"""What the outside world asks pacsflow to do, in the business's words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
+from pacsflow.domain.patients import Patient
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterPatient:
+    """Register a patient, or refresh the demographics of a known one (ADT A01/A04/A05)."""
+
+    patient: Patient
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePatient:
+    """Replace the demographics of a patient (ADT A08/A31); registers an unknown patient."""
+
+    patient: Patient
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    """Schedule a new imaging order for a patient (ORM/OMI order control NW)."""
+
+    order: Order
+    patient: Patient
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOrder:
+    """Change the details of a scheduled order (order control XO)."""
+
+    order: Order
+    patient: Patient
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    """Take an order off the worklist: cancelled before, or discontinued after it started."""
+
+    accession_number: AccessionNumber
+    is_discontinued: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOrderStatus:
+    """Set an order's status as the RIS reports it (order control SC)."""
+
+    accession_number: AccessionNumber
+    status: OrderStatus
+
+
+Command = (
+    RegisterPatient | UpdatePatient | PlaceOrder | ChangeOrder | CancelOrder | ChangeOrderStatus
+)
+
+__all__ = [
+    "CancelOrder",
+    "ChangeOrder",
+    "ChangeOrderStatus",
+    "Command",
+    "PlaceOrder",
+    "RegisterPatient",
+    "UpdatePatient",
+]

@@ -1,0 +1,71 @@
+"""The error tree of pacsflow.
+
+PacsflowError
+├── InvalidInput              input that can never be applied as sent (answer AE / 4xx / Cxxx)
+│   ├── MissingIdentifier     a required identifier is absent
+│   ├── UnsupportedMessage    a message type or event we do not handle
+│   └── MalformedMessage      the message cannot be parsed
+├── ConflictingState          input that disagrees with what is stored
+│   ├── UnknownOrder          an order change for an order we never saw
+│   ├── DuplicateAccession    a new order reusing another order's accession number
+│   └── UnknownProcedureStep  an update for a performed procedure step never created
+└── TransientError            the store or a peer is unavailable; retrying may succeed
+"""
+
+
+class PacsflowError(Exception):
+    """Root of every error pacsflow raises on purpose."""
+
+
+class InvalidInput(PacsflowError):
+    """Input that can never be applied as sent."""
+
+    def __init__(self, message: str, *, location: str = "") -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class MissingIdentifier(InvalidInput):
+    """A required identifier (patient ID, accession number, UID) is absent."""
+
+
+class UnsupportedMessage(InvalidInput):
+    """A message type, event or order control pacsflow does not handle."""
+
+
+class MalformedMessage(InvalidInput):
+    """The message cannot be parsed."""
+
+
+class ConflictingState(PacsflowError):
+    """Input that disagrees with what is already stored."""
+
+
+class UnknownOrder(ConflictingState):
+    """A change or cancel for an order pacsflow never received."""
+
+
+class DuplicateAccession(ConflictingState):
+    """A new order reuses an accession number that belongs to another order."""
+
+
+class UnknownProcedureStep(ConflictingState):
+    """An update for a performed procedure step that was never created."""
+
+
+class TransientError(PacsflowError):
+    """The store or a peer is unavailable; the same input may succeed later."""
+
+
+__all__ = [
+    "ConflictingState",
+    "DuplicateAccession",
+    "InvalidInput",
+    "MalformedMessage",
+    "MissingIdentifier",
+    "PacsflowError",
+    "TransientError",
+    "UnknownOrder",
+    "UnknownProcedureStep",
+    "UnsupportedMessage",
+]

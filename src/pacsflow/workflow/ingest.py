@@ -1,0 +1,195 @@
+"""Ingest of an arriving instance: validate, store durably, index, match to order and patient."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pacsflow.domain.errors import InvalidInput, MissingIdentifier
+from pacsflow.domain.matching import (
+    ExceptionReason,
+    Held,
+    Matched,
+    MatchOutcome,
+    MismatchSource,
+    ReceivedIdentity,
+    match_study,
+)
+from pacsflow.domain.orders import AccessionNumber
+from pacsflow.domain.uids import is_valid_uid
+from pacsflow.workflow.ports import (
+    ArrivedInstance,
+    BlobStore,
+    Clock,
+    InstanceRecord,
+    MatchOutcomeKind,
+    StudyRecord,
+    StudyState,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger(__name__)
+
+
+class IngestStatus(enum.StrEnum):
+    """What happened to an arriving instance."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of ingesting one instance; `outcome` is set when its study was matched now."""
+
+    status: IngestStatus
+    state: StudyState
+    outcome: MatchOutcome | None = None
+
+
+class Ingest:
+    """Stores and indexes arriving instances and matches new studies."""
+
+    def __init__(self, uow: UnitOfWorkFactory, blobs: BlobStore, clock: Clock) -> None:
+        self._uow = uow
+        self._blobs = blobs
+        self._clock = clock
+
+    def receive(self, arrived: ArrivedInstance, source: Path) -> IngestResult:
+        """Durably store and index an instance whose file is at source; idempotent per SOP UID."""
+        validate(arrived)
+        inst = arrived.instance
+        with self._uow() as uow:
+            if uow.studies.has_instance(inst.sop_instance_uid):
+                study = uow.studies.get(inst.study_instance_uid)
+                state = study.state if study else StudyState.HELD
+                return IngestResult(IngestStatus.DUPLICATE, state)
+        key = f"{inst.study_instance_uid}/{inst.sop_instance_uid}.{uuid.uuid4().hex[:12]}.dcm"
+        size = self._blobs.put_file(key, source)
+        stored = ArrivedInstance(
+            identity=arrived.identity,
+            instance=_with_blob(arrived, key, size),
+            study_date=arrived.study_date,
+            study_time=arrived.study_time,
+            study_description=arrived.study_description,
+            study_id=arrived.study_id,
+            referring_physician=arrived.referring_physician,
+            source_ae=arrived.source_ae,
+        )
+        with self._uow() as uow:
+            if uow.studies.has_instance(inst.sop_instance_uid):  # lost a race with a twin
+                return IngestResult(IngestStatus.DUPLICATE, StudyState.HELD)
+            existing = uow.studies.get(inst.study_instance_uid)
+            now = self._clock.now()
+            uow.studies.add_instance(stored, now)
+            if existing is None:
+                outcome = self._match_new_study(uow, arrived.identity)
+                state = StudyState.PUBLISHED if isinstance(outcome, Matched) else StudyState.HELD
+            else:
+                outcome = None
+                state = self._check_consistent(uow, existing, arrived.identity)
+            uow.commit()
+        return IngestResult(IngestStatus.STORED, state, outcome)
+
+    def _match_new_study(self, uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:
+        now = self._clock.now()
+        by_accession = (
+            uow.orders.by_accession(AccessionNumber(received.accession_number))
+            if received.accession_number
+            else None
+        )
+        by_uid = None if by_accession else uow.orders.by_study_uid(received.study_instance_uid)
+        order = by_accession or by_uid
+        outcome = match_study(
+            received,
+            order_by_accession=by_accession,
+            order_by_study_uid=by_uid,
+            order_patient=uow.patients.find(order.patient) if order else None,
+            received_patient=uow.patients.find(received.patient),
+        )
+        uid = received.study_instance_uid
+        if isinstance(outcome, Matched):
+            uow.studies.set_match(
+                uid, StudyState.PUBLISHED, outcome.patient.primary, outcome.order.accession_number
+            )
+            uow.events.record_match(uid, MatchOutcomeKind.AUTO_MATCHED, now)
+        else:
+            self._hold(uow, received, outcome)
+        return outcome
+
+    def _hold(self, uow: UnitOfWork, received: ReceivedIdentity, held: Held) -> None:
+        now = self._clock.now()
+        uid = received.study_instance_uid
+        patient = held.patient.primary if held.patient else None
+        accession = held.order.accession_number if held.order else received.accession_number
+        uow.studies.set_match(uid, StudyState.HELD, patient, accession)
+        if uow.exceptions.open_for(uid) is None:
+            uow.exceptions.add(
+                uid,
+                held.reason,
+                held.source,
+                held.detail,
+                received,
+                held.order.accession_number if held.order else None,
+                now,
+            )
+        uow.events.record_match(uid, MatchOutcomeKind.HELD, now, held.reason, held.source)
+        log.info("study held for reconciliation: %s (%s)", held.reason, held.source)
+
+    def _check_consistent(
+        self, uow: UnitOfWork, study: StudyRecord, received: ReceivedIdentity
+    ) -> StudyState:
+        """Hold a study whose later instances disagree with its first about who it belongs to."""
+        first = study.received
+        if (first.patient.value, first.accession_number) == (
+            received.patient.value,
+            received.accession_number,
+        ):
+            return study.state
+        held = Held(
+            ExceptionReason.STUDY_INCONSISTENT,
+            MismatchSource.MODALITY_ENTRY,
+            "instances of this study carry different patient IDs or accession numbers",
+        )
+        if study.state is StudyState.PUBLISHED:
+            uow.studies.set_match(
+                study.study_instance_uid, StudyState.HELD, study.patient, study.accession_number
+            )
+        if uow.exceptions.open_for(study.study_instance_uid) is None:
+            uow.exceptions.add(
+                study.study_instance_uid,
+                held.reason,
+                held.source,
+                held.detail,
+                received,
+                None,
+                self._clock.now(),
+            )
+        return StudyState.HELD
+
+
+def validate(arrived: ArrivedInstance) -> None:
+    """Refuse an instance that lacks an identifier the index needs."""
+    inst = arrived.instance
+    if not arrived.identity.patient.value.strip():
+        raise MissingIdentifier("Patient ID (0010,0020) is required", location="PatientID")
+    for name, value in (
+        ("StudyInstanceUID", inst.study_instance_uid),
+        ("SeriesInstanceUID", inst.series_instance_uid),
+        ("SOPInstanceUID", inst.sop_instance_uid),
+    ):
+        if not value:
+            raise MissingIdentifier(f"{name} is required", location=name)
+        if not is_valid_uid(value):
+            raise InvalidInput(f"{name} {value!r} is not a valid UID", location=name)
+
+
+def _with_blob(arrived: ArrivedInstance, key: str, size: int) -> InstanceRecord:
+    return replace(arrived.instance, blob_key=key, size=size)
+
+
+__all__ = ["Ingest", "IngestResult", "IngestStatus", "validate"]

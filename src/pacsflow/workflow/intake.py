@@ -1,0 +1,130 @@
+"""Order and identity intake: journal every interface message, then apply its commands."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from pacsflow.domain import commands as cmd
+from pacsflow.domain.errors import DuplicateAccession, UnknownOrder
+from pacsflow.domain.orders import (
+    AccessionNumber,
+    Order,
+    OrderStatus,
+    StationRule,
+    assign_station,
+)
+from pacsflow.domain.patients import Patient
+from pacsflow.workflow.ports import (
+    Clock,
+    InboundMessage,
+    JournalEntry,
+    MessageStatus,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Journaled:
+    """A message now durably journaled; `earlier` is set when it repeats an answered one."""
+
+    entry_id: int
+    earlier: JournalEntry | None
+
+
+class Intake:
+    """Applies identity and order commands that arrive over the interfaces."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        station_rules: Sequence[StationRule] = (),
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._station_rules = tuple(station_rules)
+
+    def journal(self, message: InboundMessage) -> Journaled:
+        """Durably journal a message before anything else happens to it."""
+        with self._uow() as uow:
+            earlier = uow.journal.find_answered(message) if message.control_id else None
+            entry_id = uow.journal.add(message, self._clock.now())
+            uow.commit()
+        return Journaled(entry_id, earlier)
+
+    def apply(
+        self, entry_id: int, commands: Sequence[cmd.Command], ack: Callable[[], bytes]
+    ) -> None:
+        """Apply the commands of a journaled message and record its positive answer atomically."""
+        with self._uow() as uow:
+            for command in commands:
+                self._handle(uow, command)
+            uow.journal.settle(entry_id, MessageStatus.APPLIED, ack())
+            uow.commit()
+
+    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
+        """Record the answer of a message that was not applied (rejected, failed, duplicate)."""
+        with self._uow() as uow:
+            uow.journal.settle(entry_id, status, ack, error)
+            uow.commit()
+
+    def _handle(self, uow: UnitOfWork, command: cmd.Command) -> None:
+        now = self._clock.now()
+        match command:
+            case cmd.RegisterPatient(patient) | cmd.UpdatePatient(patient):
+                _save_patient(uow, patient, now)
+            case cmd.PlaceOrder(order, patient):
+                _save_patient(uow, patient, now)
+                existing = uow.orders.by_accession(order.accession_number)
+                if existing is not None and existing.patient != order.patient:
+                    raise DuplicateAccession(
+                        f"accession number {order.accession_number} already belongs to "
+                        "another patient's order"
+                    )
+                if existing is not None:
+                    # A repeated NW for the same order: keep the UID the modality may have.
+                    order = replace(order, study_instance_uid=existing.study_instance_uid)
+                uow.orders.save(self._scheduled(order), now)
+                uow.events.record_order_event(order.accession_number, "placed", now)
+            case cmd.ChangeOrder(order, patient):
+                existing = _existing(uow, order.accession_number)
+                _save_patient(uow, patient, now)
+                changed = replace(
+                    self._scheduled(order),
+                    study_instance_uid=existing.study_instance_uid,
+                    status=existing.status,
+                )
+                uow.orders.save(changed, now)
+                uow.events.record_order_event(order.accession_number, "changed", now)
+            case cmd.CancelOrder(accession, is_discontinued):
+                existing = _existing(uow, accession)
+                status = OrderStatus.DISCONTINUED if is_discontinued else OrderStatus.CANCELLED
+                uow.orders.save(existing.with_status(status), now)
+                uow.events.record_order_event(accession, status.value, now)
+            case cmd.ChangeOrderStatus(accession, status):
+                existing = _existing(uow, accession)
+                uow.orders.save(existing.with_status(status), now)
+                uow.events.record_order_event(accession, status.value, now)
+
+    def _scheduled(self, order: Order) -> Order:
+        return assign_station(order, self._station_rules)
+
+
+def _existing(uow: UnitOfWork, accession: AccessionNumber) -> Order:
+    order = uow.orders.by_accession(accession)
+    if order is None:
+        raise UnknownOrder(f"no order has accession number {accession!r}")
+    return order
+
+
+def _save_patient(uow: UnitOfWork, patient: Patient, at: datetime) -> None:
+    uow.patients.save(patient, at)
+
+
+__all__ = ["Intake", "Journaled"]

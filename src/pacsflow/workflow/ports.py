@@ -1,0 +1,405 @@
+"""What the use cases need from the outside world: repositories, blobs, a clock."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
+from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
+from pacsflow.domain.patients import Patient, PatientIdentifier
+from pacsflow.domain.uids import Uid
+
+
+class Clock(Protocol):
+    """Tells the time (UTC, timezone-aware)."""
+
+    def now(self) -> datetime:
+        """The current time."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Immutable object storage for received files."""
+
+    def put_file(self, key: str, source: Path) -> int:
+        """Durably store the file at source under key (moving it when possible); its size."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Open a stored object for reading."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A local filesystem path for the object, when the store has one."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """True when an object is stored under key."""
+        ...
+
+
+class MessageStatus(enum.StrEnum):
+    """Where an inbound interface message stands in the journal."""
+
+    RECEIVED = "received"
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """An interface message as received, before it is applied."""
+
+    raw: bytes
+    peer: str
+    sending_application: str = ""
+    sending_facility: str = ""
+    control_id: str = ""
+    message_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A journaled inbound message and, once answered, the answer it got."""
+
+    id: int
+    received_at: datetime
+    message: InboundMessage
+    status: MessageStatus
+    ack: bytes = b""
+    error: str = ""
+
+
+class MessageJournal(Protocol):
+    """Durable record of every inbound interface message."""
+
+    def add(self, message: InboundMessage, received_at: datetime) -> int:
+        """Journal a message as received; its entry id."""
+        ...
+
+    def find_answered(self, message: InboundMessage) -> JournalEntry | None:
+        """The applied or rejected entry with the same sender and control id, if any."""
+        ...
+
+    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
+        """Record how a journaled message was answered."""
+        ...
+
+    def get(self, entry_id: int) -> JournalEntry | None:
+        """One journal entry."""
+        ...
+
+
+class PatientRepository(Protocol):
+    """Registered patients, found by any of their identifiers."""
+
+    def find(self, identifier: PatientIdentifier) -> Patient | None:
+        """The patient holding this identifier (issuer optional when unambiguous)."""
+        ...
+
+    def save(self, patient: Patient, at: datetime) -> None:
+        """Insert or update a patient (matched by its primary identifier)."""
+        ...
+
+
+class OrderRepository(Protocol):
+    """Imaging orders."""
+
+    def by_accession(self, accession: AccessionNumber) -> Order | None:
+        """The order with this accession number."""
+        ...
+
+    def by_study_uid(self, study_uid: Uid) -> Order | None:
+        """The order that reserved this Study Instance UID."""
+        ...
+
+    def save(self, order: Order, at: datetime) -> None:
+        """Insert or update an order (matched by accession number)."""
+        ...
+
+    def on_worklist(self) -> Sequence[Order]:
+        """Orders a modality may still pick up."""
+        ...
+
+    def list(self, *, status: OrderStatus | None = None, limit: int = 100) -> Sequence[Order]:
+        """Orders, newest first."""
+        ...
+
+
+class StudyState(enum.StrEnum):
+    """Whether a study is visible to clinical use."""
+
+    PUBLISHED = "published"
+    HELD = "held"
+
+
+@dataclass(frozen=True, slots=True)
+class StudyRecord:
+    """An indexed study: received identity, match result and visibility."""
+
+    study_instance_uid: Uid
+    state: StudyState
+    received: ReceivedIdentity
+    patient: PatientIdentifier | None
+    accession_number: str
+    study_date: date | None = None
+    study_time: str = ""
+    study_description: str = ""
+    study_id: str = ""
+    referring_physician: str = ""
+    modalities: tuple[str, ...] = ()
+    series_count: int = 0
+    instance_count: int = 0
+    received_at: datetime | None = None
+    source_ae: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One stored instance and where its study/series stand."""
+
+    study_instance_uid: Uid
+    series_instance_uid: Uid
+    sop_instance_uid: Uid
+    sop_class_uid: Uid
+    transfer_syntax_uid: Uid
+    blob_key: str
+    size: int
+    series_number: str = ""
+    series_description: str = ""
+    modality: str = ""
+    body_part: str = ""
+    instance_number: str = ""
+    series_date: str = ""
+    series_time: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivedInstance:
+    """An instance that arrived, with the study attributes the index keeps."""
+
+    identity: ReceivedIdentity
+    instance: InstanceRecord
+    study_date: date | None = None
+    study_time: str = ""
+    study_description: str = ""
+    study_id: str = ""
+    referring_physician: str = ""
+    source_ae: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionRecord:
+    """A study held for reconciliation."""
+
+    id: int
+    study_instance_uid: Uid
+    reason: ExceptionReason
+    source: MismatchSource
+    detail: str
+    opened_at: datetime
+    received: ReceivedIdentity
+    candidate_order: AccessionNumber | None = None
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StudyFilter:
+    """Exact-value filters the index can apply before finer matching."""
+
+    patient: PatientIdentifier | None = None
+    study_instance_uids: tuple[Uid, ...] = ()
+    accession_number: str = ""
+    is_published_only: bool = True
+    limit: int = 1000
+
+
+class StudyRepository(Protocol):
+    """The index of studies, series and instances."""
+
+    def get(self, study_uid: Uid) -> StudyRecord | None:
+        """One study."""
+        ...
+
+    def has_instance(self, sop_uid: Uid) -> bool:
+        """True when the instance is already indexed."""
+        ...
+
+    def add_instance(self, arrived: ArrivedInstance, at: datetime) -> None:
+        """Index an instance, creating its study and series when new."""
+        ...
+
+    def set_match(
+        self,
+        study_uid: Uid,
+        state: StudyState,
+        patient: PatientIdentifier | None,
+        accession: str,
+    ) -> None:
+        """Record which patient and order a study belongs to, and whether it is visible."""
+        ...
+
+    def find(self, flt: StudyFilter) -> Sequence[StudyRecord]:
+        """Studies passing the filter, newest first."""
+        ...
+
+    def instances(
+        self,
+        *,
+        study_uids: Sequence[Uid] = (),
+        series_uids: Sequence[Uid] = (),
+        sop_uids: Sequence[Uid] = (),
+        is_published_only: bool = True,
+    ) -> Sequence[InstanceRecord]:
+        """Instances of the given studies/series (all when none given)."""
+        ...
+
+    def instance(self, sop_uid: Uid) -> InstanceRecord | None:
+        """One instance."""
+        ...
+
+
+class ExceptionRepository(Protocol):
+    """The exceptions queue."""
+
+    def open_for(self, study_uid: Uid) -> ExceptionRecord | None:
+        """The open exception of a study, if any."""
+        ...
+
+    def add(
+        self,
+        study_uid: Uid,
+        reason: ExceptionReason,
+        source: MismatchSource,
+        detail: str,
+        received: ReceivedIdentity,
+        candidate_order: AccessionNumber | None,
+        at: datetime,
+    ) -> int:
+        """Open an exception; its id."""
+        ...
+
+    def list_open(self, limit: int = 500) -> Sequence[ExceptionRecord]:
+        """Open exceptions, oldest first."""
+        ...
+
+
+class MatchOutcomeKind(enum.StrEnum):
+    """How a study's matching ended, for the KPIs."""
+
+    AUTO_MATCHED = "auto_matched"
+    HELD = "held"
+
+
+class EventLog(Protocol):
+    """Timestamped workflow outcomes the KPIs are computed from."""
+
+    def record_match(
+        self,
+        study_uid: Uid,
+        kind: MatchOutcomeKind,
+        at: datetime,
+        reason: ExceptionReason | None = None,
+        source: MismatchSource | None = None,
+    ) -> None:
+        """Record how a study's matching ended."""
+        ...
+
+    def record_order_event(self, accession: AccessionNumber, event: str, at: datetime) -> None:
+        """Record an order lifecycle event (placed, changed, cancelled, status)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PerformedStep:
+    """A Modality Performed Procedure Step as reported by the modality."""
+
+    sop_instance_uid: Uid
+    status: str
+    accession_number: str = ""
+    study_instance_uid: str = ""
+    performed_station_ae: str = ""
+
+
+class ProcedureStepRepository(Protocol):
+    """Performed procedure steps (MPPS)."""
+
+    def get(self, sop_uid: Uid) -> PerformedStep | None:
+        """One performed step."""
+        ...
+
+    def save(self, step: PerformedStep, at: datetime) -> None:
+        """Insert or update a performed step."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One atomic transaction over every repository."""
+
+    patients: PatientRepository
+    orders: OrderRepository
+    studies: StudyRepository
+    exceptions: ExceptionRepository
+    events: EventLog
+    journal: MessageJournal
+    procedure_steps: ProcedureStepRepository
+
+    def __enter__(self) -> UnitOfWork:
+        """Begin the transaction."""
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        """Roll back whatever was not committed."""
+        ...
+
+    def commit(self) -> None:
+        """Make every change durable."""
+        ...
+
+
+class UnitOfWorkFactory(Protocol):
+    """Makes a new unit of work."""
+
+    def __call__(self) -> UnitOfWork:
+        """A fresh unit of work."""
+        ...
+
+
+def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    """Read a stream in chunks."""
+    while chunk := stream.read(size):
+        yield chunk
+
+
+__all__ = [
+    "ArrivedInstance",
+    "BlobStore",
+    "Clock",
+    "EventLog",
+    "ExceptionRecord",
+    "ExceptionRepository",
+    "InboundMessage",
+    "InstanceRecord",
+    "JournalEntry",
+    "MatchOutcomeKind",
+    "MessageJournal",
+    "MessageStatus",
+    "OrderRepository",
+    "PatientRepository",
+    "PerformedStep",
+    "ProcedureStepRepository",
+    "StudyFilter",
+    "StudyRecord",
+    "StudyRepository",
+    "StudyState",
+    "UnitOfWork",
+    "UnitOfWorkFactory",
+    "iter_chunks",
+]

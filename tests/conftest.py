@@ -1,0 +1,191 @@
+"""Shared fixtures: a running pacsflow node on loopback, DCMTK runner, DICOM samples."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacsflow.app import Pacsflow
+from pacsflow.config import DicomPeer, Settings
+from pacsflow.domain.uids import new_uid
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+requires_dcmtk = pytest.mark.skipif(
+    shutil.which("storescu") is None, reason="DCMTK is not installed (apt-get install dcmtk)"
+)
+
+
+def dcmtk(*args: str | Path | int, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool with Nagle off; the result with its output."""
+    return subprocess.run(
+        [str(a) for a in args],
+        env=DCMTK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+#: The storescu flag that proposes each compressed transfer syntax (storescu does not decode
+#: RLE/JPEG itself, so a compressed file is sent only if its own syntax is proposed).
+_PROPOSE = {
+    "1.2.840.10008.1.2.5": "-xr",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.1.99": "-xd",
+}
+
+
+def storescu(
+    port: int, *files: Path, ae_title: str = "PACSFLOW"
+) -> subprocess.CompletedProcess[str]:
+    """Send files with DCMTK storescu, one run per transfer syntax; the last failing run."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        ts = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        groups.setdefault(_PROPOSE.get(ts, ""), []).append(path)
+    result = None
+    for flag, paths in groups.items():
+        args = ["storescu", "-v", *([flag] if flag else []), "-aec", ae_title]
+        res = dcmtk(*args, "127.0.0.1", port, *paths)
+        if result is None or res.returncode != 0:
+            result = res
+    assert result is not None, "no files to send"
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _no_pacsflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their own settings; a developer's PACSFLOW_* variables must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("PACSFLOW_"):
+            monkeypatch.delenv(name)
+
+
+@dataclass
+class Receiver:
+    """A pynetdicom Storage SCP on loopback that keeps what it receives (a C-MOVE target)."""
+
+    ae_title: str
+    server: ThreadedAssociationServer
+    received: list[Dataset] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    from pacsflow.adapters.dicom.server import STORAGE_TRANSFER_SYNTAXES
+
+    ae = AE(ae_title="DEST")
+    for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
+        ae.add_supported_context(cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
+    holder: list[Receiver] = []
+
+    def on_store(event: evt.Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        with holder[0].lock:
+            holder[0].received.append(ds)
+        return 0x0000
+
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    assert server is not None
+    holder.append(Receiver("DEST", server))
+    yield holder[0]
+    server.shutdown()
+
+
+def make_settings(tmp_path: Path, peers: list[DicomPeer] | None = None, **kw: object) -> Settings:
+    """Settings for a test node: every port chosen by the OS, data in tmp_path."""
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "dicom_port": 0,
+        "hl7_port": 0,
+        "http_port": 0,
+        "peers": peers or [],
+        "log_level": "DEBUG",
+    }
+    values.update(kw)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def node(tmp_path: Path, receiver: Receiver) -> Iterator[Pacsflow]:
+    """A running pacsflow node on loopback whose C-MOVE peer DEST is the receiver fixture."""
+    settings = make_settings(
+        tmp_path,
+        peers=[DicomPeer(ae_title="DEST", host="127.0.0.1", port=receiver.port)],
+        station_mappings=[{"station_ae": "CT01", "modality": "CT"}],
+    )
+    n = Pacsflow(settings)
+    n.start()
+    yield n
+    n.stop()
+
+
+def sample(name: str) -> Path:
+    """A DICOM file shipped with pydicom (no download)."""
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"pydicom does not ship {name}"
+    return Path(str(path))
+
+
+def restamp(
+    name: str,
+    out: Path,
+    *,
+    patient_id: str,
+    accession: str = "",
+    study_uid: str | None = None,
+    name_pn: str | None = None,
+    issuer: str | None = None,
+    birth: str | None = None,
+    sex: str | None = None,
+) -> tuple[Path, Dataset]:
+    """Copy a pydicom sample with new identifiers and fresh UIDs, as a modality would send it."""
+    ds = dcmread(sample(name))
+    ds.PatientID = patient_id
+    ds.AccessionNumber = accession
+    ds.StudyInstanceUID = study_uid or new_uid()
+    ds.SeriesInstanceUID = new_uid()
+    ds.SOPInstanceUID = new_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if name_pn is not None:
+        if not name_pn.isascii():
+            ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.PatientName = name_pn
+    if issuer is not None:
+        ds.IssuerOfPatientID = issuer
+    if birth is not None:
+        ds.PatientBirthDate = birth
+    if sex is not None:
+        ds.PatientSex = sex
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out, enforce_file_format=True)
+    return out, ds

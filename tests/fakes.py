@@ -1,0 +1,57 @@
+"""Test doubles for the workflow's ports."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from pacsflow.adapters.db import SqlUnitOfWorkFactory
+from pacsflow.adapters.db.tables import metadata
+
+
+class FixedClock:
+    """A clock that moves only when told."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+class InMemoryBlobStore:
+    """Blobs held in a dict; put_file reads and keeps the bytes."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_file(self, key: str, source: Path) -> int:
+        data = source.read_bytes()
+        self.objects[key] = data
+        return len(data)
+
+    def open(self, key: str) -> BinaryIO:
+        return io.BytesIO(self.objects[key])
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+
+def memory_uow() -> SqlUnitOfWorkFactory:
+    """Units of work on a fresh in-memory SQLite database (no file, no network)."""
+    engine = sa.create_engine(
+        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+    metadata.create_all(engine)
+    return SqlUnitOfWorkFactory(engine)

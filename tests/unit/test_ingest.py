@@ -1,0 +1,144 @@
+"""Ingest: validation, durable storage, indexing, matching, exceptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pacsflow.domain import commands as cmd
+from pacsflow.domain.errors import InvalidInput, MissingIdentifier
+from pacsflow.domain.matching import ExceptionReason, Matched
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ingest import Ingest, IngestStatus
+from pacsflow.workflow.intake import Intake
+from pacsflow.workflow.ports import StudyFilter, StudyState
+from pacsflow.workflow.queries import Queries
+from tests import factories as f
+from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    uow = memory_uow()
+    clock = FixedClock()
+    blobs = InMemoryBlobStore()
+    intake = Intake(uow, clock)
+    ingest = Ingest(uow, blobs, clock)
+    queries = Queries(uow, blobs)
+
+    def place(p, **kw):
+        o = f.order(p, **kw)
+        intake.apply(intake.journal(_msg()).entry_id, [cmd.PlaceOrder(o, p)], lambda: b"AA")
+        return o
+
+    def store(arrived):
+        src = tmp_path / f"{arrived.instance.sop_instance_uid}.dcm"
+        src.write_bytes(b"DICM" + arrived.instance.sop_instance_uid.encode())
+        return ingest.receive(arrived, src)
+
+    return type(
+        "Env",
+        (),
+        {
+            "place": staticmethod(place),
+            "store": staticmethod(store),
+            "queries": queries,
+            "blobs": blobs,
+            "uow": uow,
+            "clock": clock,
+        },
+    )
+
+
+def _msg():
+    from pacsflow.workflow.ports import InboundMessage
+
+    return InboundMessage(raw=b"MSH|...", peer="test", control_id=f.unique("C"))
+
+
+def test_scheduled_study_is_matched_and_published(env):
+    p = f.patient()
+    o = env.place(p)
+    result = env.store(f.arrived(f.received(p, accession=o.accession_number)))
+    assert result.status is IngestStatus.STORED
+    assert isinstance(result.outcome, Matched)
+    [view] = env.queries.studies(StudyFilter())
+    assert view.study.state is StudyState.PUBLISHED
+    assert view.patient == p
+    assert view.study.accession_number == o.accession_number
+    assert env.queries.exceptions() == []
+
+
+def test_unscheduled_study_is_held_and_invisible(env):
+    p = f.patient()
+    env.store(f.arrived(f.received(p)))
+    assert env.queries.studies(StudyFilter()) == []
+    [exc] = env.queries.exceptions()
+    assert exc.reason is ExceptionReason.UNKNOWN_PATIENT
+    held = env.queries.studies(StudyFilter(is_published_only=False))
+    assert [v.study.state for v in held] == [StudyState.HELD]
+
+
+def test_duplicate_instance_is_stored_once(env):
+    p = f.patient()
+    o = env.place(p)
+    a = f.arrived(f.received(p, accession=o.accession_number))
+    assert env.store(a).status is IngestStatus.STORED
+    assert env.store(a).status is IngestStatus.DUPLICATE
+    assert len(env.blobs.objects) == 1
+    [view] = env.queries.studies(StudyFilter())
+    assert view.study.instance_count == 1
+
+
+def test_later_instances_join_their_study(env):
+    p = f.patient()
+    o = env.place(p)
+    rec = f.received(p, accession=o.accession_number)
+    first = f.arrived(rec)
+    env.store(first)
+    env.store(f.arrived(rec, series_instance_uid=first.instance.series_instance_uid))
+    env.store(f.arrived(rec))
+    [view] = env.queries.studies(StudyFilter())
+    assert (view.study.series_count, view.study.instance_count) == (2, 3)
+
+
+def test_instance_disagreeing_with_its_study_holds_the_study(env):
+    p = f.patient()
+    o = env.place(p)
+    rec = f.received(p, accession=o.accession_number)
+    env.store(f.arrived(rec))
+    other = f.received(
+        p, accession=o.accession_number, study_uid=rec.study_instance_uid, patient_id="OTHER"
+    )
+    result = env.store(f.arrived(other))
+    assert result.state is StudyState.HELD
+    assert env.queries.studies(StudyFilter()) == []
+    [exc] = env.queries.exceptions()
+    assert exc.reason is ExceptionReason.STUDY_INCONSISTENT
+
+
+def test_missing_patient_id_is_refused_and_nothing_is_stored(env):
+    with pytest.raises(MissingIdentifier):
+        env.store(f.arrived(f.received(None, patient_id="")))
+    assert env.blobs.objects == {}
+
+
+def test_malformed_uid_is_refused(env):
+    p = f.patient()
+    with pytest.raises(InvalidInput):
+        env.store(f.arrived(f.received(p), sop_instance_uid=Uid("1.2.abc")))
+
+
+def test_match_outcomes_are_recorded_for_kpis(env):
+    import sqlalchemy as sa
+
+    from pacsflow.adapters.db.tables import match_events
+
+    p = f.patient()
+    o = env.place(p)
+    env.store(f.arrived(f.received(p, accession=o.accession_number)))
+    env.store(f.arrived(f.received(p)))
+    with env.uow.engine.connect() as conn:
+        kinds = sorted(r.kind for r in conn.execute(sa.select(match_events)))
+    assert kinds == ["auto_matched", "held"]
