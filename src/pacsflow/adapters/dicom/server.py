@@ -323,7 +323,8 @@ class DicomServer:
             return list(self._queries.instances(series_uids=uids("SeriesInstanceUID")))
         if level in ("STUDY", "SERIES", "IMAGE") and uids("StudyInstanceUID"):
             return list(self._queries.instances(study_uids=uids("StudyInstanceUID")))
-        if level == "PATIENT" and query.get("PatientID"):
+        # Lenient like most archives: a Patient ID alone retrieves the patient's studies.
+        if query.get("PatientID"):
             views = self._studies_for(query)
             return list(
                 self._queries.instances(study_uids=[v.study.study_instance_uid for v in views])
