@@ -47,6 +47,9 @@ class InMemoryBlobStore:
     def exists(self, key: str) -> bool:
         return key in self.objects
 
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
 
 def memory_uow() -> SqlUnitOfWorkFactory:
     """Units of work on a fresh in-memory SQLite database (no file, no network)."""

@@ -142,3 +142,37 @@ def test_match_outcomes_are_recorded_for_kpis(env):
     with env.uow.engine.connect() as conn:
         kinds = sorted(r.kind for r in conn.execute(sa.select(match_events)))
     assert kinds == ["auto_matched", "held"]
+
+
+def test_a_failed_index_leaves_no_orphan_object(env, monkeypatch):
+    from pacsflow.adapters.db.repositories import SqlStudyRepository
+    from pacsflow.domain.errors import TransientError
+
+    def broken(self, arrived, at):
+        raise TransientError("database is locked")
+
+    monkeypatch.setattr(SqlStudyRepository, "add_instance", broken)
+    with pytest.raises(TransientError):
+        env.store(f.arrived(f.received(f.patient())))
+    assert env.blobs.objects == {}
+
+
+def test_losing_a_race_with_a_twin_leaves_no_orphan_object(env, monkeypatch):
+    from pacsflow.adapters.db.repositories import SqlStudyRepository
+
+    p = f.patient()
+    a = f.arrived(f.received(p))
+    env.store(a)
+    real = SqlStudyRepository.has_instance
+    looks: list[bool] = []
+
+    def first_look_misses(self, uid):
+        # The look before storing says "new"; the one inside the write transaction says "twin".
+        seen = real(self, uid) if looks else False
+        looks.append(seen)
+        return seen
+
+    monkeypatch.setattr(SqlStudyRepository, "has_instance", first_look_misses)
+    assert env.store(a).status is IngestStatus.DUPLICATE
+    assert looks == [False, True]
+    assert len(env.blobs.objects) == 1

@@ -80,9 +80,20 @@ class Ingest:
             referring_physician=arrived.referring_physician,
             source_ae=arrived.source_ae,
         )
+        try:
+            return self._index(arrived, stored)
+        except BaseException:
+            self._blobs.delete(key)  # never indexed: leave no orphan behind
+            raise
+
+    def _index(self, arrived: ArrivedInstance, stored: ArrivedInstance) -> IngestResult:
+        inst = arrived.instance
         with self._uow() as uow:
             if uow.studies.has_instance(inst.sop_instance_uid):  # lost a race with a twin
-                return IngestResult(IngestStatus.DUPLICATE, StudyState.HELD)
+                self._blobs.delete(stored.instance.blob_key)
+                study = uow.studies.get(inst.study_instance_uid)
+                state = study.state if study else StudyState.HELD
+                return IngestResult(IngestStatus.DUPLICATE, state)
             existing = uow.studies.get(inst.study_instance_uid)
             now = self._clock.now()
             uow.studies.add_instance(stored, now)

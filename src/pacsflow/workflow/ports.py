@@ -42,6 +42,10 @@ class BlobStore(Protocol):
         """True when an object is stored under key."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove an object that was never indexed (an orphan); absent keys are ignored."""
+        ...
+
 
 class MessageStatus(enum.StrEnum):
     """Where an inbound interface message stands in the journal."""

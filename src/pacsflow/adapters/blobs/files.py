@@ -59,6 +59,10 @@ class FileBlobStore:
         """True when an object is stored under key."""
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        """Remove an object that was never indexed; absent keys are ignored."""
+        self._path(key).unlink(missing_ok=True)
+
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
