@@ -69,7 +69,8 @@ def _settings(config: Path | None) -> Settings:
 def serve(config: ConfigOption = None) -> None:
     """Run the DICOM, HL7 MLLP and HTTP listeners until interrupted (Ctrl-C or SIGTERM).
 
-    Upgrades an empty or older database first. Defaults: DICOM AE PACSFLOW on port 11112, HL7 MLLP on 2575, HTTP on 8080, all on 127.0.0.1; data in ./pacsflow-data.
+    Upgrades an empty or older database first. Defaults: DICOM AE PACSFLOW on port
+    11112, HL7 MLLP on 2575, HTTP on 8080, all on 127.0.0.1; data in ./pacsflow-data.
     """
     from pacsflow.app import Pacsflow
 
