@@ -19,6 +19,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer, Settings
+from pacsflow.domain.access import Role
 from pacsflow.domain.uids import new_uid
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -121,6 +122,14 @@ def receiver() -> Iterator[Receiver]:
     server.shutdown()
 
 
+#: DCMTK's default calling AE titles, configured as peers allowed to query and retrieve
+#: (query/retrieve is refused to AEs that are not configured). They listen nowhere.
+TOOL_PEERS = [
+    DicomPeer(ae_title=title, host="127.0.0.1", port=9, move_destinations=["DEST"])
+    for title in ("FINDSCU", "MOVESCU", "GETSCU")
+]
+
+
 def make_settings(tmp_path: Path, peers: list[DicomPeer] | None = None, **kw: object) -> Settings:
     """Settings for a test node: every port chosen by the OS, data in tmp_path."""
     values: dict[str, object] = {
@@ -130,6 +139,7 @@ def make_settings(tmp_path: Path, peers: list[DicomPeer] | None = None, **kw: ob
         "http_port": 0,
         "peers": peers or [],
         "log_level": "DEBUG",
+        "fast_hashing_for_tests": True,
     }
     values.update(kw)
     return Settings(**values)  # type: ignore[arg-type]
@@ -140,13 +150,20 @@ def node(tmp_path: Path, receiver: Receiver) -> Iterator[Pacsflow]:
     """A running pacsflow node on loopback whose C-MOVE peer DEST is the receiver fixture."""
     settings = make_settings(
         tmp_path,
-        peers=[DicomPeer(ae_title="DEST", host="127.0.0.1", port=receiver.port)],
+        peers=[DicomPeer(ae_title="DEST", host="127.0.0.1", port=receiver.port), *TOOL_PEERS],
         station_mappings=[{"station_ae": "CT01", "modality": "CT"}],
     )
     n = Pacsflow(settings)
     n.start()
     yield n
     n.stop()
+
+
+@pytest.fixture
+def api_token(node: Pacsflow) -> str:
+    """A bearer token of a reconciler (studies, patients, orders, exceptions) on the node."""
+    node.accounts.create_user("tester", [Role.RECONCILER])
+    return node.accounts.create_token("tester", "tests")
 
 
 def sample(name: str) -> Path:

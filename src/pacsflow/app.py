@@ -8,13 +8,20 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from pacsflow.adapters.blobs import open_blob_store
 from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
 from pacsflow.adapters.dicom.server import Destination, DicomServer
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
 from pacsflow.adapters.http import HttpServer, create_app
+from pacsflow.adapters.security import Argon2Hasher
 from pacsflow.config import Settings
+from pacsflow.domain.access import PeerRights
+from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
 from pacsflow.domain.orders import StationRule
+from pacsflow.workflow.accounts import Accounts
+from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.procedure_steps import ProcedureSteps
@@ -37,6 +44,16 @@ def prepare_database(settings: Settings) -> str:
     url = settings.effective_database_url
     upgrade(url)
     return url
+
+
+def accounts(settings: Settings, engine: sa.Engine | None = None) -> Accounts:
+    """The accounts service over the configured database."""
+    engine = engine or make_engine(settings.effective_database_url)
+    return Accounts(
+        SqlUnitOfWorkFactory(engine),
+        Argon2Hasher(fast_for_tests=settings.fast_hashing_for_tests),
+        SystemClock(),
+    )
 
 
 class Pacsflow:
@@ -63,7 +80,10 @@ class Pacsflow:
             )
             for m in settings.station_mappings
         )
-        self.intake = Intake(uow, clock, rules)
+        self.accounts = accounts(settings, self.engine)
+        source = AuditSource(settings.ae_title)
+        self.audit = AuditTrail(uow, clock, source)
+        self.intake = Intake(uow, clock, rules, audit_source=source)
         self.ingest = Ingest(uow, blobs, clock)
         self.queries = Queries(uow, blobs)
         self.steps = ProcedureSteps(uow, clock)
@@ -75,6 +95,12 @@ class Pacsflow:
             steps=self.steps,
             queries=self.queries,
             peers=self._destination,
+            audit=self.audit,
+            rights=self._rights,
+            is_open=settings.dicom_open,
+            strict_titles=(
+                frozenset(p.ae_title for p in settings.peers) if settings.dicom_strict else None
+            ),
             max_pdu=settings.dicom_max_pdu,
             max_associations=settings.dicom_max_associations,
         )
@@ -83,16 +109,30 @@ class Pacsflow:
             FieldMap().with_overrides(settings.hl7_fields),
             app_name=settings.hl7_application,
             facility=settings.hl7_facility,
+            allowed_senders=frozenset(settings.hl7_allowed_senders),
         )
         self.hl7 = MllpServer(settings.host, settings.hl7_port, service.handle)
         self.http = HttpServer(
-            create_app(self.queries, self.health), settings.host, settings.http_port
+            create_app(self.queries, self.health, self.accounts, self.audit),
+            settings.host,
+            settings.http_port,
         )
         self._stopped = threading.Event()
 
     def _destination(self, ae_title: str) -> Destination | None:
         peer = self.settings.peer(ae_title)
         return Destination(peer.host, peer.port) if peer else None
+
+    def _rights(self, ae_title: str) -> PeerRights | None:
+        peer = self.settings.peer(ae_title)
+        if peer is None:
+            return None
+        return PeerRights(
+            can_store=peer.can_store,
+            can_query=peer.can_query,
+            can_retrieve=peer.can_retrieve,
+            move_destinations=frozenset(peer.move_destinations),
+        )
 
     def health(self) -> dict[str, str]:
         """The state of each listener."""
@@ -104,9 +144,21 @@ class Pacsflow:
 
     def start(self) -> None:
         """Start every listener."""
+        if self.settings.dicom_open:
+            log.warning(
+                "PACSFLOW_DICOM_OPEN is set: any DICOM AE may query and retrieve everything. "
+                "Use this in a lab only."
+            )
         self.dicom.start()
         self.hl7.start()
         self.http.start()
+        self.audit.record(
+            application_activity(
+                self.audit.source,
+                ActiveParticipant(self.settings.ae_title, user_name="pacsflow"),
+                SystemClock().now(),
+            )
+        )
         log.info(
             "pacsflow up: DICOM %s@%s:%d, HL7 MLLP %s:%d, HTTP http://%s:%d",
             self.settings.ae_title,

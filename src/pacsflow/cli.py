@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
 
 from pacsflow import __version__
 from pacsflow.config import Settings, load_settings
+from pacsflow.domain.access import Role
+from pacsflow.domain.errors import PacsflowError
+from pacsflow.workflow.accounts import Accounts
 
 app = typer.Typer(
     help=(
@@ -27,6 +31,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Manage users and system accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+tokens_app = typer.Typer(help="Manage API tokens (HTTP Bearer credentials).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+audit_app = typer.Typer(help="Check the audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 ConfigOption = Annotated[
     Path | None,
@@ -115,6 +125,84 @@ def db_upgrade(config: ConfigOption = None) -> None:
     settings = _settings(config)
     url = prepare_database(settings)
     typer.echo(f"database is up to date: {url}")
+
+
+def _accounts(config: Path | None) -> Accounts:
+    from pacsflow.app import accounts, prepare_database
+
+    settings = _settings(config)
+    prepare_database(settings)
+    return accounts(settings)
+
+
+def _fail(exc: PacsflowError) -> NoReturn:
+    typer.secho(str(exc), fg=typer.colors.RED, err=True)
+    raise typer.Exit(1) from exc
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="Login name, e.g. alice or ris-interface.")],
+    role: Annotated[
+        list[Role],
+        typer.Option("--role", "-r", help="A role; repeat for several (least privilege!)."),
+    ],
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read a password (for the web UI) from stdin."),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Create a user or system account with one or more roles (see docs/security.md)."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else ""
+    try:
+        user = _accounts(config).create_user(username, role, password)
+    except PacsflowError as exc:
+        _fail(exc)
+    typer.echo(f"created {user.username} with roles {', '.join(sorted(user.roles))}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    username: Annotated[str, typer.Argument(help="The user the token acts for.")],
+    name: Annotated[str, typer.Option(help="What the token is for, e.g. 'EHR viewer'.")] = "",
+    days: Annotated[
+        int, typer.Option(help="Days until the token expires; 0 never expires.", min=0)
+    ] = 365,
+    config: ConfigOption = None,
+) -> None:
+    """Create an API token and print it once; send it as `Authorization: Bearer <token>`."""
+    try:
+        token = _accounts(config).create_token(
+            username, name, timedelta(days=days) if days else None
+        )
+    except PacsflowError as exc:
+        _fail(exc)
+    typer.echo(token)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="The id: the 12 characters after 'pf_'.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a token; every node refuses it within a minute."""
+    try:
+        _accounts(config).revoke_token(token_id)
+    except PacsflowError as exc:
+        _fail(exc)
+    typer.echo(f"revoked {token_id}")
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Check the audit trail's hash chain; exit 1 if a record was altered, removed or reordered."""
+    from pacsflow.adapters.db import make_engine
+    from pacsflow.adapters.db.audit import run_verify
+
+    code, message = run_verify(make_engine(_settings(config).effective_database_url))
+    typer.echo(message, err=code != 0)
+    raise typer.Exit(code)
 
 
 def main() -> None:

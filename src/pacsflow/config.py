@@ -21,6 +21,11 @@ class DicomPeer(BaseModel):
     host: str
     port: int = Field(ge=1, le=65535)
     description: str = ""
+    can_store: bool = True
+    can_query: bool = True
+    can_retrieve: bool = True
+    #: AE titles this peer may C-MOVE to besides itself ("*": any configured peer).
+    move_destinations: list[str] = Field(default_factory=list)
 
     @field_validator("ae_title")
     @classmethod
@@ -53,6 +58,12 @@ class Settings(BaseSettings):
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     hl7_port: int = Field(default=2575, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
+    #: Reject associations from AE titles that are not configured peers.
+    dicom_strict: bool = False
+    #: Lab mode: any AE may do everything (the start-up log warns). Never in production.
+    dicom_open: bool = False
+    #: Sending applications (MSH-3, or MSH-3^MSH-4) allowed to send HL7; empty: any.
+    hl7_allowed_senders: list[str] = Field(default_factory=list)
     dicom_max_associations: int = Field(default=32, ge=1)
     dicom_max_pdu: int = Field(default=262144, ge=0)
     peers: list[DicomPeer] = Field(default_factory=list)
@@ -61,6 +72,8 @@ class Settings(BaseSettings):
     hl7_application: str = "PACSFLOW"
     hl7_facility: str = "PACSFLOW"
     log_level: str = "INFO"
+    #: Cheap argon2 parameters so test suites can create many tokens; never in production.
+    fast_hashing_for_tests: bool = False
 
     @classmethod
     def settings_customise_sources(

@@ -35,6 +35,7 @@ class Served:
     hl7_port: int
     http_port: int
     log: Path
+    token: str
 
     @property
     def http(self) -> str:
@@ -46,7 +47,12 @@ class Served:
             return [client.send(m.encode(charset)).decode(charset) for m in messages]
 
     def get(self, path: str, **params: object) -> httpx.Response:
-        return httpx.get(self.http + path, params=params, timeout=10)  # type: ignore[arg-type]
+        return httpx.get(
+            self.http + path,
+            params=params,  # type: ignore[arg-type]
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
 
 
 @pytest.fixture
@@ -60,6 +66,11 @@ ae_title = "PACSFLOW"
 dicom_port = {ports[0]}
 hl7_port = {ports[1]}
 
+[[peers]]
+ae_title = "FINDSCU"
+host = "127.0.0.1"
+port = 9
+
 [[station_mappings]]
 station_ae = "CT01"
 modality = "CT"
@@ -68,6 +79,21 @@ modality = "CT"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACSFLOW_")}
     env["PACSFLOW_HTTP_PORT"] = str(ports[2])  # the environment overrides the file
+    env["PACSFLOW_FAST_HASHING_FOR_TESTS"] = "1"
+    cli = [sys.executable, "-m", "pacsflow"]
+    subprocess.run(
+        [*cli, "users", "create", "e2e", "--role", "reconciler", "--config", str(config)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    token = subprocess.run(
+        [*cli, "tokens", "create", "e2e", "--name", "e2e tests", "--config", str(config)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -76,7 +102,7 @@ modality = "CT"
             stderr=subprocess.STDOUT,
             env=env,
         )
-    s = Served(proc, tmp_path / "data", ports[0], ports[1], ports[2], log)
+    s = Served(proc, tmp_path / "data", ports[0], ports[1], ports[2], log, token)
     try:
         deadline = time.monotonic() + 30
         while True:

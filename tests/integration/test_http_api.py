@@ -16,11 +16,16 @@ from tests.integration.test_dicom_services import place, scheduled
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 
 
-def _get(node: Pacsflow, path: str, **params: str) -> httpx.Response:
-    return httpx.get(f"http://127.0.0.1:{node.http.port}{path}", params=params, timeout=10)
+def _get(node: Pacsflow, path: str, token: str = "", **params: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(
+        f"http://127.0.0.1:{node.http.port}{path}", params=params, headers=headers, timeout=10
+    )
 
 
-def test_studies_orders_patients_and_exceptions(node: Pacsflow, tmp_path: Path) -> None:
+def test_studies_orders_patients_and_exceptions(
+    node: Pacsflow, api_token: str, tmp_path: Path
+) -> None:
     p, o = scheduled(node)
     _, cancelled = scheduled(node)
     place(node, cmd.CancelOrder(cancelled.accession_number))
@@ -36,34 +41,36 @@ def test_studies_orders_patients_and_exceptions(node: Pacsflow, tmp_path: Path) 
     walkin, _ = restamp("MR_small.dcm", tmp_path / "b.dcm", patient_id=p.primary.value)
     assert storescu(node.dicom.port, path, walkin).returncode == 0
 
-    studies = _get(node, "/api/studies").json()
+    studies = _get(node, "/api/studies", api_token).json()
     assert [s["study_instance_uid"] for s in studies] == [ds.StudyInstanceUID]
     assert studies[0]["patient"]["name"] == "Dvořák, Antonín"
     assert studies[0]["modalities"] == ["CT"]
-    assert len(_get(node, "/api/studies", include_held="true").json()) == 2
-    assert _get(node, "/api/studies", accession_number="nope").json() == []
-    by_patient = _get(node, "/api/studies", patient_id=p.primary.value, issuer="HOSP").json()
+    assert len(_get(node, "/api/studies", api_token, include_held="true").json()) == 2
+    assert _get(node, "/api/studies", api_token, accession_number="nope").json() == []
+    by_patient = _get(
+        node, "/api/studies", api_token, patient_id=p.primary.value, issuer="HOSP"
+    ).json()
     assert len(by_patient) == 1
 
-    one = _get(node, f"/api/studies/{ds.StudyInstanceUID}")
+    one = _get(node, f"/api/studies/{ds.StudyInstanceUID}", api_token)
     assert one.status_code == 200
     assert one.json()["state"] == "published"
-    missing = _get(node, "/api/studies/1.2.3")
+    missing = _get(node, "/api/studies/1.2.3", api_token)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
 
-    [exc] = _get(node, "/api/exceptions").json()
+    [exc] = _get(node, "/api/exceptions", api_token).json()
     assert (exc["reason"], exc["source"]) == ("no_order", "modality_entry")
 
-    orders = _get(node, "/api/orders").json()
+    orders = _get(node, "/api/orders", api_token).json()
     assert {x["status"] for x in orders} == {"scheduled", "cancelled"}
-    only = _get(node, "/api/orders", status=OrderStatus.CANCELLED.value).json()
+    only = _get(node, "/api/orders", api_token, status=OrderStatus.CANCELLED.value).json()
     assert [x["accession_number"] for x in only] == [cancelled.accession_number]
 
-    detail = _get(node, f"/api/patients/{p.primary.value}", issuer="HOSP").json()
+    detail = _get(node, f"/api/patients/{p.primary.value}", api_token, issuer="HOSP").json()
     assert detail["patient"]["birth_date"] == "1970-01-02"
     assert [s["study_instance_uid"] for s in detail["studies"]] == [ds.StudyInstanceUID]
-    assert _get(node, "/api/patients/x", issuer="OTHER").status_code == 404
+    assert _get(node, "/api/patients/x", api_token, issuer="OTHER").status_code == 404
 
 
 def test_openapi_and_health(node: Pacsflow) -> None:
@@ -82,6 +89,6 @@ def test_health_is_503_when_a_listener_is_down(node: Pacsflow) -> None:
     assert res.json()["listeners"]["hl7"] == "down"
 
 
-def test_limits_are_validated(node: Pacsflow) -> None:
-    res = _get(node, "/api/studies", limit="0")
+def test_limits_are_validated(node: Pacsflow, api_token: str) -> None:
+    res = _get(node, "/api/studies", api_token, limit="0")
     assert res.status_code == 422

@@ -9,6 +9,9 @@ PacsflowError
 │   ├── UnknownOrder          an order change for an order we never saw
 │   ├── DuplicateAccession    a new order reusing another order's accession number
 │   └── UnknownProcedureStep  an update for a performed procedure step never created
+├── AccessDenied              the caller may not do this
+│   ├── Unauthenticated       no valid credentials were presented
+│   └── Forbidden             valid credentials, but not the permission
 └── TransientError            the store or a peer is unavailable; retrying may succeed
 """
 
@@ -53,18 +56,33 @@ class UnknownProcedureStep(ConflictingState):
     """An update for a performed procedure step that was never created."""
 
 
+class AccessDenied(PacsflowError):
+    """The caller may not do this."""
+
+
+class Unauthenticated(AccessDenied):
+    """No valid credentials were presented."""
+
+
+class Forbidden(AccessDenied):
+    """The caller is known but lacks the permission."""
+
+
 class TransientError(PacsflowError):
     """The store or a peer is unavailable; the same input may succeed later."""
 
 
 __all__ = [
+    "AccessDenied",
     "ConflictingState",
     "DuplicateAccession",
+    "Forbidden",
     "InvalidInput",
     "MalformedMessage",
     "MissingIdentifier",
     "PacsflowError",
     "TransientError",
+    "Unauthenticated",
     "UnknownOrder",
     "UnknownProcedureStep",
     "UnsupportedMessage",

@@ -8,6 +8,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pacsflow.domain import commands as cmd
+from pacsflow.domain.audit import (
+    Action,
+    ActiveParticipant,
+    AuditEvent,
+    AuditSource,
+    order_record,
+    patient_record,
+)
 from pacsflow.domain.errors import DuplicateAccession, UnknownOrder
 from pacsflow.domain.orders import (
     AccessionNumber,
@@ -45,10 +53,12 @@ class Intake:
         uow: UnitOfWorkFactory,
         clock: Clock,
         station_rules: Sequence[StationRule] = (),
+        audit_source: AuditSource | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._station_rules = tuple(station_rules)
+        self._source = audit_source or AuditSource("pacsflow")
 
     def journal(self, message: InboundMessage) -> Journaled:
         """Durably journal a message before anything else happens to it."""
@@ -63,9 +73,21 @@ class Intake:
     ) -> None:
         """Apply the commands of a journaled message and record its positive answer atomically."""
         with self._uow() as uow:
+            entry = uow.journal.get(entry_id)
+            sender = ActiveParticipant(
+                user_id=entry.message.sending_application if entry else "",
+                alternative_user_id=entry.message.sending_facility if entry else "",
+                is_requestor=True,
+                network_access_point=entry.message.peer.rsplit(":", 1)[0] if entry else "",
+            )
+            events = []
             for command in commands:
                 self._handle(uow, command)
+                events.append(self._audit_event(uow, sender, command))
             uow.journal.settle(entry_id, MessageStatus.APPLIED, ack())
+            now = self._clock.now()
+            for event in events:  # last before commit: the audit chain head stays locked briefly
+                uow.audit.append(event, now)
             uow.commit()
 
     def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
@@ -111,6 +133,42 @@ class Intake:
                 existing = _existing(uow, accession)
                 uow.orders.save(existing.with_status(status), now)
                 uow.events.record_order_event(accession, status.value, now)
+
+    def _audit_event(
+        self, uow: UnitOfWork, sender: ActiveParticipant, command: cmd.Command
+    ) -> AuditEvent:
+        """The identity or order change a command makes, as an audit event (ATNA)."""
+        now = self._clock.now()
+        match command:
+            case cmd.RegisterPatient(patient):
+                return patient_record(
+                    self._source, sender, now, action=Action.CREATE, patients=patient.identifiers
+                )
+            case cmd.UpdatePatient(patient):
+                return patient_record(
+                    self._source, sender, now, action=Action.UPDATE, patients=patient.identifiers
+                )
+            case cmd.PlaceOrder(order, _) | cmd.ChangeOrder(order, _):
+                return order_record(
+                    self._source,
+                    sender,
+                    now,
+                    action=Action.CREATE if isinstance(command, cmd.PlaceOrder) else Action.UPDATE,
+                    patient=order.patient,
+                    accession_number=order.accession_number,
+                    study_uid=order.study_instance_uid,
+                )
+            case cmd.CancelOrder(accession, _) | cmd.ChangeOrderStatus(accession, _):
+                changed = _existing(uow, accession)
+                return order_record(
+                    self._source,
+                    sender,
+                    now,
+                    action=Action.DELETE if isinstance(command, cmd.CancelOrder) else Action.UPDATE,
+                    patient=changed.patient,
+                    accession_number=accession,
+                    study_uid=changed.study_instance_uid,
+                )
 
     def _scheduled(self, order: Order) -> Order:
         return assign_station(order, self._station_rules)

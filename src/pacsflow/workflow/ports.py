@@ -9,10 +9,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from pacsflow.domain.access import Role
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.patients import Patient, PatientIdentifier
 from pacsflow.domain.uids import Uid
+from pacsflow.workflow.audit import AuditLog
 
 
 class Clock(Protocol):
@@ -344,9 +346,74 @@ class ProcedureStepRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user or system account as stored: roles and a password hash (never the password)."""
+
+    username: str
+    roles: frozenset[Role]
+    password_hash: str = ""
+    is_disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token as stored: its public id and the hash of its secret."""
+
+    token_id: str
+    username: str
+    secret_hash: str
+    name: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class AccountRepository(Protocol):
+    """Users and their API tokens."""
+
+    def user(self, username: str) -> UserRecord | None:
+        """One user."""
+        ...
+
+    def add_user(self, user: UserRecord, at: datetime) -> None:
+        """Create a user (the username must be new)."""
+        ...
+
+    def users(self) -> Sequence[UserRecord]:
+        """Every user, by name."""
+        ...
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        """One token by its public id."""
+        ...
+
+    def add_token(self, token: TokenRecord) -> None:
+        """Store a new token."""
+        ...
+
+    def revoke_token(self, token_id: str, at: datetime) -> bool:
+        """Revoke a token; False when there is no such live token."""
+        ...
+
+
+class SecretHasher(Protocol):
+    """Slow, salted hashing of passwords and token secrets (argon2 in production)."""
+
+    def hash(self, secret: str) -> str:
+        """A self-describing hash of the secret."""
+        ...
+
+    def verify(self, hashed: str, secret: str) -> bool:
+        """True when the secret matches the hash."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository."""
 
+    accounts: AccountRepository
+    audit: AuditLog
     patients: PatientRepository
     orders: OrderRepository
     studies: StudyRepository
@@ -383,6 +450,7 @@ def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 __all__ = [
+    "AccountRepository",
     "ArrivedInstance",
     "BlobStore",
     "Clock",
@@ -399,11 +467,14 @@ __all__ = [
     "PatientRepository",
     "PerformedStep",
     "ProcedureStepRepository",
+    "SecretHasher",
     "StudyFilter",
     "StudyRecord",
     "StudyRepository",
     "StudyState",
+    "TokenRecord",
     "UnitOfWork",
     "UnitOfWorkFactory",
+    "UserRecord",
     "iter_chunks",
 ]

@@ -28,11 +28,16 @@ class FileBlobStore:
         return self.root.joinpath(*parts)
 
     def put_file(self, key: str, source: Path) -> int:
-        """Durably store the file at source under key (moved when on the same filesystem)."""
+        """Durably store the file at source under key (moved when on the same filesystem).
+
+        The file is renamed into place first and synced there: key is new and unique and is
+        indexed only after this returns, so nothing reads it early, and on a journalling file
+        system the one fsync of the file then commits its data and the rename together, which
+        leaves the directory fsync (still done, as POSIX asks) next to nothing to write.
+        """
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_file(source)
             try:
                 os.replace(source, target)
             except OSError as exc:
@@ -40,10 +45,10 @@ class FileBlobStore:
                     raise
                 tmp = self.staging / (target.name + ".part")
                 shutil.copyfile(source, tmp)
-                _fsync_file(tmp)
                 os.replace(tmp, target)
+            size = _fsync_file(target)
             _fsync_dir(target.parent)
-            return target.stat().st_size
+            return size
         except OSError as exc:
             raise TransientError(f"cannot store object: {exc.strerror}") from exc
 
@@ -64,10 +69,12 @@ class FileBlobStore:
         self._path(key).unlink(missing_ok=True)
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync_file(path: Path) -> int:
+    """fsync a file; its size."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+        return os.fstat(fd).st_size
     finally:
         os.close(fd)
 

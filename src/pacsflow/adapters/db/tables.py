@@ -197,7 +197,32 @@ procedure_steps = sa.Table(
     sa.Column("updated_at", _TS, nullable=False),
 )
 
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("roles", sa.String(200), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False, server_default=""),
+    sa.Column("is_disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", _TS, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("token_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("username", sa.String(64), nullable=False, index=True),
+    sa.Column("secret_hash", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("expires_at", _TS, nullable=True),
+    sa.Column("revoked_at", _TS, nullable=True),
+)
+
 __all__ = [
+    "api_tokens",
     "exceptions",
     "hl7_messages",
     "instances",
@@ -210,4 +235,5 @@ __all__ = [
     "procedure_steps",
     "series",
     "studies",
+    "users",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pacsflow.adapters.db.accounts import SqlAccountRepository
+from pacsflow.adapters.db.audit import SqlAuditLog
 from pacsflow.adapters.db.repositories import (
     SqlEventLog,
     SqlExceptionRepository,
@@ -14,7 +16,9 @@ from pacsflow.adapters.db.repositories import (
     SqlStudyRepository,
 )
 from pacsflow.domain.errors import TransientError
+from pacsflow.workflow.audit import AuditLog
 from pacsflow.workflow.ports import (
+    AccountRepository,
     EventLog,
     ExceptionRepository,
     MessageJournal,
@@ -28,6 +32,8 @@ from pacsflow.workflow.ports import (
 class SqlUnitOfWork:
     """A transaction over the repositories; rolled back unless committed."""
 
+    accounts: AccountRepository
+    audit: AuditLog
     patients: PatientRepository
     orders: OrderRepository
     studies: StudyRepository
@@ -47,6 +53,8 @@ class SqlUnitOfWork:
         except sa.exc.OperationalError as exc:
             raise TransientError(f"database unavailable: {exc.orig}") from exc
         self._conn = conn
+        self.accounts = SqlAccountRepository(conn)
+        self.audit = SqlAuditLog(conn)
         self.patients = SqlPatientRepository(conn)
         self.orders = SqlOrderRepository(conn)
         self.studies = SqlStudyRepository(conn)

@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacsflow.adapters.dicom import status
+from pacsflow.adapters.dicom import _tuning, status
 from pacsflow.adapters.dicom.datasets import (
     arrived_instance,
     coerce_identity,
@@ -64,9 +65,12 @@ from pacsflow.adapters.dicom.datasets import (
     worklist_dataset,
 )
 from pacsflow.adapters.dicom.matching import matches, project
-from pacsflow.domain.errors import InvalidInput, PacsflowError
+from pacsflow.domain import audit as atna
+from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows, move_allowed
+from pacsflow.domain.errors import Forbidden, InvalidInput, PacsflowError
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
+from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.ports import InstanceRecord, PerformedStep, StudyFilter
 from pacsflow.workflow.procedure_steps import ProcedureSteps
@@ -106,6 +110,7 @@ class Destination:
 
 
 PeerLookup = Callable[[str], Destination | None]
+RightsLookup = Callable[[str], PeerRights | None]
 
 
 def _nodelay(event: Event) -> None:
@@ -128,10 +133,17 @@ class DicomServer:
         steps: ProcedureSteps,
         queries: Queries,
         peers: PeerLookup,
+        rights: RightsLookup = lambda _ae: None,
+        audit: AuditTrail | None = None,
+        is_open: bool = False,
+        strict_titles: frozenset[str] | None = None,
         max_pdu: int = 262144,
         max_associations: int = 32,
     ) -> None:
         self.ae_title = ae_title
+        self._rights = rights
+        self._audit = audit
+        self._is_open = is_open
         self._host = host
         self._port = port
         self._ingest = ingest
@@ -141,6 +153,8 @@ class DicomServer:
         self._server: ThreadedAssociationServer | None = None
         # Receive C-STORE data sets straight into a file: memory stays bounded for any size.
         _config.STORE_RECV_CHUNKED_DATASET = True
+        # Wake pynetdicom's reactor threads on events instead of 1 ms polling (see _tuning).
+        _tuning.apply()
         ae = AE(ae_title=ae_title)
         ae.maximum_pdu_size = max_pdu
         ae.maximum_associations = max_associations
@@ -165,6 +179,9 @@ class DicomServer:
             StudyRootQueryRetrieveInformationModelGet,
         ):
             ae.add_supported_context(uid, _UNCOMPRESSED)
+        if strict_titles is not None:
+            # Strict mode: associations from AE titles that are not configured are rejected.
+            ae.require_calling_aet = sorted(strict_titles)
         self._ae = ae
 
     @property
@@ -213,6 +230,7 @@ class DicomServer:
 
     def _on_store(self, event: Event) -> int | Dataset:
         try:
+            self._check(event, DicomOperation.STORE)
             path = Path(event.dataset_path)
             header = read_header(path)
             sop_uid = _request_uid(event, "AffectedSOPInstanceUID")
@@ -234,12 +252,78 @@ class DicomServer:
 
     # -- C-FIND: worklist and query/retrieve ---------------------------------------------------
 
-    def _on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+    def _check(self, event: Event, operation: DicomOperation) -> str:
+        """The calling AE title, once it is allowed to perform the operation."""
+        caller = str(event.assoc.requestor.ae_title).strip()
+        if not dicom_allows(operation, self._rights(caller), is_open=self._is_open):
+            log.warning("refused %s from calling AE %r: not a configured peer", operation, caller)
+            raise Forbidden(f"calling AE {caller} may not {operation.value}")
+        return caller
+
+    def _participant(self, event: Event) -> atna.ActiveParticipant:
+        """The calling AE as an audit participant (AE title and network address)."""
+        address = event.assoc.requestor.address
+        return atna.ActiveParticipant(
+            user_id=str(event.assoc.requestor.ae_title).strip(),
+            is_requestor=True,
+            network_access_point=str(address),
+        )
+
+    def _record(self, event: atna.AuditEvent) -> None:
+        if self._audit is not None:
+            self._audit.record(event)
+
+    def _audit_query(self, event: Event, model: str, query: Dataset, outcome: int) -> None:
+        if self._audit is None:
+            return
+        text = ", ".join(
+            f"{e.keyword}={e.value}" for e in query if e.keyword and e.VR != "SQ" and e.value
+        )
+        self._record(
+            atna.query(
+                self._audit.source,
+                self._participant(event),
+                datetime.now(UTC),
+                query_text=text,
+                sop_class_uid=model,
+                outcome=atna.Outcome(outcome),
+            )
+        )
+
+    def _audit_retrieve(
+        self, event: Event, instances: list[InstanceRecord], destination: str
+    ) -> None:
+        if self._audit is None:
+            return
+        studies = sorted({i.study_instance_uid for i in instances})
+        caller = self._participant(event)
+        receiver = (
+            caller if destination == caller.user_id else atna.ActiveParticipant(user_id=destination)
+        )
+        self._record(
+            atna.instances_transferred(
+                self._audit.source,
+                atna.ActiveParticipant(user_id=self.ae_title),
+                receiver,
+                datetime.now(UTC),
+                action=atna.Action.READ,
+                requestor=caller if receiver is not caller else None,
+                studies=[atna.study_object(uid) for uid in studies],
+            )
+        )
+
+    def _on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        query, model = event.identifier, _request_uid(event, "AffectedSOPClassUID")
         try:
-            query = event.identifier
-            model = _request_uid(event, "AffectedSOPClassUID")
+            is_worklist = model == ModalityWorklistInformationFind
+            try:
+                self._check(event, DicomOperation.WORKLIST if is_worklist else DicomOperation.QUERY)
+            except Forbidden:
+                self._audit_query(event, model, query, atna.Outcome.MINOR_FAILURE)
+                raise
+            self._audit_query(event, model, query, atna.Outcome.SUCCESS)
             candidates: Iterator[Dataset]
-            if model == ModalityWorklistInformationFind:
+            if is_worklist:
                 candidates = (worklist_dataset(item) for item in self._queries.worklist())
             else:
                 candidates = self._qr_candidates(query)
@@ -250,6 +334,8 @@ class DicomServer:
                 if matches(query, candidate):
                     yield status.PENDING, with_character_set(project(query, candidate))
             yield status.SUCCESS, None
+        except Forbidden as exc:
+            yield status.failure(status.NOT_AUTHORIZED, str(exc)), None
         except PacsflowError as exc:
             log.warning("C-FIND refused: %s", exc)
             yield status.CANNOT_UNDERSTAND, None
@@ -348,9 +434,14 @@ class DicomServer:
             yield ds
 
     def _on_move(self, event: Event) -> Iterator[Any]:
-        destination = self._peers(str(event.move_destination).strip())
-        if destination is None:
-            log.warning("C-MOVE to unknown destination %r", event.move_destination)
+        target = str(event.move_destination).strip()
+        caller = str(event.assoc.requestor.ae_title).strip()
+        destination = self._peers(target)
+        if destination is None or not move_allowed(
+            caller, self._rights(caller), target, is_open=self._is_open
+        ):
+            # Unknown and not-allowed destinations get the same answer (0xA801).
+            log.warning("C-MOVE from %r to %r refused", caller, target)
             yield None, None
             return
         try:
@@ -361,11 +452,14 @@ class DicomServer:
         if error is not None:
             log.warning("C-MOVE refused: %s", error)
             raise error  # pynetdicom answers the count step with a failure status
+        self._audit_retrieve(event, instances, target)
         yield len(instances)
         yield from self._send(event, instances)
 
     def _on_get(self, event: Event) -> Iterator[Any]:
-        instances = self._selected(event.identifier)  # raising here fails the C-GET
+        self._check(event, DicomOperation.RETRIEVE)  # raising here fails the C-GET
+        instances = self._selected(event.identifier)
+        self._audit_retrieve(event, instances, str(event.assoc.requestor.ae_title).strip())
         yield len(instances)
         yield from self._send(event, instances)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from pacsflow.domain.errors import (
+    AccessDenied,
     ConflictingState,
     InvalidInput,
     PacsflowError,
@@ -22,16 +23,19 @@ DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 UNABLE_TO_PROCESS = 0xC001
 NO_SUCH_OBJECT_INSTANCE = 0x0112
+NOT_AUTHORIZED = 0x0124
 PROCESSING_FAILURE = 0x0110
 INVALID_ATTRIBUTE_VALUE = 0x0106
 
 _STORE = (
+    (AccessDenied, NOT_AUTHORIZED),
     (TransientError, OUT_OF_RESOURCES),
     (InvalidInput, CANNOT_UNDERSTAND),
     (ConflictingState, UNABLE_TO_PROCESS),
 )
 
 _N_SERVICE = (
+    (AccessDenied, NOT_AUTHORIZED),
     (TransientError, PROCESSING_FAILURE),
     (UnknownProcedureStep, NO_SUCH_OBJECT_INSTANCE),
     (InvalidInput, INVALID_ATTRIBUTE_VALUE),
@@ -71,6 +75,7 @@ __all__ = [
     "CANNOT_UNDERSTAND",
     "DATASET_MISMATCH",
     "MOVE_DESTINATION_UNKNOWN",
+    "NOT_AUTHORIZED",
     "NO_SUCH_OBJECT_INSTANCE",
     "OUT_OF_RESOURCES",
     "PENDING",

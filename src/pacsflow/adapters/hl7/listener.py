@@ -28,6 +28,7 @@ from pacsflow.adapters.hl7.errors import (
 from pacsflow.adapters.hl7.translate import FieldMap, translate
 from pacsflow.domain.commands import Command
 from pacsflow.domain.errors import (
+    AccessDenied,
     ConflictingState,
     DuplicateAccession,
     InvalidInput,
@@ -80,6 +81,7 @@ _REPLIES: tuple[tuple[type[Exception], _Reply], ...] = (
     (DuplicateAccession, _Reply(AckCode.AE, ErrorCode.DUPLICATE_KEY_IDENTIFIER)),
     (ConflictingState, _Reply(AckCode.AE, ErrorCode.APPLICATION_INTERNAL_ERROR)),
     (TransientError, _Reply(AckCode.AR, ErrorCode.APPLICATION_INTERNAL_ERROR)),
+    (AccessDenied, _Reply(AckCode.AR, ErrorCode.APPLICATION_INTERNAL_ERROR)),
 )
 _UNEXPECTED = _Reply(AckCode.AR, ErrorCode.APPLICATION_INTERNAL_ERROR)
 _UNEXPECTED_TEXT = "pacsflow could not store the message because of an internal error; resend it"
@@ -90,7 +92,7 @@ def _reply_for(exc: Exception) -> tuple[_Reply, AckError]:
     reply = next((r for kind, r in _REPLIES if isinstance(exc, kind)), _UNEXPECTED)
     if isinstance(exc, InvalidInput):
         return reply, AckError(reply.error, str(exc), exc.location)
-    if isinstance(exc, ConflictingState):
+    if isinstance(exc, ConflictingState | AccessDenied):
         return reply, AckError(reply.error, str(exc))
     if isinstance(exc, TransientError):
         return reply, AckError(
@@ -112,8 +114,10 @@ class Hl7Service:
         assume_zone: tzinfo = UTC,
         control_ids: Callable[[], str] = new_control_id,
         clock: Callable[[], datetime] | None = None,
+        allowed_senders: frozenset[str] = frozenset(),
     ) -> None:
         self._intake = intake
+        self._allowed = allowed_senders
         self._field_map = field_map or FieldMap()
         self._zone = assume_zone
         self._acks = AckBuilder(app_name, facility, control_ids=control_ids, clock=clock)
@@ -151,14 +155,24 @@ class Hl7Service:
             )
             return journaled.earlier.ack
         try:
+            self._check_sender(header)
             accepted = self._acks.build(header, AckCode.AA)
             self._intake.apply(entry_id, self._translate(message), ack=lambda: accepted)
-        except (InvalidInput, ConflictingState, TransientError) as exc:
+        except (InvalidInput, ConflictingState, TransientError, AccessDenied) as exc:
             return self._answer_failure(entry_id, header, exc)
         except Exception as exc:  # a database or programming error: the sender may resend
             log.exception("HL7 message %s could not be applied", header.control_id)
             return self._answer_failure(entry_id, header, exc)
         return accepted
+
+    def _check_sender(self, header: Header) -> None:
+        """Refuse (AR) messages from sending applications this listener does not serve."""
+        app = header.sender_application
+        if self._allowed and not {app, f"{app}^{header.sender_facility}"} & self._allowed:
+            raise AccessDenied(
+                f"sending application {app}^{header.sender_facility} is not allowed to send "
+                "to this pacsflow"
+            )
 
     def _translate(self, message: Message) -> list[Command]:
         return translate(message, self._field_map, assume_zone=self._zone)
@@ -176,7 +190,8 @@ class Hl7Service:
             )
             log.debug("HL7 control id %s: %s", header.control_id, error.message)  # may hold PHI
         answer = self._acks.build(header, reply.code, error=error)
-        status = MessageStatus.REJECTED if reply.code is AckCode.AE else MessageStatus.FAILED
+        is_final = reply.code is AckCode.AE or isinstance(exc, AccessDenied)
+        status = MessageStatus.REJECTED if is_final else MessageStatus.FAILED
         self._settle(entry_id, status, answer, f"{type(exc).__name__}: {exc}")
         return answer
 

@@ -6,21 +6,35 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from pacsflow import __version__
-from pacsflow.domain.errors import ConflictingState, InvalidInput, PacsflowError, TransientError
+from pacsflow.domain.access import Permission, Principal
+from pacsflow.domain.audit import ActiveParticipant, Outcome, to_dict, user_authentication
+from pacsflow.domain.audit import query as audit_query
+from pacsflow.domain.errors import (
+    ConflictingState,
+    Forbidden,
+    InvalidInput,
+    PacsflowError,
+    TransientError,
+    Unauthenticated,
+)
 from pacsflow.domain.orders import Order, OrderStatus
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
+from pacsflow.workflow.accounts import Accounts
+from pacsflow.workflow.audit import AuditQuery, AuditTrail
 from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
 from pacsflow.workflow.queries import Queries, StudyView
 
 HealthCheck = Callable[[], dict[str, str]]
 
 _PROBLEM_STATUS: tuple[tuple[type[PacsflowError], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (InvalidInput, 400),
     (ConflictingState, 409),
     (TransientError, 503),
@@ -177,18 +191,96 @@ def _problem(status: int, title: str, detail: str) -> JSONResponse:
     )
 
 
-def create_app(queries: Queries, health: HealthCheck) -> FastAPI:
+#: Every route and the permission it needs (None: public). A test walks the app and checks
+#: that each route is listed here and enforced for every role.
+ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
+    ("GET", "/healthz"): None,
+    ("GET", "/api/studies"): Permission.READ_STUDIES,
+    ("GET", "/api/studies/{study_uid}"): Permission.READ_STUDIES,
+    ("GET", "/api/exceptions"): Permission.READ_EXCEPTIONS,
+    ("GET", "/api/orders"): Permission.READ_ORDERS,
+    ("GET", "/api/patients/{patient_id}"): Permission.READ_PATIENTS,
+    ("GET", "/api/audit/events"): Permission.READ_AUDIT,
+}
+
+
+class AuditRecordOut(BaseModel):
+    """One record of the audit trail, with its place in the hash chain."""
+
+    id: int
+    recorded_at: datetime
+    hash: str
+    event: dict[str, Any]
+
+
+def create_app(
+    queries: Queries, health: HealthCheck, accounts: Accounts, trail: AuditTrail
+) -> FastAPI:
     """The HTTP application over the read side of the workflow."""
     app = FastAPI(
         title="pacsflow",
         version=__version__,
-        description="PACS workflow manager: studies, exceptions, orders and patients.",
+        description=(
+            "PACS workflow manager: studies, exceptions, orders and patients. "
+            "Every /api route needs `Authorization: Bearer <token>` (`pacsflow tokens create`)."
+        ),
     )
+
+    def who(request: Request, username: str) -> ActiveParticipant:
+        host = request.client.host if request.client else ""
+        return ActiveParticipant(user_id=username, is_requestor=True, network_access_point=host)
+
+    def principal(request: Request) -> Principal:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("send Authorization: Bearer <token> (pacsflow tokens create)")
+        try:
+            return accounts.authenticate_token(token.strip())
+        except Unauthenticated as exc:
+            trail.record(
+                user_authentication(
+                    trail.source,
+                    who(request, token.strip()[:15]),
+                    datetime.now(UTC),
+                    outcome=Outcome.MINOR_FAILURE,
+                    description=str(exc),
+                )
+            )
+            raise
+
+    def requires(permission: Permission) -> Any:
+        # A default, not Annotated: `principal` is local, and postponed annotations are
+        # resolved in module globals.
+        def check(request: Request, caller: Principal = Depends(principal)) -> Principal:  # noqa: B008
+            participant = who(request, caller.username)
+            allowed = caller.can(permission)
+            if permission is Permission.READ_AUDIT:
+                if not allowed:
+                    trail.refused(participant)
+            else:
+                # Every read of patient data through the API is audited (110112 Query).
+                trail.record(
+                    audit_query(
+                        trail.source,
+                        participant,
+                        datetime.now(UTC),
+                        query_text=f"{request.method} {request.url.path}?{request.url.query}",
+                        outcome=Outcome.SUCCESS if allowed else Outcome.MINOR_FAILURE,
+                    )
+                )
+            if not allowed:
+                raise Forbidden(f"{caller.username} lacks the permission {permission.value}")
+            return caller
+
+        return Depends(check)
 
     @app.exception_handler(PacsflowError)
     async def _on_error(_request: Request, exc: PacsflowError) -> JSONResponse:
         code = next((c for k, c in _PROBLEM_STATUS if isinstance(exc, k)), 500)
-        return _problem(code, type(exc).__name__, str(exc))
+        response = _problem(code, type(exc).__name__, str(exc))
+        if code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:
@@ -198,7 +290,7 @@ def create_app(queries: Queries, health: HealthCheck) -> FastAPI:
         body: dict[str, Any] = {"status": "ok" if is_up else "degraded", "listeners": listeners}
         return JSONResponse(body, status_code=200 if is_up else 503)
 
-    @app.get("/api/studies", tags=["studies"])
+    @app.get("/api/studies", tags=["studies"], dependencies=[requires(Permission.READ_STUDIES)])
     def studies(
         patient_id: str = "",
         issuer: str = "",
@@ -217,7 +309,11 @@ def create_app(queries: Queries, health: HealthCheck) -> FastAPI:
         )
         return [_study(v) for v in queries.studies(flt)]
 
-    @app.get("/api/studies/{study_uid}", tags=["studies"])
+    @app.get(
+        "/api/studies/{study_uid}",
+        tags=["studies"],
+        dependencies=[requires(Permission.READ_STUDIES)],
+    )
     def study(study_uid: str) -> StudyOut:
         """One study, whatever its state."""
         view = queries.study(Uid(study_uid))
@@ -225,13 +321,15 @@ def create_app(queries: Queries, health: HealthCheck) -> FastAPI:
             raise _NotFound(f"no study {study_uid}")
         return _study(view)
 
-    @app.get("/api/exceptions", tags=["exceptions"])
+    @app.get(
+        "/api/exceptions", tags=["exceptions"], dependencies=[requires(Permission.READ_EXCEPTIONS)]
+    )
     def exceptions(limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[ExceptionOut]:
         """Open exceptions, oldest first, with reason, mismatch source and age."""
         now = datetime.now(UTC)
         return [_exception(e, now) for e in queries.exceptions(limit)]
 
-    @app.get("/api/orders", tags=["orders"])
+    @app.get("/api/orders", tags=["orders"], dependencies=[requires(Permission.READ_ORDERS)])
     def orders(
         status: OrderStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 100,
@@ -239,7 +337,11 @@ def create_app(queries: Queries, health: HealthCheck) -> FastAPI:
         """Orders, newest first, optionally of one status."""
         return [_order(o) for o in queries.orders(status, limit)]
 
-    @app.get("/api/patients/{patient_id}", tags=["patients"])
+    @app.get(
+        "/api/patients/{patient_id}",
+        tags=["patients"],
+        dependencies=[requires(Permission.READ_PATIENTS)],
+    )
     def patient(patient_id: str, issuer: str = "") -> PatientDetailOut:
         """A registered patient and their published studies."""
         identifier = PatientIdentifier(PatientId(patient_id), Issuer(issuer))
@@ -248,6 +350,28 @@ def create_app(queries: Queries, health: HealthCheck) -> FastAPI:
             raise _NotFound(f"no patient {patient_id}" + (f" of issuer {issuer}" if issuer else ""))
         views = queries.studies(StudyFilter(patient=found.primary, limit=1000))
         return PatientDetailOut(patient=_patient(found), studies=[_study(v) for v in views])
+
+    @app.get("/api/audit/events", tags=["audit"])
+    def audit_events(
+        request: Request,
+        caller: Principal = requires(Permission.READ_AUDIT),  # noqa: B008
+        patient_id: str | None = None,
+        user: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AuditRecordOut]:
+        """Audit records by patient, user and time (auditors only; the search is audited)."""
+        found = trail.search(
+            AuditQuery(patient_id=patient_id, user=user, since=since, until=until, limit=limit),
+            who(request, caller.username),
+        )
+        return [
+            AuditRecordOut(
+                id=r.id, recorded_at=r.recorded_at, hash=r.hash, event=to_dict(r.event())
+            )
+            for r in found
+        ]
 
     @app.exception_handler(_NotFound)
     async def _on_not_found(_request: Request, exc: _NotFound) -> JSONResponse:

@@ -23,6 +23,7 @@ class HttpServer:
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self.host = host
+        self.app = app
 
     @property
     def port(self) -> int:
