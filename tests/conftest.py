@@ -206,3 +206,67 @@ def restamp(
     out.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(out, enforce_file_format=True)
     return out, ds
+
+
+@dataclass
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        d / "ca.key",
+        "-out",
+        d / "ca.crt",
+        "-subj",
+        "/CN=pacsflow test CA",
+        "-days",
+        "2",
+    )
+    for name, san in (("server", "IP:127.0.0.1"), ("client", "DNS:pacs1.test")):
+        _openssl(
+            "req",
+            *ec,
+            "-keyout",
+            d / f"{name}.key",
+            "-out",
+            d / f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n", encoding="ascii")
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            d / f"{name}.csr",
+            "-CA",
+            d / "ca.crt",
+            "-CAkey",
+            d / "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            d / f"{name}.ext",
+            "-out",
+            d / f"{name}.crt",
+        )
+    return Pki(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 import threading
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
 from pacsflow.adapters.dicom.server import Destination, DicomServer
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
 from pacsflow.adapters.http import HttpServer, create_app
-from pacsflow.adapters.security import Argon2Hasher
+from pacsflow.adapters.security import Argon2Hasher, server_context
 from pacsflow.config import Settings
 from pacsflow.domain.access import PeerRights
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
@@ -101,6 +102,7 @@ class Pacsflow:
             strict_titles=(
                 frozenset(p.ae_title for p in settings.peers) if settings.dicom_strict else None
             ),
+            ssl_context=self._tls("dicom"),
             max_pdu=settings.dicom_max_pdu,
             max_associations=settings.dicom_max_associations,
         )
@@ -111,13 +113,26 @@ class Pacsflow:
             facility=settings.hl7_facility,
             allowed_senders=frozenset(settings.hl7_allowed_senders),
         )
-        self.hl7 = MllpServer(settings.host, settings.hl7_port, service.handle)
+        self.hl7 = MllpServer(
+            settings.host, settings.hl7_port, service.handle, ssl_context=self._tls("hl7")
+        )
         self.http = HttpServer(
             create_app(self.queries, self.health, self.accounts, self.audit),
             settings.host,
             settings.http_port,
+            ssl_context=self._tls("http"),
         )
         self._stopped = threading.Event()
+
+    def _tls(self, listener: str) -> ssl.SSLContext | None:
+        s = self.settings
+        if not s.tls_for(listener):
+            return None
+        if s.tls_key_file is None or s.tls_cert_file is None:
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        return server_context(
+            s.tls_cert_file, s.tls_key_file, s.tls_ca_file, require_client=s.tls_require_client_cert
+        )
 
     def _destination(self, ae_title: str) -> Destination | None:
         peer = self.settings.peer(ae_title)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
@@ -12,6 +12,10 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+
+Listener = Literal["dicom", "hl7", "http"]
+LISTENERS: tuple[Listener, ...] = ("dicom", "hl7", "http")
 
 
 class DicomPeer(BaseModel):
@@ -71,6 +75,13 @@ class Settings(BaseSettings):
     hl7_fields: dict[str, str] = Field(default_factory=dict)
     hl7_application: str = "PACSFLOW"
     hl7_facility: str = "PACSFLOW"
+    #: TLS: with a certificate and key, the listeners named in tls_listeners speak TLS only.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: CA bundle for client certificates (and for our own TLS connections to peers).
+    tls_ca_file: Path | None = None
+    tls_require_client_cert: bool = False
+    tls_listeners: list[Listener] = Field(default_factory=lambda: list(LISTENERS))
     log_level: str = "INFO"
     #: Cheap argon2 parameters so test suites can create many tokens; never in production.
     fast_hashing_for_tests: bool = False
@@ -96,6 +107,10 @@ class Settings(BaseSettings):
     def effective_storage_url(self) -> str:
         """The blob store URL, defaulting to files in the data directory."""
         return self.storage_url or (self.data_dir / "objects").resolve().as_uri()
+
+    def tls_for(self, listener: str) -> bool:
+        """True when the listener must speak TLS."""
+        return self.tls_cert_file is not None and listener in self.tls_listeners
 
     def peer(self, ae_title: str) -> DicomPeer | None:
         """The configured peer with this AE title."""

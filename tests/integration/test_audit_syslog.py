@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +25,7 @@ from pacsflow.adapters.syslog.messages import network_access_point_type
 from pacsflow.domain import audit as a
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, Outcome
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
+from tests.conftest import Pki
 
 T0 = datetime(2026, 11, 28, 8, 0, 1, 250000, tzinfo=UTC)
 SOURCE = AuditSource("PACSFLOW", enterprise_site="GENHOSP")
@@ -222,70 +220,6 @@ def test_octet_counting_prefixes_the_length() -> None:
 
 
 # --- delivery over TLS ------------------------------------------------------------------------
-
-
-@dataclass
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    d = tmp_path_factory.mktemp("pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        d / "ca.key",
-        "-out",
-        d / "ca.crt",
-        "-subj",
-        "/CN=pacsflow test CA",
-        "-days",
-        "2",
-    )
-    for name, san in (("server", "IP:127.0.0.1"), ("client", "DNS:pacs1.test")):
-        _openssl(
-            "req",
-            *ec,
-            "-keyout",
-            d / f"{name}.key",
-            "-out",
-            d / f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-        )
-        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n", encoding="ascii")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            d / f"{name}.csr",
-            "-CA",
-            d / "ca.crt",
-            "-CAkey",
-            d / "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            d / f"{name}.ext",
-            "-out",
-            d / f"{name}.crt",
-        )
-    return Pki(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,6 +136,7 @@ class DicomServer:
         peers: PeerLookup,
         rights: RightsLookup = lambda _ae: None,
         audit: AuditTrail | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         is_open: bool = False,
         strict_titles: frozenset[str] | None = None,
         max_pdu: int = 262144,
@@ -143,6 +145,7 @@ class DicomServer:
         self.ae_title = ae_title
         self._rights = rights
         self._audit = audit
+        self._ssl = ssl_context
         self._is_open = is_open
         self._host = host
         self._port = port
@@ -209,7 +212,7 @@ class DicomServer:
             (evt.EVT_N_ACTION, self._on_n_action),
         ]
         self._server = self._ae.start_server(
-            (self._host, self._port), block=False, evt_handlers=handlers
+            (self._host, self._port), block=False, evt_handlers=handlers, ssl_context=self._ssl
         )
         log.info("DICOM listener %s on %s:%d", self.ae_title, self._host, self.port)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 
@@ -16,10 +17,16 @@ log = logging.getLogger(__name__)
 class HttpServer:
     """uvicorn serving one app on a pre-bound socket, so port 0 works and the port is known."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._sock = socket.create_server((host, port), reuse_port=False)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        if ssl_context is not None:
+            # uvicorn builds its own context from files; hand it ours (BCP 195) instead.
+            config.load()
+            config.ssl = ssl_context
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self.host = host

@@ -1,5 +1,6 @@
 """Security primitives behind the workflow's ports: secret hashing (argon2id)."""
 
 from pacsflow.adapters.security.hashing import Argon2Hasher
+from pacsflow.adapters.security.tls import client_context, server_context
 
-__all__ = ["Argon2Hasher"]
+__all__ = ["Argon2Hasher", "client_context", "server_context"]
