@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import ssl
 import tempfile
@@ -54,6 +55,8 @@ def accounts(settings: Settings, engine: sa.Engine | None = None) -> Accounts:
         SqlUnitOfWorkFactory(engine),
         Argon2Hasher(fast_for_tests=settings.fast_hashing_for_tests),
         SystemClock(),
+        AuditSource(settings.ae_title),
+        operator=f"{getpass.getuser()}@cli",
     )
 
 

@@ -13,7 +13,6 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-
 Listener = Literal["dicom", "hl7", "http"]
 LISTENERS: tuple[Listener, ...] = ("dicom", "hl7", "http")
 

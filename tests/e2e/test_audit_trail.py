@@ -74,6 +74,7 @@ def test_each_kind_of_access_is_audited_and_tampering_is_caught(
     assert ("110114", "E", 4) in kinds  # failed authentication
     assert ("110101", "R", 0) in kinds  # the auditor's search
     assert ("110101", "R", 4) in kinds  # the refused audit read
+    assert ("110113", "E", 0) in kinds  # users and tokens created (security configuration)
     users = {user for *_, user in _events(db)}
     assert {"HIS", "RIS", "FINDSCU", "e2e", "auditor1"} <= users
 

@@ -11,11 +11,13 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from pacsflow.domain.access import Principal, Role
+from pacsflow.domain.audit import ActiveParticipant, AuditSource, Code, EventTypes, security_alert
 from pacsflow.domain.errors import ConflictingState, InvalidInput, Unauthenticated
 from pacsflow.workflow.ports import (
     Clock,
     SecretHasher,
     TokenRecord,
+    UnitOfWork,
     UnitOfWorkFactory,
     UserRecord,
 )
@@ -29,7 +31,16 @@ CACHE_SECONDS = 60.0
 class Accounts:
     """Creates users and tokens and tells who a caller is."""
 
-    def __init__(self, uow: UnitOfWorkFactory, hasher: SecretHasher, clock: Clock) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        hasher: SecretHasher,
+        clock: Clock,
+        audit_source: AuditSource | None = None,
+        operator: str = "pacsflow-cli",
+    ) -> None:
+        self._source = audit_source or AuditSource("pacsflow")
+        self._operator = ActiveParticipant(operator, is_requestor=True)
         self._uow = uow
         self._hasher = hasher
         self._clock = clock
@@ -56,6 +67,7 @@ class Accounts:
             if uow.accounts.user(username) is not None:
                 raise ConflictingState(f"user {username!r} already exists")
             uow.accounts.add_user(user, self._clock.now())
+            self._alert(uow, EventTypes.SECURITY_ROLES_CHANGED, f"user:{username}")
             uow.commit()
         return user
 
@@ -77,6 +89,7 @@ class Accounts:
                     expires_at=now + ttl if ttl else None,
                 )
             )
+            self._alert(uow, EventTypes.USER_SECURITY_ATTRIBUTES_CHANGED, f"token:{token_id}")
             uow.commit()
         return f"pf_{token_id}_{secret}"
 
@@ -85,9 +98,17 @@ class Accounts:
         with self._uow() as uow:
             if not uow.accounts.revoke_token(token_id, self._clock.now()):
                 raise InvalidInput(f"no live token {token_id!r}", location="token")
+            self._alert(uow, EventTypes.USER_SECURITY_ATTRIBUTES_CHANGED, f"token:{token_id}")
             uow.commit()
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if v[0].via != token_id}
+
+    def _alert(self, uow: UnitOfWork, kind: Code, resource: str) -> None:
+        """Record a change to who may do what (audited in the same transaction)."""
+        event = security_alert(
+            self._source, self._operator, self._clock.now(), alert=kind, resource=resource
+        )
+        uow.audit.append(event, self._clock.now())
 
     def authenticate_token(self, token: str) -> Principal:
         """The principal a bearer token stands for, or Unauthenticated."""
