@@ -18,6 +18,7 @@ from pacsflow.adapters.dicom.server import Destination, DicomServer
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
 from pacsflow.adapters.http import HttpServer, create_app
 from pacsflow.adapters.security import Argon2Hasher, server_context
+from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
 from pacsflow.config import Settings
 from pacsflow.domain.access import PeerRights
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
@@ -86,7 +87,20 @@ class Pacsflow:
         )
         self.accounts = accounts(settings, self.engine)
         source = AuditSource(settings.ae_title)
-        self.audit = AuditTrail(uow, clock, source)
+        self.syslog = (
+            SyslogTlsSender(
+                settings.audit_syslog_host,
+                settings.audit_syslog_port,
+                client_tls_context(
+                    settings.audit_syslog_ca_file,
+                    settings.audit_syslog_cert_file,
+                    settings.audit_syslog_key_file,
+                ),
+            )
+            if settings.audit_syslog_host
+            else None
+        )
+        self.audit = AuditTrail(uow, clock, source, self.syslog)
         self.intake = Intake(uow, clock, rules, audit_source=source)
         self.ingest = Ingest(uow, blobs, clock)
         self.queries = Queries(uow, blobs)
@@ -167,6 +181,8 @@ class Pacsflow:
                 "PACSFLOW_DICOM_OPEN is set: any DICOM AE may query and retrieve everything. "
                 "Use this in a lab only."
             )
+        if self.syslog is not None:
+            self.syslog.start()
         self.dicom.start()
         self.hl7.start()
         self.http.start()
@@ -199,6 +215,8 @@ class Pacsflow:
                 stop()
             except Exception:  # keep stopping the others
                 log.exception("stopping the %s listener failed", name)
+        if self.syslog is not None:
+            self.syslog.close(5)
         self.engine.dispose()
         self._stopped.set()
 

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     tls_ca_file: Path | None = None
     tls_require_client_cert: bool = False
     tls_listeners: list[Listener] = Field(default_factory=lambda: list(LISTENERS))
+    #: Forward audit records to a syslog collector over TLS (RFC 5424/5425); empty: don't.
+    audit_syslog_host: str = ""
+    audit_syslog_port: int = Field(default=6514, ge=1, le=65535)
+    audit_syslog_ca_file: Path | None = None
+    audit_syslog_cert_file: Path | None = None
+    audit_syslog_key_file: Path | None = None
     log_level: str = "INFO"
     #: Cheap argon2 parameters so test suites can create many tokens; never in production.
     fast_hashing_for_tests: bool = False

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -410,3 +411,28 @@ def test_a_full_queue_drops_the_newest_and_never_blocks(pki: Pki) -> None:
     sender.close(timeout=0.1)
     sender.send(EVENTS["start"])
     assert sender.dropped == 2
+
+
+def test_a_node_forwards_its_audit_records_to_the_configured_collector(
+    pki: Pki, collector: Collector, tmp_path: Path
+) -> None:
+    from pacsflow.app import Pacsflow
+    from tests.conftest import make_settings
+
+    node = Pacsflow(
+        make_settings(
+            tmp_path,
+            audit_syslog_host="127.0.0.1",
+            audit_syslog_port=collector.port,
+            audit_syslog_ca_file=pki.ca,
+            audit_syslog_cert_file=pki.client_cert,
+            audit_syslog_key_file=pki.client_key,
+        )
+    )
+    node.start()
+    try:
+        [frame] = collector.wait_for(1)
+    finally:
+        node.stop()
+    assert b"110100" in frame  # Application Activity: the node started
+    assert b"<AuditMessage" in frame
