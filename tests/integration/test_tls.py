@@ -38,7 +38,7 @@ def tls_node(tmp_path: Path, pki: Pki) -> Iterator[Pacsflow]:
 @pytest.mark.dcmtk
 @requires_dcmtk
 def test_dcmtk_stores_and_finds_over_tls(tls_node: Pacsflow, pki: Pki, tmp_path: Path) -> None:
-    tls = ["+tls", pki.client_key, pki.client_cert, "+cf", pki.ca]
+    tls: list[str | Path | int] = ["+tls", pki.client_key, pki.client_cert, "+cf", pki.ca]
     path, ds = restamp("CT_small.dcm", tmp_path / "a.dcm", patient_id="TLS1")
     res = dcmtk("storescu", *tls, "-aec", "PACSFLOW", "127.0.0.1", tls_node.dicom.port, path)
     assert res.returncode == 0, res.stderr
