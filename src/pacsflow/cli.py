@@ -197,10 +197,11 @@ def tokens_revoke(
 @audit_app.command("verify")
 def audit_verify(config: ConfigOption = None) -> None:
     """Check the audit trail's hash chain; exit 1 if a record was altered, removed or reordered."""
-    from pacsflow.adapters.db import make_engine
+    from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine
     from pacsflow.adapters.db.audit import run_verify
 
-    code, message = run_verify(make_engine(_settings(config).effective_database_url))
+    engine = make_engine(_settings(config).effective_database_url)
+    code, message = run_verify(SqlUnitOfWorkFactory(engine))
     typer.echo(message, err=code != 0)
     raise typer.Exit(code)
 

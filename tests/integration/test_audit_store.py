@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pacsflow.adapters.db import make_engine, upgrade
-from pacsflow.adapters.db.audit import SqlAuditSessions, audit_chain_head, run_verify
+from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
+from pacsflow.adapters.db.audit import audit_chain_head, run_verify
 from pacsflow.adapters.db.tables import metadata
 from pacsflow.domain import audit as a
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, ChainHead, EventId, chain_hash
@@ -46,8 +46,8 @@ class Store:
     dialect: str
     raw: Callable[[str], None]
 
-    def sessions(self) -> SqlAuditSessions:
-        return SqlAuditSessions(self.engine)
+    def sessions(self) -> SqlUnitOfWorkFactory:
+        return SqlUnitOfWorkFactory(self.engine)
 
 
 def _sqlite_store(tmp_path: Path) -> Iterator[Store]:
@@ -202,13 +202,13 @@ def test_search_by_patient_user_and_time(store: Store) -> None:
 
 def test_an_untouched_trail_verifies(store: Store) -> None:
     fill(store)
-    code, message = run_verify(store.engine)
+    code, message = run_verify(store.sessions())
     assert code == 0, message
     assert "5 records" in message
 
 
 def test_an_empty_trail_verifies(store: Store) -> None:
-    assert run_verify(store.engine)[0] == 0
+    assert run_verify(store.sessions())[0] == 0
 
 
 def test_the_database_refuses_updates_and_deletes(store: Store) -> None:
@@ -223,7 +223,7 @@ def test_the_database_refuses_updates_and_deletes(store: Store) -> None:
     ):
         with pytest.raises((sqlite3.DatabaseError, sa.exc.DBAPIError)):
             store.raw(statement)
-    assert run_verify(store.engine)[0] == 0
+    assert run_verify(store.sessions())[0] == 0
 
 
 def test_an_altered_record_is_found(store: Store) -> None:
@@ -233,7 +233,7 @@ def test_an_altered_record_is_found(store: Store) -> None:
         "UPDATE audit_records SET canonical = replace(canonical, 'PatientID=P002', "
         "'PatientID=P009') WHERE id = 4"
     )
-    code, message = run_verify(store.engine)
+    code, message = run_verify(store.sessions())
     assert code == 1
     assert "record 4" in message
     assert "altered" in message
@@ -249,7 +249,7 @@ def test_an_altered_record_with_its_hash_recomputed_breaks_the_next_link(store: 
         f"UPDATE audit_records SET canonical = '{body.decode()}', action = 'R', "
         f"hash = '{chain_hash(record.prev_hash, body)}' WHERE id = 2"
     )
-    code, message = run_verify(store.engine)
+    code, message = run_verify(store.sessions())
     assert code == 1
     assert "record 3" in message
 
@@ -258,7 +258,7 @@ def test_a_hidden_patient_is_found(store: Store) -> None:
     fill(store)
     _disable_guards(store)
     store.raw("DELETE FROM audit_patients WHERE record_id = 3")
-    code, message = run_verify(store.engine)
+    code, message = run_verify(store.sessions())
     assert (code, "record 3" in message) == (1, True)
 
 
@@ -276,7 +276,7 @@ def test_a_removed_or_moved_record_is_found(
     fill(store)
     _disable_guards(store)
     store.raw(f"DELETE FROM audit_patients WHERE record_id = {record_id}; {statement}")
-    code, message = run_verify(store.engine)
+    code, message = run_verify(store.sessions())
     assert code == 1
     assert broken in message
 
@@ -294,7 +294,7 @@ def test_concurrent_appends_keep_one_chain(store: Store) -> None:
     with ThreadPoolExecutor(8) as pool:
         for done in [pool.submit(work, n) for n in range(8)]:
             done.result()
-    code, message = run_verify(store.engine)
+    code, message = run_verify(store.sessions())
     assert code == 0, message
     assert "200 records" in message
     with store.sessions()() as s:
@@ -308,27 +308,27 @@ def test_append_without_a_chain_head_is_refused(store: Store) -> None:
     trail = AuditTrail(store.sessions(), FixedClock(T0), SOURCE)
     with pytest.raises(a.AuditChainBroken):
         trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
-    assert run_verify(store.engine)[0] == 2
+    assert run_verify(store.sessions())[0] == 2
 
 
 def test_an_unreachable_database_is_a_transient_failure(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/missing/dir/audit.db")
-    trail = AuditTrail(SqlAuditSessions(engine), FixedClock(T0), SOURCE)
+    trail = AuditTrail(SqlUnitOfWorkFactory(engine), FixedClock(T0), SOURCE)
     with pytest.raises(TransientError):
         trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
-    code, message = run_verify(engine)
+    code, message = run_verify(SqlUnitOfWorkFactory(engine))
     assert code == 2
     assert "could not be read" in message
 
 
 def test_an_unmigrated_database_is_a_transient_failure(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/empty.db")
-    trail = AuditTrail(SqlAuditSessions(engine), FixedClock(T0), SOURCE)
+    trail = AuditTrail(SqlUnitOfWorkFactory(engine), FixedClock(T0), SOURCE)
     with pytest.raises(TransientError):
         trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
-    with pytest.raises(TransientError), SqlAuditSessions(engine)() as s:
+    with pytest.raises(TransientError), SqlUnitOfWorkFactory(engine)() as s:
         s.audit.search(user="x")
-    assert run_verify(engine)[0] == 2
+    assert run_verify(SqlUnitOfWorkFactory(engine))[0] == 2
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
@@ -343,9 +343,9 @@ def test_create_all_builds_the_same_guarded_schema(dialect: str) -> None:
         engine = sa.create_engine(url)
         stack.callback(engine.dispose)
         metadata.create_all(engine)
-        trail = AuditTrail(SqlAuditSessions(engine), FixedClock(T0), SOURCE)
+        trail = AuditTrail(SqlUnitOfWorkFactory(engine), FixedClock(T0), SOURCE)
         trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
-        assert run_verify(engine)[0] == 0
+        assert run_verify(SqlUnitOfWorkFactory(engine))[0] == 0
         with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
             conn.execute(audit_chain_head.delete())
         with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:

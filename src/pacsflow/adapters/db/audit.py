@@ -34,7 +34,7 @@ from pacsflow.domain.audit import (
 )
 from pacsflow.domain.errors import TransientError
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
-from pacsflow.workflow.audit import AuditLog, AuditSession, VerifyReport, verify_trail
+from pacsflow.workflow.audit import AuditSessionFactory, VerifyReport, verify_trail
 
 _TS = sa.DateTime(timezone=True)
 
@@ -285,58 +285,10 @@ class SqlAuditLog:
         ]
 
 
-class SqlAuditSession:
-    """A transaction holding only the audit log: for `pacsflow audit verify` and tools."""
-
-    audit: AuditLog
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self._engine = engine
-        self._conn: sa.Connection | None = None
-
-    def __enter__(self) -> SqlAuditSession:
-        try:
-            conn = self._engine.connect()
-            conn.begin()
-        except sa.exc.OperationalError as exc:
-            raise TransientError(f"database unavailable: {exc.orig}") from exc
-        self._conn = conn
-        self.audit = SqlAuditLog(conn)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                if conn.in_transaction():
-                    conn.rollback()
-            finally:
-                conn.close()
-
-    def commit(self) -> None:
-        """Make the appended records durable."""
-        assert self._conn is not None, "commit outside an audit session"
-        try:
-            self._conn.commit()
-        except sa.exc.OperationalError as exc:
-            raise TransientError(f"database commit failed: {exc.orig}") from exc
-
-
-class SqlAuditSessions:
-    """Makes audit sessions on one engine."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-
-    def __call__(self) -> AuditSession:
-        """A fresh audit session."""
-        return SqlAuditSession(self.engine)
-
-
-def run_verify(engine: sa.Engine) -> tuple[int, str]:
+def run_verify(sessions: AuditSessionFactory) -> tuple[int, str]:
     """Verify the audit chain; an exit code (0 intact, 1 broken, 2 unreadable) and a message."""
     try:
-        report: VerifyReport = verify_trail(SqlAuditSessions(engine))
+        report: VerifyReport = verify_trail(sessions)
     except (TransientError, AuditChainBroken) as exc:
         return 2, f"audit trail could not be read: {exc}"
     if report.is_intact:
@@ -351,8 +303,6 @@ def run_verify(engine: sa.Engine) -> tuple[int, str]:
 
 __all__ = [
     "SqlAuditLog",
-    "SqlAuditSession",
-    "SqlAuditSessions",
     "audit_chain_head",
     "audit_patients",
     "audit_records",

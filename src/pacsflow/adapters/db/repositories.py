@@ -580,18 +580,7 @@ def _exception(row: sa.Row[Any]) -> ExceptionRecord:
         source=MismatchSource(m["source"]),
         detail=m["detail"],
         opened_at=aware(m["opened_at"]),
-        received=ReceivedIdentity(
-            patient=PatientIdentifier(
-                PatientId(m["received_patient_id"]), Issuer(m["received_issuer"])
-            ),
-            demographics=Demographics(
-                name=PersonName(family=m["received_family_name"], given=m["received_given_name"]),
-                birth_date=m["received_birth_date"],
-                sex=m["received_sex"],
-            ),
-            accession_number=m["received_accession"],
-            study_instance_uid=Uid(m["study_instance_uid"]),
-        ),
+        received=_received(m),
         candidate_order=AccessionNumber(m["candidate_accession"])
         if m["candidate_accession"]
         else None,
