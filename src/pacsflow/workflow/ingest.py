@@ -108,20 +108,7 @@ class Ingest:
 
     def _match_new_study(self, uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:
         now = self._clock.now()
-        by_accession = (
-            uow.orders.by_accession(AccessionNumber(received.accession_number))
-            if received.accession_number
-            else None
-        )
-        by_uid = None if by_accession else uow.orders.by_study_uid(received.study_instance_uid)
-        order = by_accession or by_uid
-        outcome = match_study(
-            received,
-            order_by_accession=by_accession,
-            order_by_study_uid=by_uid,
-            order_patient=uow.patients.find(order.patient) if order else None,
-            received_patient=uow.patients.find(received.patient),
-        )
+        outcome = decide(uow, received)
         uid = received.study_instance_uid
         if isinstance(outcome, Matched):
             uow.studies.set_match(
@@ -170,7 +157,9 @@ class Ingest:
             uow.studies.set_match(
                 study.study_instance_uid, StudyState.HELD, study.patient, study.accession_number
             )
-        if uow.exceptions.open_for(study.study_instance_uid) is None:
+        open_now = uow.exceptions.open_for(study.study_instance_uid)
+        if open_now is None or open_now.reason is not ExceptionReason.STUDY_INCONSISTENT:
+            # Recorded even beside another open problem: a late match must not clear it.
             uow.exceptions.add(
                 study.study_instance_uid,
                 held.reason,
@@ -181,6 +170,24 @@ class Ingest:
                 self._clock.now(),
             )
         return StudyState.HELD
+
+
+def decide(uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:
+    """Where a study with this received identity belongs, by what the index holds now."""
+    by_accession = (
+        uow.orders.by_accession(AccessionNumber(received.accession_number))
+        if received.accession_number
+        else None
+    )
+    by_uid = None if by_accession else uow.orders.by_study_uid(received.study_instance_uid)
+    order = by_accession or by_uid
+    return match_study(
+        received,
+        order_by_accession=by_accession,
+        order_by_study_uid=by_uid,
+        order_patient=uow.patients.find(order.patient) if order else None,
+        received_patient=uow.patients.find(received.patient),
+    )
 
 
 def validate(arrived: ArrivedInstance) -> None:
@@ -203,4 +210,4 @@ def _with_blob(arrived: ArrivedInstance, key: str, size: int) -> InstanceRecord:
     return replace(arrived.instance, blob_key=key, size=size)
 
 
-__all__ = ["Ingest", "IngestResult", "IngestStatus", "validate"]
+__all__ = ["Ingest", "IngestResult", "IngestStatus", "decide", "validate"]

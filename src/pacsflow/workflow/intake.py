@@ -17,6 +17,7 @@ from pacsflow.domain.audit import (
     patient_record,
 )
 from pacsflow.domain.errors import DuplicateAccession, UnknownOrder
+from pacsflow.domain.matching import ExceptionReason, Matched
 from pacsflow.domain.orders import (
     AccessionNumber,
     Order,
@@ -25,11 +26,14 @@ from pacsflow.domain.orders import (
     assign_station,
 )
 from pacsflow.domain.patients import Patient
+from pacsflow.workflow.ingest import decide
 from pacsflow.workflow.ports import (
     Clock,
     InboundMessage,
     JournalEntry,
+    MatchOutcomeKind,
     MessageStatus,
+    StudyState,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -83,6 +87,7 @@ class Intake:
             events = []
             for command in commands:
                 self._handle(uow, command)
+                self._match_late(uow, command)
                 events.append(self._audit_event(uow, sender, command))
             uow.journal.settle(entry_id, MessageStatus.APPLIED, ack())
             now = self._clock.now()
@@ -169,6 +174,36 @@ class Intake:
                     accession_number=accession,
                     study_uid=changed.study_instance_uid,
                 )
+
+    def _match_late(self, uow: UnitOfWork, command: cmd.Command) -> None:
+        """Publish held studies that this order or registration now explains (late match)."""
+        match command:
+            case cmd.PlaceOrder(order, _) | cmd.ChangeOrder(order, _):
+                explained = uow.exceptions.open_explained_by(
+                    accession=order.accession_number, study_uid=order.study_instance_uid
+                )
+            case cmd.RegisterPatient(patient) | cmd.UpdatePatient(patient):
+                explained = uow.exceptions.open_explained_by(
+                    patient_ids=[i.value for i in patient.identifiers]
+                )
+            case _:
+                return
+        now = self._clock.now()
+        for held in explained:
+            if held.reason is ExceptionReason.STUDY_INCONSISTENT:
+                continue  # needs a person: its instances disagree among themselves
+            outcome = decide(uow, held.received)
+            if not isinstance(outcome, Matched):
+                continue
+            uid = held.study_instance_uid
+            uow.exceptions.resolve(held.id, now, "late_match")
+            if uow.exceptions.open_for(uid) is not None:
+                continue  # another problem of the same study still needs a person
+            uow.studies.set_match(
+                uid, StudyState.PUBLISHED, outcome.patient.primary, outcome.order.accession_number
+            )
+            uow.events.record_match(uid, MatchOutcomeKind.LATE_MATCHED, now)
+            log.debug("late match: study %s to order %s", uid, outcome.order.accession_number)
 
     def _scheduled(self, order: Order) -> Order:
         return assign_station(order, self._station_rules)

@@ -214,6 +214,7 @@ class ExceptionRecord:
     received: ReceivedIdentity
     candidate_order: AccessionNumber | None = None
     resolved_at: datetime | None = None
+    resolution: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,11 +297,22 @@ class ExceptionRepository(Protocol):
         """Open exceptions, oldest first."""
         ...
 
+    def open_explained_by(
+        self, *, accession: str = "", study_uid: str = "", patient_ids: Sequence[str] = ()
+    ) -> Sequence[ExceptionRecord]:
+        """Open exceptions whose received accession, study UID or patient ID is one of these."""
+        ...
+
+    def resolve(self, exception_id: int, at: datetime, resolution: str) -> None:
+        """Close an exception, saying how it was resolved."""
+        ...
+
 
 class MatchOutcomeKind(enum.StrEnum):
     """How a study's matching ended, for the KPIs."""
 
     AUTO_MATCHED = "auto_matched"
+    LATE_MATCHED = "late_matched"
     HELD = "held"
 
 

@@ -559,6 +559,35 @@ class SqlExceptionRepository:
             ).scalar_one()
         )
 
+    def open_explained_by(
+        self, *, accession: str = "", study_uid: str = "", patient_ids: Sequence[str] = ()
+    ) -> Sequence[ExceptionRecord]:
+        """Open exceptions whose received accession, study UID or patient ID is one of these."""
+        e = t.exceptions
+        conds: list[sa.ColumnElement[bool]] = []
+        if accession:
+            conds.append(e.c.received_accession == accession)
+        if study_uid:
+            conds.append(t.studies.c.study_instance_uid == study_uid)
+        if patient_ids:
+            conds.append(e.c.received_patient_id.in_(list(patient_ids)))
+        if not conds:
+            return []
+        rows = self._c.execute(
+            self._select()
+            .where(e.c.resolved_at.is_(None), sa.or_(*conds))
+            .order_by(e.c.opened_at, e.c.pk)
+        ).all()
+        return [_exception(r) for r in rows]
+
+    def resolve(self, exception_id: int, at: datetime, resolution: str) -> None:
+        """Close an exception, saying how it was resolved."""
+        self._c.execute(
+            sa.update(t.exceptions)
+            .where(t.exceptions.c.pk == exception_id)
+            .values(resolved_at=at, resolution=resolution)
+        )
+
     def list_open(self, limit: int = 500) -> Sequence[ExceptionRecord]:
         """Open exceptions, oldest first."""
         rows = self._c.execute(
@@ -585,6 +614,7 @@ def _exception(row: sa.Row[Any]) -> ExceptionRecord:
         if m["candidate_accession"]
         else None,
         resolved_at=aware(resolved) if resolved else None,
+        resolution=m["resolution"],
     )
 
 

@@ -142,6 +142,7 @@ exceptions = sa.Table(
     sa.Column("received_accession", sa.String(64), nullable=False, server_default=""),
     sa.Column("opened_at", _TS, nullable=False, index=True),
     sa.Column("resolved_at", _TS, nullable=True),
+    sa.Column("resolution", sa.String(32), nullable=False, server_default=""),
 )
 
 match_events = sa.Table(
