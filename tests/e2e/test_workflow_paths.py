@@ -190,3 +190,37 @@ def test_bad_inputs_get_clear_errors_and_never_stop_the_listeners(
         "hl7": "up",
         "http": "up",
     }
+
+
+def test_a40_merge_moves_studies_to_the_survivor(served: Served, tmp_path: Path) -> None:
+    served.send_hl7(ADT, ORM)
+    path, ds = restamp(
+        "CT_small.dcm",
+        tmp_path / "ct.dcm",
+        patient_id="12345",
+        accession="ACC1001",
+        name_pn="Dvořák^Antonín",
+        birth="19700102",
+        sex="M",
+    )
+    assert storescu(served.dicom_port, path).returncode == 0
+    merge = (
+        "MSH|^~\\&|HIS|HOSP|PACSFLOW|RAD|20261128100000||ADT^A40^ADT_A39|MRG0001|P|2.5.1"
+        "||||||UNICODE UTF-8\r"
+        "PID|1||777^^^HOSP^MR||Novák^Jan||19700102|M\r"
+        "MRG|12345^^^HOSP\r"
+    )
+    [ack] = served.send_hl7(merge)
+    assert _msa(ack)[1] == "AA"
+    out = tmp_path / "qr"
+    out.mkdir()
+    res = dcmtk(
+        "findscu", "-S", "-aec", "PACSFLOW", "-X", "-od", out,
+        "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=777", "-k", "PatientName",
+        "-k", "StudyInstanceUID", "127.0.0.1", served.dicom_port,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    [found] = [dcmread(p) for p in out.glob("rsp*.dcm")]
+    assert found.StudyInstanceUID == ds.StudyInstanceUID
+    assert str(found.PatientName) == "Novák^Jan"  # the survivor's identity, not the file's
+    assert found.PatientID == "777"

@@ -176,7 +176,7 @@ def test_unknown_message_type_is_ae_200() -> None:
 
 
 def test_unknown_event_is_ae_201() -> None:
-    ack = answer(FakeIntake(), sample("adt_a04_utf8.hl7").replace(b"ADT^A04", b"ADT^A40"))
+    ack = answer(FakeIntake(), sample("adt_a04_utf8.hl7").replace(b"ADT^A04", b"ADT^A03"))
 
     assert ack.get("ERR-3") == "201"
 

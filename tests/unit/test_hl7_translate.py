@@ -408,7 +408,7 @@ def test_unknown_message_type_is_unsupported_at_msh_9() -> None:
 
 
 def test_unknown_event_of_known_type_is_unsupported_event() -> None:
-    raw = sample("adt_a01_v231.hl7").replace(b"ADT^A01", b"ADT^A40")
+    raw = sample("adt_a01_v231.hl7").replace(b"ADT^A01", b"ADT^A03")
 
     with pytest.raises(UnsupportedEvent) as caught:
         commands_of(raw)

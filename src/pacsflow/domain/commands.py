@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
-from pacsflow.domain.patients import Patient
+from pacsflow.domain.patients import Patient, PatientIdentifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,14 @@ class UpdatePatient:
     """Replace the demographics of a patient (ADT A08/A31); registers an unknown patient."""
 
     patient: Patient
+
+
+@dataclass(frozen=True, slots=True)
+class MergePatients:
+    """Merge patients into a survivor (ADT A40): their history follows the survivor."""
+
+    survivor: Patient
+    merged: tuple[PatientIdentifier, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +63,13 @@ class ChangeOrderStatus:
 
 
 Command = (
-    RegisterPatient | UpdatePatient | PlaceOrder | ChangeOrder | CancelOrder | ChangeOrderStatus
+    RegisterPatient
+    | UpdatePatient
+    | MergePatients
+    | PlaceOrder
+    | ChangeOrder
+    | CancelOrder
+    | ChangeOrderStatus
 )
 
 __all__ = [
@@ -63,6 +77,7 @@ __all__ = [
     "ChangeOrder",
     "ChangeOrderStatus",
     "Command",
+    "MergePatients",
     "PlaceOrder",
     "RegisterPatient",
     "UpdatePatient",

@@ -106,6 +106,12 @@ class Intake:
         match command:
             case cmd.RegisterPatient(patient) | cmd.UpdatePatient(patient):
                 _save_patient(uow, patient, now)
+            case cmd.MergePatients(survivor, merged):
+                _save_patient(uow, survivor, now)
+                for identifier in merged:
+                    if identifier in survivor.identifiers:
+                        continue  # a patient is never merged into itself
+                    uow.patients.merge(identifier, survivor.primary, now)
             case cmd.PlaceOrder(order, patient):
                 _save_patient(uow, patient, now)
                 existing = uow.orders.by_accession(order.accession_number)
@@ -153,6 +159,15 @@ class Intake:
                 return patient_record(
                     self._source, sender, now, action=Action.UPDATE, patients=patient.identifiers
                 )
+            case cmd.MergePatients(survivor, merged):
+                return patient_record(
+                    self._source,
+                    sender,
+                    now,
+                    action=Action.UPDATE,
+                    patients=(*survivor.identifiers, *merged),
+                    description="merge",
+                )
             case cmd.PlaceOrder(order, _) | cmd.ChangeOrder(order, _):
                 return order_record(
                     self._source,
@@ -185,6 +200,10 @@ class Intake:
             case cmd.RegisterPatient(patient) | cmd.UpdatePatient(patient):
                 explained = uow.exceptions.open_explained_by(
                     patient_ids=[i.value for i in patient.identifiers]
+                )
+            case cmd.MergePatients(survivor, merged):
+                explained = uow.exceptions.open_explained_by(
+                    patient_ids=[i.value for i in (*survivor.identifiers, *merged)]
                 )
             case _:
                 return

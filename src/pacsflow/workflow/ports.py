@@ -114,6 +114,14 @@ class PatientRepository(Protocol):
         """Insert or update a patient (matched by its primary identifier)."""
         ...
 
+    def merge(self, merged: PatientIdentifier, survivor: PatientIdentifier, at: datetime) -> bool:
+        """Fold the patient holding `merged` into the survivor: identifiers, orders, studies.
+
+        An unknown merged identifier becomes an alias of the survivor (images may still come);
+        merging what is already merged changes nothing. False when nothing changed.
+        """
+        ...
+
 
 class OrderRepository(Protocol):
     """Imaging orders."""

@@ -139,6 +139,56 @@ class SqlPatientRepository:
             elif row.patient_pk == pk:
                 self._c.execute(sa.update(ids).where(ids.c.pk == row.pk).values(position=position))
 
+    def merge(self, merged: PatientIdentifier, survivor: PatientIdentifier, at: datetime) -> bool:
+        """Fold the patient holding `merged` into the survivor (see the port)."""
+        survivor_pk = self._pk(survivor)
+        if survivor_pk is None:
+            raise ValueError("the survivor must be registered before a merge")
+        merged_pk = self._pk(merged)
+        if merged_pk == survivor_pk:
+            return False  # already merged (a repeated A40, or a chain seen before)
+        ids = t.patient_identifiers
+        self._c.execute(
+            sa.insert(t.patient_merges).values(
+                survivor_id=survivor.value,
+                survivor_issuer=survivor.issuer,
+                merged_id=merged.value,
+                merged_issuer=merged.issuer,
+                at=at,
+            )
+        )
+        if merged_pk is None:
+            # Not known yet: keep the identifier as an alias, so its images find the survivor.
+            self._c.execute(
+                sa.insert(ids).values(
+                    patient_pk=survivor_pk,
+                    value=merged.value,
+                    issuer=merged.issuer,
+                    position=_ALIAS_POSITION,
+                )
+            )
+            return True
+        old = self._c.execute(
+            sa.select(ids.c.value, ids.c.issuer).where(ids.c.patient_pk == merged_pk)
+        ).all()
+        self._c.execute(
+            sa.update(ids)
+            .where(ids.c.patient_pk == merged_pk)
+            .values(patient_pk=survivor_pk, position=_ALIAS_POSITION)
+        )
+        for value, issuer in old:
+            for table in (t.orders, t.studies):
+                self._c.execute(
+                    sa.update(table)
+                    .where(table.c.patient_id == value, table.c.patient_issuer == issuer)
+                    .values(patient_id=survivor.value, patient_issuer=survivor.issuer)
+                )
+        self._c.execute(sa.delete(t.patients).where(t.patients.c.pk == merged_pk))
+        return True
+
+
+#: Identifiers merged in sort after the survivor's own (the primary stays first).
+_ALIAS_POSITION = 1000
 
 _ORDER_FIELDS = (
     "placer_order_number",

@@ -41,6 +41,17 @@ patient_identifiers = sa.Table(
     sa.UniqueConstraint("value", "issuer", name="uq_patient_identifiers_value_issuer"),
 )
 
+patient_merges = sa.Table(
+    "patient_merges",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("survivor_id", sa.String(64), nullable=False),
+    sa.Column("survivor_issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("merged_id", sa.String(64), nullable=False, index=True),
+    sa.Column("merged_issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("at", _TS, nullable=False),
+)
+
 orders = sa.Table(
     "orders",
     metadata,
@@ -232,6 +243,7 @@ __all__ = [
     "order_events",
     "orders",
     "patient_identifiers",
+    "patient_merges",
     "patients",
     "procedure_steps",
     "series",

@@ -155,7 +155,7 @@ def translate(
             )
         raise UnsupportedMessage(
             f"MSH-9 (message type) {header.message_type or '(empty)'} is not handled; "
-            "pacsflow takes ADT^A01/A04/A05/A08/A31, ORM^O01 and OMI^O23",
+            "pacsflow takes ADT^A01/A04/A05/A08/A31/A40, ORM^O01 and OMI^O23",
             location="MSH-9",
         )
     return handler(message, field_map or FieldMap(), assume_zone)
@@ -177,12 +177,35 @@ def _omi(message: Message, field_map: FieldMap, zone: tzinfo) -> list[cmd.Comman
     return _orders(message, field_map.omi, zone, _OmiReader())
 
 
+def _merge(message: Message, _field_map: FieldMap, _zone: tzinfo) -> list[cmd.Command]:
+    """ADT^A40: each PID (survivor) is followed by the MRG naming the identifiers merged in."""
+    commands: list[cmd.Command] = []
+    survivor: Patient | None = None
+    for segment in message.segments:
+        if segment.name == "PID":
+            survivor = _patient_of(segment)
+        elif segment.name == "MRG":
+            if survivor is None:
+                raise SegmentSequenceError("MRG must follow its PID", location="MRG")
+            merged = tuple(_identifier(r) for r in segment.repetitions(1) if _text(r.get(1)))
+            if not merged:
+                raise MissingIdentifier(
+                    "MRG-1 (prior patient identifier) is required", location="MRG-1"
+                )
+            commands.append(cmd.MergePatients(survivor, merged))
+            survivor = None
+    if not commands:
+        raise MissingIdentifier("ADT^A40 needs a PID and an MRG segment", location="MRG")
+    return commands
+
+
 _HANDLERS: dict[tuple[str, str], Translator] = {
     ("ADT", "A01"): _register,
     ("ADT", "A04"): _register,
     ("ADT", "A05"): _register,
     ("ADT", "A08"): _update,
     ("ADT", "A31"): _update,
+    ("ADT", "A40"): _merge,
     ("ORM", "O01"): _orm,
     ("OMI", "O23"): _omi,
 }
@@ -199,6 +222,11 @@ def read_patient(message: Message) -> Patient:
             "PID-3 (patient identifier) is required, but the message has no PID segment",
             location="PID-3",
         )
+    return _patient_of(pid)
+
+
+def _patient_of(pid: Segment) -> Patient:
+    """The patient a PID segment describes."""
     identifiers = tuple(_identifier(rep) for rep in pid.repetitions(3) if _text(rep.get(1)))
     if not identifiers:
         raise MissingIdentifier("PID-3 (patient identifier) is required", location="PID-3")
