@@ -29,6 +29,7 @@ from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
+from pacsflow.workflow.reconciliation import Reconciliation
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,13 @@ class Pacsflow:
             settings.host, settings.hl7_port, service.handle, ssl_context=self._tls("hl7")
         )
         self.http = HttpServer(
-            create_app(self.queries, self.health, self.accounts, self.audit),
+            create_app(
+                self.queries,
+                self.health,
+                self.accounts,
+                self.audit,
+                Reconciliation(uow, clock, source),
+            ),
             settings.host,
             settings.http_port,
             ssl_context=self._tls("http"),

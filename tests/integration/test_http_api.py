@@ -92,3 +92,35 @@ def test_health_is_503_when_a_listener_is_down(node: Pacsflow) -> None:
 def test_limits_are_validated(node: Pacsflow, api_token: str) -> None:
     res = _get(node, "/api/studies", api_token, limit="0")
     assert res.status_code == 422
+
+
+def test_reconciliation_over_the_api_publishes_and_undo_hides_again(
+    node: Pacsflow, api_token: str, tmp_path: Path
+) -> None:
+    p, o = scheduled(node)
+    path, ds = restamp("CT_small.dcm", tmp_path / "t.dcm", patient_id=p.primary.value,
+                       accession="TYPO1")  # fmt: skip
+    assert storescu(node.dicom.port, path).returncode == 0
+    [exc] = _get(node, "/api/exceptions", api_token).json()
+    base = f"http://127.0.0.1:{node.http.port}"
+    auth = {"Authorization": f"Bearer {api_token}"}
+    res = httpx.post(
+        f"{base}/api/exceptions/{exc['id']}/match",
+        json={"accession_number": o.accession_number},
+        headers=auth,
+    )
+    assert res.status_code == 200, res.text
+    assert res.json()["state"] == "published"
+    [study] = _get(node, "/api/studies", api_token).json()
+    assert study["study_instance_uid"] == ds.StudyInstanceUID
+    again = httpx.post(
+        f"{base}/api/exceptions/{exc['id']}/match",
+        json={"accession_number": o.accession_number},
+        headers=auth,
+    )
+    assert again.status_code == 409
+    undone = httpx.post(f"{base}/api/reconciliation/{res.json()['action_id']}/undo", headers=auth)
+    assert undone.json()["state"] == "held"
+    assert _get(node, "/api/studies", api_token).json() == []
+    bad = httpx.post(f"{base}/api/exceptions/{exc['id']}/reject", json={}, headers=auth)
+    assert bad.status_code == 422

@@ -152,6 +152,7 @@ class StudyState(enum.StrEnum):
 
     PUBLISHED = "published"
     HELD = "held"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,12 +316,54 @@ class ExceptionRepository(Protocol):
         """Close an exception, saying how it was resolved."""
         ...
 
+    def get(self, exception_id: int) -> ExceptionRecord | None:
+        """One exception, open or resolved."""
+        ...
+
+    def reopen(self, exception_id: int) -> None:
+        """Open a resolved exception again (undo)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationAction:
+    """What a person did to an exception, with what the study was before (for undo)."""
+
+    id: int
+    exception_id: int
+    study_instance_uid: Uid
+    action: str
+    actor: str
+    at: datetime
+    detail: str
+    before_state: StudyState
+    before_patient: PatientIdentifier | None
+    before_accession: str
+    undone_at: datetime | None = None
+
+
+class ReconciliationLog(Protocol):
+    """The record of reconciliation actions."""
+
+    def add(self, action: ReconciliationAction) -> int:
+        """Record an action; its id."""
+        ...
+
+    def get(self, action_id: int) -> ReconciliationAction | None:
+        """One action."""
+        ...
+
+    def mark_undone(self, action_id: int, at: datetime) -> None:
+        """Record that an action was undone."""
+        ...
+
 
 class MatchOutcomeKind(enum.StrEnum):
     """How a study's matching ended, for the KPIs."""
 
     AUTO_MATCHED = "auto_matched"
     LATE_MATCHED = "late_matched"
+    RECONCILED = "reconciled"
     HELD = "held"
 
 
@@ -434,6 +477,7 @@ class UnitOfWork(Protocol):
 
     accounts: AccountRepository
     audit: AuditLog
+    reconciliations: ReconciliationLog
     patients: PatientRepository
     orders: OrderRepository
     studies: StudyRepository
@@ -487,6 +531,8 @@ __all__ = [
     "PatientRepository",
     "PerformedStep",
     "ProcedureStepRepository",
+    "ReconciliationAction",
+    "ReconciliationLog",
     "SecretHasher",
     "StudyFilter",
     "StudyRecord",

@@ -35,6 +35,7 @@ from pacsflow.workflow.ports import (
     MatchOutcomeKind,
     MessageStatus,
     PerformedStep,
+    ReconciliationAction,
     StudyFilter,
     StudyRecord,
     StudyState,
@@ -638,6 +639,19 @@ class SqlExceptionRepository:
             .values(resolved_at=at, resolution=resolution)
         )
 
+    def get(self, exception_id: int) -> ExceptionRecord | None:
+        """One exception, open or resolved."""
+        row = self._c.execute(self._select().where(t.exceptions.c.pk == exception_id)).first()
+        return None if row is None else _exception(row)
+
+    def reopen(self, exception_id: int) -> None:
+        """Open a resolved exception again (undo)."""
+        self._c.execute(
+            sa.update(t.exceptions)
+            .where(t.exceptions.c.pk == exception_id)
+            .values(resolved_at=None, resolution="")
+        )
+
     def list_open(self, limit: int = 500) -> Sequence[ExceptionRecord]:
         """Open exceptions, oldest first."""
         rows = self._c.execute(
@@ -666,6 +680,71 @@ def _exception(row: sa.Row[Any]) -> ExceptionRecord:
         resolved_at=aware(resolved) if resolved else None,
         resolution=m["resolution"],
     )
+
+
+class SqlReconciliationLog:
+    """Reconciliation actions in SQL."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def add(self, action: ReconciliationAction) -> int:
+        """Record an action; its id."""
+        before = action.before_patient
+        return int(
+            self._c.execute(
+                sa.insert(t.reconciliation_actions)
+                .values(
+                    exception_pk=action.exception_id,
+                    study_instance_uid=action.study_instance_uid,
+                    action=action.action,
+                    actor=action.actor,
+                    at=action.at,
+                    detail=action.detail,
+                    before_state=action.before_state.value,
+                    before_patient_id=before.value if before else None,
+                    before_issuer=before.issuer if before else None,
+                    before_accession=action.before_accession,
+                )
+                .returning(t.reconciliation_actions.c.pk)
+            ).scalar_one()
+        )
+
+    def get(self, action_id: int) -> ReconciliationAction | None:
+        """One action."""
+        row = self._c.execute(
+            sa.select(t.reconciliation_actions).where(t.reconciliation_actions.c.pk == action_id)
+        ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return ReconciliationAction(
+            id=int(m["pk"]),
+            exception_id=int(m["exception_pk"]),
+            study_instance_uid=Uid(m["study_instance_uid"]),
+            action=m["action"],
+            actor=m["actor"],
+            at=aware(m["at"]),
+            detail=m["detail"],
+            before_state=StudyState(m["before_state"]),
+            before_patient=(
+                PatientIdentifier(
+                    PatientId(m["before_patient_id"]), Issuer(m["before_issuer"] or "")
+                )
+                if m["before_patient_id"] is not None
+                else None
+            ),
+            before_accession=m["before_accession"],
+            undone_at=aware(m["undone_at"]) if m["undone_at"] else None,
+        )
+
+    def mark_undone(self, action_id: int, at: datetime) -> None:
+        """Record that an action was undone."""
+        self._c.execute(
+            sa.update(t.reconciliation_actions)
+            .where(t.reconciliation_actions.c.pk == action_id)
+            .values(undone_at=at)
+        )
 
 
 class SqlEventLog:
@@ -826,6 +905,7 @@ __all__ = [
     "SqlOrderRepository",
     "SqlPatientRepository",
     "SqlProcedureStepRepository",
+    "SqlReconciliationLog",
     "SqlStudyRepository",
     "aware",
 ]

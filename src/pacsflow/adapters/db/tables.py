@@ -156,6 +156,23 @@ exceptions = sa.Table(
     sa.Column("resolution", sa.String(32), nullable=False, server_default=""),
 )
 
+reconciliation_actions = sa.Table(
+    "reconciliation_actions",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("exception_pk", sa.ForeignKey("exceptions.pk"), nullable=False, index=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("at", _TS, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("before_state", sa.String(16), nullable=False),
+    sa.Column("before_patient_id", sa.String(64), nullable=True),
+    sa.Column("before_issuer", sa.String(64), nullable=True),
+    sa.Column("before_accession", sa.String(64), nullable=False, server_default=""),
+    sa.Column("undone_at", _TS, nullable=True),
+)
+
 match_events = sa.Table(
     "match_events",
     metadata,
@@ -246,6 +263,7 @@ __all__ = [
     "patient_merges",
     "patients",
     "procedure_steps",
+    "reconciliation_actions",
     "series",
     "studies",
     "users",

@@ -13,6 +13,7 @@ from pacsflow.adapters.db.repositories import (
     SqlOrderRepository,
     SqlPatientRepository,
     SqlProcedureStepRepository,
+    SqlReconciliationLog,
     SqlStudyRepository,
 )
 from pacsflow.domain.errors import TransientError
@@ -25,6 +26,7 @@ from pacsflow.workflow.ports import (
     OrderRepository,
     PatientRepository,
     ProcedureStepRepository,
+    ReconciliationLog,
     StudyRepository,
 )
 
@@ -34,6 +36,7 @@ class SqlUnitOfWork:
 
     accounts: AccountRepository
     audit: AuditLog
+    reconciliations: ReconciliationLog
     patients: PatientRepository
     orders: OrderRepository
     studies: StudyRepository
@@ -55,6 +58,7 @@ class SqlUnitOfWork:
         self._conn = conn
         self.accounts = SqlAccountRepository(conn)
         self.audit = SqlAuditLog(conn)
+        self.reconciliations = SqlReconciliationLog(conn)
         self.patients = SqlPatientRepository(conn)
         self.orders = SqlOrderRepository(conn)
         self.studies = SqlStudyRepository(conn)

@@ -29,6 +29,7 @@ from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
 from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
 from pacsflow.workflow.queries import Queries, StudyView
+from pacsflow.workflow.reconciliation import Reconciliation
 
 HealthCheck = Callable[[], dict[str, str]]
 
@@ -201,7 +202,37 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/orders"): Permission.READ_ORDERS,
     ("GET", "/api/patients/{patient_id}"): Permission.READ_PATIENTS,
     ("GET", "/api/audit/events"): Permission.READ_AUDIT,
+    ("POST", "/api/exceptions/{exception_id}/match"): Permission.RECONCILE,
+    ("POST", "/api/exceptions/{exception_id}/assign"): Permission.RECONCILE,
+    ("POST", "/api/exceptions/{exception_id}/reject"): Permission.RECONCILE,
+    ("POST", "/api/reconciliation/{action_id}/undo"): Permission.RECONCILE,
 }
+
+
+class MatchIn(BaseModel):
+    """Match a held study to an order."""
+
+    accession_number: str
+
+
+class AssignIn(BaseModel):
+    """Assign a held study to a registered patient."""
+
+    patient_id: str
+    issuer: str = ""
+
+
+class RejectIn(BaseModel):
+    """Reject a held study (hidden from clinical use, kept)."""
+
+    reason: str
+
+
+class ActionOut(BaseModel):
+    """The result of a reconciliation action: its id, to undo it, and the study's state."""
+
+    action_id: int
+    state: str
 
 
 class AuditRecordOut(BaseModel):
@@ -214,7 +245,11 @@ class AuditRecordOut(BaseModel):
 
 
 def create_app(
-    queries: Queries, health: HealthCheck, accounts: Accounts, trail: AuditTrail
+    queries: Queries,
+    health: HealthCheck,
+    accounts: Accounts,
+    trail: AuditTrail,
+    reconciliation: Reconciliation,
 ) -> FastAPI:
     """The HTTP application over the read side of the workflow."""
     app = FastAPI(
@@ -372,6 +407,54 @@ def create_app(
             )
             for r in found
         ]
+
+    @app.post("/api/exceptions/{exception_id}/match", tags=["exceptions"])
+    def match(
+        request: Request,
+        exception_id: int,
+        body: MatchIn,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> ActionOut:
+        """The held study belongs to this order: it is published under the order's patient."""
+        done = reconciliation.match_to_order(
+            exception_id, body.accession_number, who(request, caller.username)
+        )
+        return ActionOut(action_id=done.action_id, state=done.state.value)
+
+    @app.post("/api/exceptions/{exception_id}/assign", tags=["exceptions"])
+    def assign(
+        request: Request,
+        exception_id: int,
+        body: AssignIn,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> ActionOut:
+        """The held study belongs to this registered patient: it is published."""
+        identifier = PatientIdentifier(PatientId(body.patient_id), Issuer(body.issuer))
+        done = reconciliation.assign_to_patient(
+            exception_id, identifier, who(request, caller.username)
+        )
+        return ActionOut(action_id=done.action_id, state=done.state.value)
+
+    @app.post("/api/exceptions/{exception_id}/reject", tags=["exceptions"])
+    def reject(
+        request: Request,
+        exception_id: int,
+        body: RejectIn,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> ActionOut:
+        """Hide the held study from clinical use for good (kept, with the reason)."""
+        done = reconciliation.reject(exception_id, body.reason, who(request, caller.username))
+        return ActionOut(action_id=done.action_id, state=done.state.value)
+
+    @app.post("/api/reconciliation/{action_id}/undo", tags=["exceptions"])
+    def undo(
+        request: Request,
+        action_id: int,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> ActionOut:
+        """Restore the study and its exception exactly as they were before the action."""
+        state = reconciliation.undo(action_id, who(request, caller.username))
+        return ActionOut(action_id=action_id, state=state.value)
 
     @app.exception_handler(_NotFound)
     async def _on_not_found(_request: Request, exc: _NotFound) -> JSONResponse:

@@ -1,0 +1,182 @@
+"""Reconciliation: people work the exceptions queue; every action is audited and undoable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pacsflow.domain.audit import (
+    Action,
+    ActiveParticipant,
+    AuditEvent,
+    AuditSource,
+    instances_accessed,
+)
+from pacsflow.domain.audit import study_object as audit_study
+from pacsflow.domain.errors import ConflictingState, InvalidInput
+from pacsflow.domain.orders import AccessionNumber, OrderStatus
+from pacsflow.domain.patients import PatientIdentifier
+from pacsflow.workflow.ports import (
+    Clock,
+    ExceptionRecord,
+    MatchOutcomeKind,
+    ReconciliationAction,
+    StudyState,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The result of a reconciliation action: its id (to undo it) and the study's new state."""
+
+    action_id: int
+    state: StudyState
+
+
+class Reconciliation:
+    """Match, assign, reject, undo: the actions on held studies."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, source: AuditSource) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._source = source
+
+    def match_to_order(self, exception_id: int, accession: str, actor: ActiveParticipant) -> Done:
+        """The study belongs to this order: it takes the order's patient and is published."""
+        with self._uow() as uow:
+            exc = _open(uow, exception_id)
+            order = uow.orders.by_accession(AccessionNumber(accession))
+            if order is None:
+                raise InvalidInput(
+                    f"no order has accession number {accession!r}", location="accession"
+                )
+            if order.status is OrderStatus.CANCELLED:
+                raise ConflictingState(f"order {accession} was cancelled")
+            done = self._apply(
+                uow, exc, actor, "match_to_order", accession,
+                StudyState.PUBLISHED, order.patient, order.accession_number,
+            )  # fmt: skip
+            uow.commit()
+            return done
+
+    def assign_to_patient(
+        self, exception_id: int, patient: PatientIdentifier, actor: ActiveParticipant
+    ) -> Done:
+        """The (unscheduled) study belongs to this registered patient: it is published."""
+        with self._uow() as uow:
+            exc = _open(uow, exception_id)
+            found = uow.patients.find(patient)
+            if found is None:
+                raise InvalidInput(
+                    f"no registered patient {patient.value!r}", location="patient_id"
+                )
+            study = uow.studies.get(exc.study_instance_uid)
+            accession = study.accession_number if study else ""
+            done = self._apply(
+                uow, exc, actor, "assign_to_patient", patient.value,
+                StudyState.PUBLISHED, found.primary, accession,
+            )  # fmt: skip
+            uow.commit()
+            return done
+
+    def reject(self, exception_id: int, reason: str, actor: ActiveParticipant) -> Done:
+        """Hide the study from clinical use for good (kept, with the reason)."""
+        if not reason.strip():
+            raise InvalidInput("say why the study is rejected", location="reason")
+        with self._uow() as uow:
+            exc = _open(uow, exception_id)
+            study = uow.studies.get(exc.study_instance_uid)
+            done = self._apply(
+                uow, exc, actor, "reject", reason.strip(),
+                StudyState.REJECTED,
+                study.patient if study else None,
+                study.accession_number if study else "",
+            )  # fmt: skip
+            uow.commit()
+            return done
+
+    def undo(self, action_id: int, actor: ActiveParticipant) -> StudyState:
+        """Restore the study and its exception exactly as they were before the action."""
+        with self._uow() as uow:
+            action = uow.reconciliations.get(action_id)
+            if action is None:
+                raise InvalidInput(f"no reconciliation action {action_id}", location="action")
+            if action.undone_at is not None:
+                raise ConflictingState(f"action {action_id} was already undone")
+            exc = uow.exceptions.get(action.exception_id)
+            if exc is None or exc.resolved_at is None:
+                raise ConflictingState("the exception was reopened since; undo the later action")
+            now = self._clock.now()
+            uow.studies.set_match(
+                action.study_instance_uid,
+                action.before_state,
+                action.before_patient,
+                action.before_accession,
+            )
+            uow.exceptions.reopen(action.exception_id)
+            uow.reconciliations.mark_undone(action_id, now)
+            uow.audit.append(
+                self._event(actor, action.study_instance_uid, f"undo {action.action}"), now
+            )
+            uow.commit()
+            return action.before_state
+
+    def _apply(
+        self,
+        uow: UnitOfWork,
+        exc: ExceptionRecord,
+        actor: ActiveParticipant,
+        action: str,
+        detail: str,
+        state: StudyState,
+        patient: PatientIdentifier | None,
+        accession: str,
+    ) -> Done:
+        now = self._clock.now()
+        uid = exc.study_instance_uid
+        study = uow.studies.get(uid)
+        if study is None:
+            raise ConflictingState(f"study {uid} of exception {exc.id} is not indexed")
+        action_id = uow.reconciliations.add(
+            ReconciliationAction(
+                id=0,
+                exception_id=exc.id,
+                study_instance_uid=uid,
+                action=action,
+                actor=actor.user_id,
+                at=now,
+                detail=detail,
+                before_state=study.state,
+                before_patient=study.patient,
+                before_accession=study.accession_number,
+            )
+        )
+        uow.studies.set_match(uid, state, patient, accession)
+        uow.exceptions.resolve(exc.id, now, action)
+        if state is StudyState.PUBLISHED:
+            uow.events.record_match(uid, MatchOutcomeKind.RECONCILED, now)
+        uow.audit.append(self._event(actor, uid, action), now)
+        return Done(action_id, state)
+
+    def _event(self, actor: ActiveParticipant, uid: str, what: str) -> AuditEvent:
+        return instances_accessed(
+            self._source,
+            actor,
+            self._clock.now(),
+            action=Action.UPDATE,
+            studies=[audit_study(uid)],
+            description=f"reconciliation: {what}",
+        )
+
+
+def _open(uow: UnitOfWork, exception_id: int) -> ExceptionRecord:
+    exc = uow.exceptions.get(exception_id)
+    if exc is None:
+        raise InvalidInput(f"no exception {exception_id}", location="exception")
+    if exc.resolved_at is not None:
+        raise ConflictingState(f"exception {exception_id} is already resolved ({exc.resolution})")
+    return exc
+
+
+__all__ = ["Done", "Reconciliation"]
