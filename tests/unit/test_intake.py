@@ -168,3 +168,29 @@ def test_finished_mpps_cannot_change_again(intake, uow):
     steps.update(uid, "COMPLETED")
     with pytest.raises(InvalidInput):
         steps.update(uid, "DISCONTINUED")
+
+
+def test_worklist_filter_narrows_in_the_store(intake, queries):
+    from datetime import UTC, datetime
+
+    from pacsflow.workflow.ports import WorklistFilter
+
+    p = f.patient()
+    a = f.order(p, scheduled_station_ae="AA32\\AA33", modality="MR")
+    b = f.order(
+        p, scheduled_station_ae="CT01", scheduled_start=datetime(2026, 12, 5, 8, tzinfo=UTC)
+    )
+    _apply(intake, cmd.PlaceOrder(a, p), cmd.PlaceOrder(b, p))
+
+    def accessions(**kw):
+        return {i.order.accession_number for i in queries.worklist(WorklistFilter(**kw))}
+
+    assert accessions() == {a.accession_number, b.accession_number}
+    assert accessions(station_ae="AA33") == {a.accession_number}
+    assert accessions(station_ae="AA3") == set()
+    assert accessions(modality="MR") == {a.accession_number}
+    assert accessions(start_from=datetime(2026, 12, 1, tzinfo=UTC)) == {b.accession_number}
+    assert accessions(start_to=datetime(2026, 11, 30, tzinfo=UTC)) == {a.accession_number}
+    assert accessions(accession_number=b.accession_number, patient_id=p.primary.value) == {
+        b.accession_number
+    }

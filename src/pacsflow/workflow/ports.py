@@ -123,6 +123,18 @@ class PatientRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class WorklistFilter:
+    """Exact values and a start window the store can filter on before finer matching."""
+
+    station_ae: str = ""
+    modality: str = ""
+    accession_number: str = ""
+    patient_id: str = ""
+    start_from: datetime | None = None
+    start_to: datetime | None = None
+
+
 class OrderRepository(Protocol):
     """Imaging orders."""
 
@@ -138,8 +150,8 @@ class OrderRepository(Protocol):
         """Insert or update an order (matched by accession number)."""
         ...
 
-    def on_worklist(self) -> Sequence[Order]:
-        """Orders a modality may still pick up."""
+    def on_worklist(self, flt: WorklistFilter | None = None) -> Sequence[Order]:
+        """Orders a modality may still pick up (narrowed by the filter when given)."""
         ...
 
     def list(self, *, status: OrderStatus | None = None, limit: int = 100) -> Sequence[Order]:
@@ -514,6 +526,7 @@ def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 __all__ = [
+    "WorklistFilter",
     "AccountRepository",
     "ArrivedInstance",
     "BlobStore",

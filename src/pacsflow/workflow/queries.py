@@ -16,6 +16,7 @@ from pacsflow.workflow.ports import (
     StudyFilter,
     StudyRecord,
     UnitOfWorkFactory,
+    WorklistFilter,
 )
 
 
@@ -46,11 +47,11 @@ class Queries:
         """The stored file of an instance, when the blob store keeps local files."""
         return self._blobs.local_path(instance.blob_key)
 
-    def worklist(self) -> list[WorklistItem]:
-        """Every order a modality may still pick up, with its patient."""
+    def worklist(self, flt: WorklistFilter | None = None) -> list[WorklistItem]:
+        """Orders a modality may still pick up (narrowed by the filter), with their patients."""
         with self._uow() as uow:
             items = []
-            for order in uow.orders.on_worklist():
+            for order in uow.orders.on_worklist(flt):
                 patient = uow.patients.find(order.patient)
                 if patient is not None:
                     items.append(WorklistItem(order, patient))

@@ -39,6 +39,7 @@ from pacsflow.workflow.ports import (
     StudyFilter,
     StudyRecord,
     StudyState,
+    WorklistFilter,
 )
 
 
@@ -251,14 +252,34 @@ class SqlOrderRepository:
                 )
             )
 
-    def on_worklist(self) -> Sequence[Order]:
-        """Orders a modality may still pick up."""
+    def on_worklist(self, flt: WorklistFilter | None = None) -> Sequence[Order]:
+        """Orders a modality may still pick up (narrowed by the filter when given)."""
+        o = t.orders.c
         statuses = [s.value for s in OrderStatus if s.is_on_worklist]
-        rows = self._c.execute(
-            sa.select(t.orders)
-            .where(t.orders.c.status.in_(statuses))
-            .order_by(t.orders.c.scheduled_start, t.orders.c.pk)
-        ).all()
+        q = sa.select(t.orders).where(o.status.in_(statuses))
+        if flt is not None:
+            if flt.station_ae:
+                # Several scheduled stations are kept backslash-separated (DICOM multi-value).
+                ae = flt.station_ae
+                q = q.where(
+                    sa.or_(
+                        o.scheduled_station_ae == ae,
+                        o.scheduled_station_ae.startswith(ae + "\\", autoescape=True),
+                        o.scheduled_station_ae.endswith("\\" + ae, autoescape=True),
+                        o.scheduled_station_ae.contains("\\" + ae + "\\", autoescape=True),
+                    )
+                )
+            if flt.modality:
+                q = q.where(o.modality == flt.modality)
+            if flt.accession_number:
+                q = q.where(o.accession_number == flt.accession_number)
+            if flt.patient_id:
+                q = q.where(o.patient_id == flt.patient_id)
+            if flt.start_from is not None:
+                q = q.where(o.scheduled_start >= flt.start_from)
+            if flt.start_to is not None:
+                q = q.where(o.scheduled_start <= flt.start_to)
+        rows = self._c.execute(q.order_by(o.scheduled_start, o.pk)).all()
         return [_order(r) for r in rows]
 
     def list(self, *, status: OrderStatus | None = None, limit: int = 100) -> Sequence[Order]:

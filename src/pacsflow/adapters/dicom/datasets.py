@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from pydicom import dcmread
@@ -20,7 +20,7 @@ from pacsflow.domain.patients import (
     PersonName,
 )
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import ArrivedInstance, InstanceRecord, StudyRecord
+from pacsflow.workflow.ports import ArrivedInstance, InstanceRecord, StudyRecord, WorklistFilter
 from pacsflow.workflow.queries import StudyView, WorklistItem
 
 UTF8 = "ISO_IR 192"
@@ -174,6 +174,38 @@ def coerce_identity(ds: Dataset, patient: Patient, accession: str) -> None:
     ds.AccessionNumber = accession
 
 
+def _exact(ds: Dataset, keyword: str) -> str:
+    """A single value without wildcards (usable as an exact SQL filter), else ''."""
+    value = ds.get(keyword)
+    if value is None or isinstance(value, list | tuple) or not str(value).strip():
+        return ""
+    text = str(value).strip()
+    return "" if any(c in text for c in "*?\\") else text
+
+
+def worklist_filter(query: Dataset) -> WorklistFilter:
+    """What of an MWL query the store can pre-filter on; the full matching still follows."""
+    sps_items = query.get("ScheduledProcedureStepSequence") or []
+    sps = sps_items[0] if len(sps_items) == 1 else Dataset()
+    start_from = start_to = None
+    raw = str(sps.get("ScheduledProcedureStepStartDate", "") or "").strip()
+    if raw and "\\" not in raw:
+        low, _, high = raw.partition("-") if "-" in raw else (raw, "", raw)
+        low_date, high_date = dicom_date(low), dicom_date(high)
+        if low_date is not None:
+            start_from = datetime.combine(low_date, time.min, tzinfo=UTC)
+        if high_date is not None:
+            start_to = datetime.combine(high_date, time.max, tzinfo=UTC)
+    return WorklistFilter(
+        station_ae=_exact(sps, "ScheduledStationAETitle"),
+        modality=_exact(sps, "Modality"),
+        accession_number=_exact(query, "AccessionNumber"),
+        patient_id=_exact(query, "PatientID"),
+        start_from=start_from,
+        start_to=start_to,
+    )
+
+
 def worklist_dataset(item: WorklistItem) -> Dataset:
     """The full worklist entry of a scheduled order (PS3.4 K.6, IHE RAD-5 return keys)."""
     order, patient = item.order, item.patient
@@ -322,5 +354,6 @@ __all__ = [
     "study_level_dataset",
     "to_person_name",
     "with_character_set",
+    "worklist_filter",
     "worklist_dataset",
 ]

@@ -64,6 +64,7 @@ from pacsflow.adapters.dicom.datasets import (
     study_level_dataset,
     with_character_set,
     worklist_dataset,
+    worklist_filter,
 )
 from pacsflow.adapters.dicom.matching import matches, project
 from pacsflow.domain import audit as atna
@@ -327,7 +328,8 @@ class DicomServer:
             self._audit_query(event, model, query, atna.Outcome.SUCCESS)
             candidates: Iterator[Dataset]
             if is_worklist:
-                candidates = (worklist_dataset(item) for item in self._queries.worklist())
+                items = self._queries.worklist(worklist_filter(query))
+                candidates = (worklist_dataset(item) for item in items)
             else:
                 candidates = self._qr_candidates(query)
             for candidate in candidates:
