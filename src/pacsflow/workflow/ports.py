@@ -526,7 +526,6 @@ def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
 
 
 __all__ = [
-    "WorklistFilter",
     "AccountRepository",
     "ArrivedInstance",
     "BlobStore",
@@ -555,5 +554,6 @@ __all__ = [
     "UnitOfWork",
     "UnitOfWorkFactory",
     "UserRecord",
+    "WorklistFilter",
     "iter_chunks",
 ]

@@ -354,6 +354,6 @@ __all__ = [
     "study_level_dataset",
     "to_person_name",
     "with_character_set",
-    "worklist_filter",
     "worklist_dataset",
+    "worklist_filter",
 ]

@@ -73,7 +73,7 @@ from pacsflow.domain.errors import Forbidden, InvalidInput, PacsflowError
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.audit import AuditTrail
-from pacsflow.workflow.ingest import Ingest
+from pacsflow.workflow.ingest import Ingest, IngestStatus
 from pacsflow.workflow.ports import InstanceRecord, PerformedStep, StudyFilter
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries, StudyView
@@ -146,6 +146,9 @@ class DicomServer:
         self.ae_title = ae_title
         self._rights = rights
         self._audit = audit
+        # Studies stored per association, audited once when the association closes.
+        self._received: dict[int, set[str]] = {}
+        self._received_lock = threading.Lock()
         self._ssl = ssl_context
         self._is_open = is_open
         self._host = host
@@ -203,6 +206,7 @@ class DicomServer:
         """Start listening (returns at once)."""
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, _nodelay),
+            (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_find),
@@ -245,7 +249,12 @@ class DicomServer:
             arrived = arrived_instance(
                 header, str(event.context.transfer_syntax), event.assoc.requestor.ae_title
             )
-            self._ingest.receive(arrived, path)
+            result = self._ingest.receive(arrived, path)
+            if result.status is IngestStatus.STORED:
+                with self._received_lock:
+                    self._received.setdefault(id(event.assoc), set()).add(
+                        arrived.instance.study_instance_uid
+                    )
             return status.SUCCESS
         except PacsflowError as exc:
             log.warning("C-STORE refused: %s", exc)
@@ -315,6 +324,26 @@ class DicomServer:
                 studies=[atna.study_object(uid) for uid in studies],
             )
         )
+
+    def _on_close(self, event: Event) -> None:
+        """Audit what an association stored (110104 C), once, instead of once per instance."""
+        with self._received_lock:
+            studies = self._received.pop(id(event.assoc), set())
+        if not studies or self._audit is None:
+            return
+        try:
+            self._record(
+                atna.instances_transferred(
+                    self._audit.source,
+                    self._participant(event),
+                    atna.ActiveParticipant(user_id=self.ae_title),
+                    datetime.now(UTC),
+                    action=atna.Action.CREATE,
+                    studies=[atna.study_object(uid) for uid in sorted(studies)],
+                )
+            )
+        except Exception:  # the objects are stored; a failed audit write must be visible
+            log.exception("could not record the audit event of a storage association")
 
     def _on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         query, model = event.identifier, _request_uid(event, "AffectedSOPClassUID")
