@@ -122,7 +122,7 @@ class Accounts:
         if match is None:
             raise Unauthenticated("malformed token")
         token_id, secret = match.groups()
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             record = uow.accounts.token(token_id)
             user = uow.accounts.user(record.username) if record else None
         if record is None or user is None or not self._hasher.verify(record.secret_hash, secret):

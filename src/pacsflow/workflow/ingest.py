@@ -63,7 +63,7 @@ class Ingest:
         """Durably store and index an instance whose file is at source; idempotent per SOP UID."""
         validate(arrived)
         inst = arrived.instance
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             if uow.studies.has_instance(inst.sop_instance_uid):
                 study = uow.studies.get(inst.study_instance_uid)
                 state = study.state if study else StudyState.HELD

@@ -514,8 +514,8 @@ class UnitOfWork(Protocol):
 class UnitOfWorkFactory(Protocol):
     """Makes a new unit of work."""
 
-    def __call__(self) -> UnitOfWork:
-        """A fresh unit of work."""
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """A fresh unit of work; read_only promises it will not write (it may run concurrently)."""
         ...
 
 

@@ -49,7 +49,7 @@ class Queries:
 
     def worklist(self, flt: WorklistFilter | None = None) -> list[WorklistItem]:
         """Orders a modality may still pick up (narrowed by the filter), with their patients."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             items = []
             for order in uow.orders.on_worklist(flt):
                 patient = uow.patients.find(order.patient)
@@ -59,7 +59,7 @@ class Queries:
 
     def studies(self, flt: StudyFilter) -> list[StudyView]:
         """Studies (published only unless asked otherwise) with their indexed patient."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             views = []
             cache: dict[PatientIdentifier, Patient | None] = {}
             for study in uow.studies.find(flt):
@@ -73,7 +73,7 @@ class Queries:
 
     def study(self, uid: Uid) -> StudyView | None:
         """One study, whatever its state."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             study = uow.studies.get(uid)
             if study is None:
                 return None
@@ -89,7 +89,7 @@ class Queries:
         is_published_only: bool = True,
     ) -> Sequence[InstanceRecord]:
         """Stored instances of the given studies/series/instances."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.studies.instances(
                 study_uids=study_uids,
                 series_uids=series_uids,
@@ -99,22 +99,22 @@ class Queries:
 
     def exceptions(self, limit: int = 500) -> Sequence[ExceptionRecord]:
         """Open exceptions, oldest first."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.exceptions.list_open(limit)
 
     def orders(self, status: OrderStatus | None = None, limit: int = 100) -> Sequence[Order]:
         """Orders, newest first."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.orders.list(status=status, limit=limit)
 
     def patient(self, identifier: PatientIdentifier) -> Patient | None:
         """A registered patient."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.patients.find(identifier)
 
     def instance_known(self, sop_uid: Uid) -> bool:
         """True when the instance is stored and indexed (for storage commitment)."""
-        with self._uow() as uow:
+        with self._uow(read_only=True) as uow:
             return uow.studies.has_instance(sop_uid)
 
 

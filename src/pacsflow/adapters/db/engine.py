@@ -6,6 +6,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+#: Execution option marking a connection whose transaction only reads.
+READ_ONLY = "pacsflow_read_only"
+
 
 def make_engine(url: str) -> sa.Engine:
     """An engine for url; SQLite gets WAL, full fsync and write transactions that lock early."""
@@ -37,7 +40,9 @@ def _tune_sqlite(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         # IMMEDIATE takes the write lock up front: no deadlock on lock upgrade between threads.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only unit of work begins DEFERRED: in WAL mode it never waits for writers.
+        is_read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if is_read_only else "BEGIN IMMEDIATE")
 
 
-__all__ = ["make_engine"]
+__all__ = ["READ_ONLY", "make_engine"]

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from pacsflow.adapters.db.accounts import SqlAccountRepository
 from pacsflow.adapters.db.audit import SqlAuditLog
+from pacsflow.adapters.db.engine import READ_ONLY
 from pacsflow.adapters.db.repositories import (
     SqlEventLog,
     SqlExceptionRepository,
@@ -45,13 +46,16 @@ class SqlUnitOfWork:
     journal: MessageJournal
     procedure_steps: ProcedureStepRepository
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, read_only: bool = False) -> None:
         self._engine = engine
+        self._read_only = read_only
         self._conn: sa.Connection | None = None
 
     def __enter__(self) -> SqlUnitOfWork:
         try:
             conn = self._engine.connect()
+            if self._read_only:
+                conn = conn.execution_options(**{READ_ONLY: True})
             conn.begin()
         except sa.exc.OperationalError as exc:
             raise TransientError(f"database unavailable: {exc.orig}") from exc
@@ -92,9 +96,9 @@ class SqlUnitOfWorkFactory:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def __call__(self) -> SqlUnitOfWork:
-        """A fresh unit of work."""
-        return SqlUnitOfWork(self.engine)
+    def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
+        """A fresh unit of work; a read-only one never waits for writers (SQLite WAL)."""
+        return SqlUnitOfWork(self.engine, read_only=read_only)
 
 
 __all__ = ["SqlUnitOfWork", "SqlUnitOfWorkFactory"]
