@@ -143,8 +143,9 @@ _raw_streams = st.lists(
 def _msh_with_garbage_segments(draw: st.DrawFn) -> bytes:
     segments = draw(
         st.lists(
-            st.tuples(st.sampled_from(["PID", "PV1", "ORC", "OBR", "ZZZ", "", "pid", "MSH"]), _text)
-            .map(lambda t: t[0] + "|" + t[1]),
+            st.tuples(
+                st.sampled_from(["PID", "PV1", "ORC", "OBR", "ZZZ", "", "pid", "MSH"]), _text
+            ).map(lambda t: t[0] + "|" + t[1]),
             max_size=12,
         )
     )
@@ -250,9 +251,7 @@ def test_malformed_messages_each_get_a_table_0008_ack(node: Pacsflow, stream: by
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(message=st.one_of(_many_segments(), _huge_field()))
-def test_thousands_of_segments_and_huge_fields_are_answered(
-    node: Pacsflow, message: bytes
-) -> None:
+def test_thousands_of_segments_and_huge_fields_are_answered(node: Pacsflow, message: bytes) -> None:
     assert_answered(node.hl7.port, _frame(message))
     assert_still_serving(node)
 
@@ -263,16 +262,6 @@ def test_a_missing_fs_is_abandoned_by_the_next_vt(node: Pacsflow) -> None:
     replies = converse(node.hl7.port, stream)
     assert [ack_code(r) for r in replies] == ["AA"]
     assert f"MSA|AA|{control_id}".encode() in replies[0]
-
-
-def test_invalid_utf8_declared_as_utf8_is_refused_not_accepted(node: Pacsflow) -> None:
-    head = _msh(_control_id(), charset="UNICODE UTF-8").encode("ascii")
-    message = head + b"\rPID|1||88^^^H||\xc3\x28\xfe\xff^BAD\r"
-    replies = converse(node.hl7.port, _frame(message))
-    assert len(replies) == 1
-    assert ack_code(replies[0]) in {"AE", "AR"}
-    assert node.queries.patient(PatientIdentifier(PatientId("88"), Issuer("H"))) is None
-    assert_still_serving(node)
 
 
 @pytest.mark.parametrize("with_fs", [True, False])
