@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from pacsflow.adapters.hl7 import MllpClient
 from pacsflow.adapters.hl7.mllp import frame
 from pacsflow.app import Pacsflow
+from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from tests.conftest import dcmtk, requires_dcmtk, restamp, sample
 
 GOOD_ADT = (
@@ -201,3 +203,45 @@ def test_a_huge_bearer_token_is_refused_quickly(node: Pacsflow) -> None:
     url = f"http://127.0.0.1:{node.http.port}/api/studies"
     res = httpx.get(url, headers={"Authorization": "Bearer " + "A" * 60_000}, timeout=5)
     assert res.status_code in (401, 431)
+
+
+def test_invalid_utf8_declared_as_utf8_is_refused_not_stored(node: Pacsflow) -> None:
+    raw = (
+        b"MSH|^~\\&|HIS|H|PACSFLOW|R|20261128090000||ADT^A01|BADUTF|P|2.5.1||||||UNICODE UTF-8\r"
+        b"PID|1||88^^^H||\xc3\x28\xfe\xff^BAD\r"
+    )
+    with MllpClient("127.0.0.1", node.hl7.port, timeout=10) as client:
+        ack = client.send(raw)
+    assert _msa(ack) == "AE"
+    assert b"MSH-18" in ack
+    assert node.queries.patient(PatientIdentifier(PatientId("88"), Issuer("H"))) is None
+
+
+def test_oversized_bodies_and_ids_get_4xx_before_anything_else(
+    node: Pacsflow, api_token: str
+) -> None:
+    base = f"http://127.0.0.1:{node.http.port}"
+    with socket.create_connection(("127.0.0.1", node.http.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/exceptions/1/match HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 4294967296\r\nContent-Type: application/json\r\n\r\n{"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+    auth = {"Authorization": f"Bearer {api_token}"}
+    res = httpx.post(
+        f"{base}/api/exceptions/9223372036854775808/match",
+        json={"accession_number": ""},
+        headers=auth,
+    )
+    assert res.status_code == 422
+
+
+@pytest.mark.dcmtk
+@requires_dcmtk
+def test_port_probes_do_not_lock_the_dicom_listener_for_long(node: Pacsflow) -> None:
+    for _ in range(40):  # a load balancer's TCP checks: connect, close, nothing sent
+        socket.create_connection(("127.0.0.1", node.dicom.port), timeout=5).close()
+    deadline = time.monotonic() + 12  # ACSE timeout 5 s (pynetdicom's default was 30 s)
+    while not _echo_ok(node):
+        assert time.monotonic() < deadline, "DICOM listener still refusing associations"
+        time.sleep(0.5)

@@ -167,6 +167,9 @@ class DicomServer:
         ae.maximum_associations = max_associations
         ae.network_timeout = 60
         ae.dimse_timeout = 60
+        # A connection that never sends a valid A-ASSOCIATE-RQ holds an association slot
+        # until this timeout (pynetdicom 3.0.4): keep it short so port probes cannot starve.
+        ae.acse_timeout = 5
         for cx in AllStoragePresentationContexts:
             assert cx.abstract_syntax is not None
             # scu_role/scp_role accept the role reversal C-GET needs.

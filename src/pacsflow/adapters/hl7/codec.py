@@ -510,6 +510,15 @@ def _declared_charset(raw: bytes) -> str:
 
 def _decode(raw: bytes, codec: str) -> tuple[str, str]:
     """Text of bytes in a codec, else as UTF-8 then latin-1; and the codec that worked."""
+    if codec == "utf-8":
+        # Declared UTF-8 that is not: refuse rather than store a garbled name.
+        try:
+            return raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError as exc:
+            raise MalformedMessage(
+                f"MSH-18 says UNICODE UTF-8, but byte {exc.start} is not valid UTF-8",
+                location="MSH-18",
+            ) from exc
     candidates = (codec, *_ASCII_FALLBACKS) if codec == "ascii" else (codec, "latin-1")
     for candidate in candidates:
         try:

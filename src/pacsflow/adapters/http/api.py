@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -32,6 +32,10 @@ from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reconciliation import Reconciliation
 
 HealthCheck = Callable[[], dict[str, str]]
+#: A database id in a path: positive and within a 64-bit integer.
+_Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+#: The largest request body accepted (reconciliation actions are a few hundred bytes).
+MAX_BODY_BYTES = 1 << 20
 
 _PROBLEM_STATUS: tuple[tuple[type[PacsflowError], int], ...] = (
     (Unauthenticated, 401),
@@ -309,6 +313,14 @@ def create_app(
 
         return Depends(check)
 
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        # Refuse oversized bodies before anything reads them (and before authentication).
+        length = request.headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _problem(413, "Content Too Large", f"bodies over {MAX_BODY_BYTES} bytes")
+        return await call_next(request)
+
     @app.exception_handler(PacsflowError)
     async def _on_error(_request: Request, exc: PacsflowError) -> JSONResponse:
         code = next((c for k, c in _PROBLEM_STATUS if isinstance(exc, k)), 500)
@@ -411,7 +423,7 @@ def create_app(
     @app.post("/api/exceptions/{exception_id}/match", tags=["exceptions"])
     def match(
         request: Request,
-        exception_id: int,
+        exception_id: _Id,
         body: MatchIn,
         caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
     ) -> ActionOut:
@@ -424,7 +436,7 @@ def create_app(
     @app.post("/api/exceptions/{exception_id}/assign", tags=["exceptions"])
     def assign(
         request: Request,
-        exception_id: int,
+        exception_id: _Id,
         body: AssignIn,
         caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
     ) -> ActionOut:
@@ -438,7 +450,7 @@ def create_app(
     @app.post("/api/exceptions/{exception_id}/reject", tags=["exceptions"])
     def reject(
         request: Request,
-        exception_id: int,
+        exception_id: _Id,
         body: RejectIn,
         caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
     ) -> ActionOut:
@@ -449,7 +461,7 @@ def create_app(
     @app.post("/api/reconciliation/{action_id}/undo", tags=["exceptions"])
     def undo(
         request: Request,
-        action_id: int,
+        action_id: _Id,
         caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
     ) -> ActionOut:
         """Restore the study and its exception exactly as they were before the action."""
