@@ -245,3 +245,26 @@ def test_port_probes_do_not_lock_the_dicom_listener_for_long(node: Pacsflow) -> 
     while not _echo_ok(node):
         assert time.monotonic() < deadline, "DICOM listener still refusing associations"
         time.sleep(0.5)
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.dcmtk
+@requires_dcmtk
+def test_a_pdu_declaring_gigabytes_is_dropped_without_buffering_it(node: Pacsflow) -> None:
+    before = _rss_mib()
+    chunk = b"\x00" * (1 << 20)
+    with socket.create_connection(("127.0.0.1", node.dicom.port), timeout=10) as sock:
+        sock.sendall(b"\x01\x00" + struct.pack(">I", 0xFFFFFFF0))
+        try:
+            for _ in range(100):  # stream 100 MiB of "PDU body"
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # dropped while we were still sending: what we want
+    assert _rss_mib() - before < 40
+    assert _echo_ok(node)

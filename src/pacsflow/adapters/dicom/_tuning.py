@@ -45,6 +45,7 @@ import pynetdicom.association
 import pynetdicom.dul
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.transport import AssociationSocket
 
 #: The pynetdicom release whose reactor loops this module was written against.
 CHECKED_AGAINST = "3.0.4"
@@ -164,6 +165,24 @@ def _wrap_send_pdu(original: Callable[[DULServiceProvider, Any], None]) -> Any:
     return send_pdu
 
 
+#: The largest single read pynetdicom may make for one PDU. pynetdicom 3.0.4 reads a PDU of
+#: whatever length its header declares into memory, before any association exists
+#: (pynetdicom#1086): a peer declaring 4 GiB could make us buffer 4 GiB. Peers must respect the
+#: maximum PDU length we announce (256 KiB by default); 2 MiB leaves ample room for large
+#: A-ASSOCIATE-RQs while bounding a hostile connection.
+MAX_PDU_READ = 2 * 1024 * 1024
+
+
+def _wrap_recv(recv: Callable[..., bytearray]) -> Callable[..., bytearray]:
+    def guarded_recv(self: Any, nr_bytes: int) -> bytearray:
+        if nr_bytes > MAX_PDU_READ:
+            # pynetdicom treats OSError from recv as "transport closed" (Evt17) and drops it.
+            raise OSError(f"a PDU of {nr_bytes} bytes exceeds the {MAX_PDU_READ}-byte limit")
+        return recv(self, nr_bytes)
+
+    return guarded_recv
+
+
 def apply() -> None:
     """Install the interruptible waits into pynetdicom (once per process)."""
     global _applied
@@ -181,7 +200,9 @@ def apply() -> None:
         dul_cls: Any = DULServiceProvider
         dul_cls.run_reactor = _wrap_run_reactor(dul_cls.run_reactor)
         dul_cls.send_pdu = _wrap_send_pdu(dul_cls.send_pdu)
+        socket_cls: Any = AssociationSocket
+        socket_cls.recv = _wrap_recv(socket_cls.recv)
         _applied = True
 
 
-__all__ = ["CHECKED_AGAINST", "apply"]
+__all__ = ["CHECKED_AGAINST", "MAX_PDU_READ", "apply"]
