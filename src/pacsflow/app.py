@@ -8,7 +8,6 @@ import ssl
 import tempfile
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -230,11 +229,6 @@ class Pacsflow:
     def wait(self) -> None:
         """Block until stop() is called."""
         self._stopped.wait()
-
-
-def data_path(settings: Settings) -> Path:
-    """The resolved data directory."""
-    return settings.data_dir.resolve()
 
 
 __all__ = ["Pacsflow", "SystemClock", "prepare_database"]

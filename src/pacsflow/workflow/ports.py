@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -519,12 +519,6 @@ class UnitOfWorkFactory(Protocol):
         ...
 
 
-def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
-    """Read a stream in chunks."""
-    while chunk := stream.read(size):
-        yield chunk
-
-
 __all__ = [
     "AccountRepository",
     "ArrivedInstance",
@@ -555,5 +549,4 @@ __all__ = [
     "UnitOfWorkFactory",
     "UserRecord",
     "WorklistFilter",
-    "iter_chunks",
 ]
