@@ -7,13 +7,13 @@ import logging
 import ssl
 import tempfile
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from pacsflow.adapters.blobs import open_blob_store
 from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
-from pacsflow.adapters.dicom.server import Destination, DicomServer
+from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
 from pacsflow.adapters.http import HttpServer, create_app
 from pacsflow.adapters.security import Argon2Hasher, server_context
@@ -21,11 +21,14 @@ from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
 from pacsflow.config import Settings
 from pacsflow.domain.access import PeerRights
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
+from pacsflow.domain.jobs import RetryPolicy
 from pacsflow.domain.orders import StationRule
+from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
+from pacsflow.workflow.jobs import Jobs
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.reconciliation import Reconciliation
@@ -47,6 +50,22 @@ def prepare_database(settings: Settings) -> str:
     url = settings.effective_database_url
     upgrade(url)
     return url
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The job retry policy the settings ask for."""
+    base = timedelta(seconds=settings.job_retry_base_seconds)
+    return RetryPolicy(
+        max_attempts=settings.job_max_attempts,
+        base=base,
+        cap=max(base, timedelta(seconds=settings.job_retry_max_seconds)),
+    )
+
+
+def jobs(settings: Settings, engine: sa.Engine | None = None) -> Jobs:
+    """The job queue service over the configured database (for the CLI)."""
+    engine = engine or make_engine(settings.effective_database_url)
+    return Jobs(SqlUnitOfWorkFactory(engine), SystemClock())
 
 
 def accounts(settings: Settings, engine: sa.Engine | None = None) -> Accounts:
@@ -105,6 +124,9 @@ class Pacsflow:
         self.ingest = Ingest(uow, blobs, clock)
         self.queries = Queries(uow, blobs)
         self.steps = ProcedureSteps(uow, clock)
+        # Job handlers by kind; every feature that causes durable work registers its own.
+        self.handlers: dict[str, Handler] = {}
+        self.jobs = Jobs(uow, clock, wake=self._wake_worker)
         self.dicom = DicomServer(
             ae_title=settings.ae_title,
             host=settings.host,
@@ -122,7 +144,9 @@ class Pacsflow:
             ssl_context=self._tls("dicom"),
             max_pdu=settings.dicom_max_pdu,
             max_associations=settings.dicom_max_associations,
+            enqueue=self.jobs.enqueue,
         )
+        self.handlers[STORAGE_COMMITMENT_JOB] = self.dicom.report_commitment
         service = Hl7Service(
             self.intake,
             FieldMap().with_overrides(settings.hl7_fields),
@@ -140,12 +164,28 @@ class Pacsflow:
                 self.accounts,
                 self.audit,
                 Reconciliation(uow, clock, source),
+                self.jobs,
             ),
             settings.host,
             settings.http_port,
             ssl_context=self._tls("http"),
         )
+        self.worker = Worker(
+            uow,
+            clock,
+            self.handlers,
+            threads=settings.job_workers,
+            lease=timedelta(seconds=settings.job_lease_seconds),
+            poll_seconds=settings.job_poll_seconds,
+            policy=retry_policy(settings),
+            destination_limits={p.ae_title: p.max_concurrent_jobs for p in settings.peers},
+        )
         self._stopped = threading.Event()
+
+    def _wake_worker(self) -> None:
+        worker: Worker | None = getattr(self, "worker", None)
+        if worker is not None:
+            worker.wake()
 
     def _tls(self, listener: str) -> ssl.SSLContext | None:
         s = self.settings
@@ -192,6 +232,7 @@ class Pacsflow:
         self.dicom.start()
         self.hl7.start()
         self.http.start()
+        self.worker.start()
         self.audit.record(
             application_activity(
                 self.audit.source,
@@ -213,6 +254,7 @@ class Pacsflow:
     def stop(self) -> None:
         """Stop every listener and release the database."""
         for name, stop in (
+            ("jobs", self.worker.stop),
             ("http", self.http.stop),
             ("hl7", self.hl7.stop),
             ("dicom", self.dicom.stop),

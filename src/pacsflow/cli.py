@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -17,7 +18,9 @@ from pacsflow import __version__
 from pacsflow.config import Settings, load_settings
 from pacsflow.domain.access import Role
 from pacsflow.domain.errors import PacsflowError
+from pacsflow.domain.jobs import JobState
 from pacsflow.workflow.accounts import Accounts
+from pacsflow.workflow.jobs import Jobs
 
 app = typer.Typer(
     help=(
@@ -37,6 +40,14 @@ tokens_app = typer.Typer(help="Manage API tokens (HTTP Bearer credentials).", no
 app.add_typer(tokens_app, name="tokens")
 audit_app = typer.Typer(help="Check the audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+jobs_app = typer.Typer(
+    help=(
+        "Look after the durable job queue (forwarding, prefetch, result delivery, storage "
+        "commitment reports): list jobs, see dead letters, replay them."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(jobs_app, name="jobs")
 
 ConfigOption = Annotated[
     Path | None,
@@ -204,6 +215,95 @@ def audit_verify(config: ConfigOption = None) -> None:
     code, message = run_verify(SqlUnitOfWorkFactory(engine))
     typer.echo(message, err=code != 0)
     raise typer.Exit(code)
+
+
+def _jobs(config: Path | None) -> Jobs:
+    from pacsflow.app import jobs, prepare_database
+
+    settings = _settings(config)
+    prepare_database(settings)
+    return jobs(settings)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[
+        JobState | None, typer.Option(help="Only jobs in this state (dead = dead letters).")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List jobs, newest first, with attempts and last error."""
+    found = _jobs(config).list(state=state, kind=kind, limit=limit)
+    if as_json:
+        for job in found:
+            typer.echo(
+                json.dumps(
+                    {
+                        "id": job.id,
+                        "kind": job.kind,
+                        "state": job.state.value,
+                        "attempts": job.attempts,
+                        "destination": job.destination,
+                        "created_at": job.created_at.isoformat(),
+                        "run_at": job.run_at.isoformat(),
+                        "last_error": job.last_error,
+                        "payload": dict(job.payload),
+                    }
+                )
+            )
+        return
+    if not found:
+        typer.echo("no jobs")
+        return
+    typer.echo(f"{'id':>8}  {'state':8} {'kind':22} {'tries':>5}  {'destination':16} last error")
+    for job in found:
+        typer.echo(
+            f"{job.id:>8}  {job.state.value:8} {job.kind:22} {job.attempts:>5}  "
+            f"{job.destination:16} {job.last_error[:80]}"
+        )
+
+
+@jobs_app.command("stats")
+def jobs_stats(config: ConfigOption = None) -> None:
+    """Queue depth by state and kind, the oldest pending job's age, failing destinations."""
+    stats = _jobs(config).stats()
+    age = stats.oldest_pending_age
+    typer.echo(f"depth (pending + running): {stats.depth}")
+    typer.echo(f"oldest pending: {age.total_seconds():.0f} s" if age else "oldest pending: none")
+    for kind, states in sorted(stats.by_kind.items()):
+        typer.echo(f"  {kind}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    for destination, count in sorted(stats.failing_destinations.items()):
+        typer.echo(f"  failing toward {destination or '(none)'}: {count}")
+
+
+@jobs_app.command("replay")
+def jobs_replay(
+    job_ids: Annotated[
+        list[int] | None, typer.Argument(help="Dead-lettered job ids to run again.")
+    ] = None,
+    all_dead: Annotated[
+        bool, typer.Option("--all-dead", help="Replay every dead-lettered job.")
+    ] = False,
+    kind: Annotated[str | None, typer.Option(help="With --all-dead: only this kind.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run dead-lettered jobs again with fresh attempts (a running node picks them up)."""
+    service = _jobs(config)
+    if all_dead:
+        typer.echo(f"replayed {service.replay_dead(kind)} dead-lettered job(s)")
+        return
+    if not job_ids:
+        typer.secho("name job ids, or use --all-dead", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    for job_id in job_ids:
+        try:
+            service.replay(job_id)
+        except PacsflowError as exc:
+            _fail(exc)
+        typer.echo(f"replayed job {job_id}")
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ class DicomPeer(BaseModel):
     can_retrieve: bool = True
     #: AE titles this peer may C-MOVE to besides itself ("*": any configured peer).
     move_destinations: list[str] = Field(default_factory=list)
+    #: Jobs (forwarding, prefetch) talking to this peer at the same time, across the node.
+    max_concurrent_jobs: int = Field(default=2, ge=1)
 
     @field_validator("ae_title")
     @classmethod
@@ -87,6 +89,14 @@ class Settings(BaseSettings):
     audit_syslog_ca_file: Path | None = None
     audit_syslog_cert_file: Path | None = None
     audit_syslog_key_file: Path | None = None
+    #: Job workers: threads per node, lease (a dead worker's job runs again after it),
+    #: attempts before a job is dead-lettered, and the first retry delay (doubling, jittered).
+    job_workers: int = Field(default=2, ge=0)
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_max_attempts: int = Field(default=8, ge=1)
+    job_retry_base_seconds: float = Field(default=2.0, gt=0)
+    job_retry_max_seconds: float = Field(default=600.0, gt=0)
+    job_poll_seconds: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
     #: Cheap argon2 parameters so test suites can create many tokens; never in production.
     fast_hashing_for_tests: bool = False

@@ -31,6 +31,8 @@ class Permission(enum.StrEnum):
     READ_AUDIT = "audit:read"
     MANAGE_USERS = "users:manage"
     MANAGE_CONFIG = "config:manage"
+    READ_JOBS = "jobs:read"
+    MANAGE_JOBS = "jobs:manage"
 
 
 P = Permission
@@ -39,9 +41,17 @@ P = Permission
 #: not read the audit log; auditors read only the audit log (separation of duties).
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(
-        {P.READ_STUDIES, P.READ_ORDERS, P.READ_EXCEPTIONS, P.MANAGE_USERS, P.MANAGE_CONFIG}
+        {
+            P.READ_STUDIES,
+            P.READ_ORDERS,
+            P.READ_EXCEPTIONS,
+            P.MANAGE_USERS,
+            P.MANAGE_CONFIG,
+            P.READ_JOBS,
+            P.MANAGE_JOBS,
+        }
     ),
-    Role.INTEGRATION: frozenset({P.READ_STUDIES, P.READ_ORDERS, P.WRITE_ORDERS}),
+    Role.INTEGRATION: frozenset({P.READ_STUDIES, P.READ_ORDERS, P.WRITE_ORDERS, P.READ_JOBS}),
     Role.TECHNOLOGIST: frozenset({P.READ_STUDIES, P.READ_ORDERS, P.READ_EXCEPTIONS}),
     Role.RADIOLOGIST: frozenset({P.READ_STUDIES, P.READ_PATIENTS, P.READ_ORDERS}),
     Role.RECONCILER: frozenset(

@@ -72,6 +72,10 @@ class TransientError(PacsflowError):
     """The store or a peer is unavailable; the same input may succeed later."""
 
 
+class PermanentError(PacsflowError):
+    """Retrying cannot help (a peer refused for good, the work names what is gone)."""
+
+
 __all__ = [
     "AccessDenied",
     "ConflictingState",
@@ -81,6 +85,7 @@ __all__ = [
     "MalformedMessage",
     "MissingIdentifier",
     "PacsflowError",
+    "PermanentError",
     "TransientError",
     "Unauthenticated",
     "UnknownOrder",

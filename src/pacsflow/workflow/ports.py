@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pacsflow.domain.access import Role
+from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.patients import Patient, PatientIdentifier
@@ -484,6 +485,75 @@ class SecretHasher(Protocol):
         ...
 
 
+class JobQueue(Protocol):
+    """Durable jobs: enqueued beside the event that causes them, claimed under a lease."""
+
+    def enqueue(self, job: NewJob, now: datetime) -> int:
+        """Add a pending job (due at job.run_at, or now); its id."""
+        ...
+
+    def due(self, now: datetime, kinds: Collection[str]) -> bool:
+        """True when some job of these kinds could be claimed now (a cheap read)."""
+        ...
+
+    def claim(
+        self,
+        worker: str,
+        now: datetime,
+        lease: timedelta,
+        *,
+        kinds: Collection[str],
+        limit: int,
+        destination_limits: Mapping[str, int],
+        default_destination_limit: int,
+    ) -> list[Job]:
+        """Lease up to limit due jobs to worker, oldest first, counting an attempt on each.
+
+        Due: pending with run_at reached, or running with an expired lease (its worker died).
+        A job waits while an older job with its ordering key is unfinished, and while its
+        destination already has its limit of running jobs.
+        """
+        ...
+
+    def renew(self, ids: Collection[int], worker: str, until: datetime) -> None:
+        """Extend the leases worker still holds."""
+        ...
+
+    def finish(self, job_id: int, worker: str, now: datetime) -> bool:
+        """Mark a leased job done; False when the lease was lost (another worker has it)."""
+        ...
+
+    def retry(self, job_id: int, worker: str, error: str, run_at: datetime) -> bool:
+        """Put a leased job back to pending until run_at, keeping the error."""
+        ...
+
+    def postpone(self, job_id: int, worker: str, run_at: datetime) -> bool:
+        """Put a leased job back to pending until run_at without counting the attempt."""
+        ...
+
+    def bury(self, job_id: int, worker: str, error: str, now: datetime) -> bool:
+        """Dead-letter a leased job with its last error."""
+        ...
+
+    def get(self, job_id: int) -> Job | None:
+        """One job."""
+        ...
+
+    def list(
+        self, *, state: JobState | None = None, kind: str | None = None, limit: int = 100
+    ) -> Sequence[Job]:
+        """Jobs, newest first."""
+        ...
+
+    def replay(self, job_id: int, now: datetime) -> bool:
+        """Make a dead-lettered job pending again with fresh attempts; False if not dead."""
+        ...
+
+    def stats(self, now: datetime) -> QueueStats:
+        """Depth, age and failures."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository."""
 
@@ -497,6 +567,7 @@ class UnitOfWork(Protocol):
     events: EventLog
     journal: MessageJournal
     procedure_steps: ProcedureStepRepository
+    jobs: JobQueue
 
     def __enter__(self) -> UnitOfWork:
         """Begin the transaction."""
@@ -529,6 +600,7 @@ __all__ = [
     "ExceptionRepository",
     "InboundMessage",
     "InstanceRecord",
+    "JobQueue",
     "JournalEntry",
     "MatchOutcomeKind",
     "MessageJournal",

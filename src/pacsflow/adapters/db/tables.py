@@ -250,11 +250,33 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", _TS, nullable=True),
 )
 
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_at", _TS, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+    sa.Column("destination", sa.String(64), nullable=False, server_default=""),
+    sa.Column("ordering_key", sa.String(200), nullable=False, server_default=""),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("lease_owner", sa.String(128), nullable=False, server_default=""),
+    sa.Column("lease_until", _TS, nullable=True),
+    sa.Column("finished_at", _TS, nullable=True),
+    sa.Index("ix_jobs_state_run_at", "state", "run_at"),
+    sa.Index("ix_jobs_ordering_key", "ordering_key", "state"),
+)
+
 __all__ = [
     "api_tokens",
     "exceptions",
     "hl7_messages",
     "instances",
+    "jobs",
     "match_events",
     "metadata",
     "order_events",

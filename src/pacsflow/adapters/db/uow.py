@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from pacsflow.adapters.db.accounts import SqlAccountRepository
 from pacsflow.adapters.db.audit import SqlAuditLog
 from pacsflow.adapters.db.engine import READ_ONLY
+from pacsflow.adapters.db.jobs import SqlJobQueue
 from pacsflow.adapters.db.repositories import (
     SqlEventLog,
     SqlExceptionRepository,
@@ -23,6 +24,7 @@ from pacsflow.workflow.ports import (
     AccountRepository,
     EventLog,
     ExceptionRepository,
+    JobQueue,
     MessageJournal,
     OrderRepository,
     PatientRepository,
@@ -45,6 +47,7 @@ class SqlUnitOfWork:
     events: EventLog
     journal: MessageJournal
     procedure_steps: ProcedureStepRepository
+    jobs: JobQueue
 
     def __init__(self, engine: sa.Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -70,6 +73,7 @@ class SqlUnitOfWork:
         self.events = SqlEventLog(conn)
         self.journal = SqlMessageJournal(conn)
         self.procedure_steps = SqlProcedureStepRepository(conn)
+        self.jobs = SqlJobQueue(conn)
         return self
 
     def __exit__(self, *exc: object) -> None:

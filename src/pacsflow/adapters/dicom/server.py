@@ -69,7 +69,14 @@ from pacsflow.adapters.dicom.datasets import (
 from pacsflow.adapters.dicom.matching import matches, project
 from pacsflow.domain import audit as atna
 from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows, move_allowed
-from pacsflow.domain.errors import Forbidden, InvalidInput, PacsflowError
+from pacsflow.domain.errors import (
+    Forbidden,
+    InvalidInput,
+    PacsflowError,
+    PermanentError,
+    TransientError,
+)
+from pacsflow.domain.jobs import Job, NewJob
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.audit import AuditTrail
@@ -122,6 +129,10 @@ def _nodelay(event: Event) -> None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+#: The job kind of a storage commitment report (run by DicomServer.report_commitment).
+STORAGE_COMMITMENT_JOB = "storage_commitment"
+
+
 class DicomServer:
     """pacsflow's DICOM application entity and its handlers."""
 
@@ -142,8 +153,10 @@ class DicomServer:
         strict_titles: frozenset[str] | None = None,
         max_pdu: int = 262144,
         max_associations: int = 32,
+        enqueue: Callable[[NewJob], int],
     ) -> None:
         self.ae_title = ae_title
+        self._enqueue = enqueue
         self._rights = rights
         self._audit = audit
         # Studies stored per association, audited once when the association closes.
@@ -553,14 +566,15 @@ class DicomServer:
             ]
             if not transaction:
                 raise InvalidInput("N-ACTION without a Transaction UID")
-            requestor = event.assoc.requestor.ae_title
-            worker = threading.Thread(
-                target=self._report_commitment,
-                args=(requestor, transaction, refs),
-                name=f"stgcmt-{transaction[-8:]}",
-                daemon=True,
+            requestor = str(event.assoc.requestor.ae_title).strip()
+            # Durably queued before the N-ACTION succeeds: a restart cannot lose the report.
+            self._enqueue(
+                NewJob(
+                    STORAGE_COMMITMENT_JOB,
+                    {"requestor": requestor, "transaction": transaction, "refs": refs},
+                    destination=requestor,
+                )
             )
-            worker.start()
             return status.SUCCESS, None
         except PacsflowError as exc:
             log.warning("Storage commitment refused: %s", exc)
@@ -569,68 +583,81 @@ class DicomServer:
             log.exception("Storage commitment N-ACTION failed")
             return status.PROCESSING_FAILURE, None
 
-    def _report_commitment(
-        self, requestor: str, transaction: str, refs: list[tuple[str, str]]
-    ) -> None:
-        """Send the N-EVENT-REPORT (PS3.4 J.3.3) on a new association to the requestor."""
+    def report_commitment(self, job: Job) -> None:
+        """The storage_commitment job: send the N-EVENT-REPORT (PS3.4 J.3.3) to the requestor.
+
+        Sent on a new association; a requestor that cannot be reached is retried by the
+        queue, one that is not a configured peer is dead-lettered (nowhere to send it).
+        """
+        requestor = str(job.payload["requestor"])
+        transaction = str(job.payload["transaction"])
+        refs = [(str(c), str(i)) for c, i in job.payload["refs"]]
+        destination = self._peers(requestor)
+        if destination is None:
+            raise PermanentError(f"AE {requestor!r} is not a configured peer: no address")
+        report = Dataset()
+        report.TransactionUID = transaction
+        committed, failed = [], []
+        for class_uid, inst_uid in refs:
+            item = Dataset()
+            item.ReferencedSOPClassUID = class_uid
+            item.ReferencedSOPInstanceUID = inst_uid
+            if self._queries.instance_known(Uid(inst_uid)):
+                committed.append(item)
+            else:
+                item.FailureReason = status.NO_SUCH_OBJECT_INSTANCE
+                failed.append(item)
+        if committed:
+            report.ReferencedSOPSequence = committed
+        if failed:
+            report.FailedSOPSequence = failed
+        ensure_reachable(destination.host, destination.port, requestor)
+        ae = AE(ae_title=self.ae_title)
+        ae.add_requested_context(StorageCommitmentPushModel)
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = UID(StorageCommitmentPushModel)
+        role.scu_role = False
+        role.scp_role = True
+        assoc = ae.associate(
+            destination.host,
+            destination.port,
+            ae_title=requestor,
+            ext_neg=[role],
+            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+        )
+        if not assoc.is_established:
+            raise TransientError(f"cannot associate with {requestor} at {destination}")
         try:
-            report = Dataset()
-            report.TransactionUID = transaction
-            committed, failed = [], []
-            for class_uid, inst_uid in refs:
-                item = Dataset()
-                item.ReferencedSOPClassUID = class_uid
-                item.ReferencedSOPInstanceUID = inst_uid
-                if self._queries.instance_known(Uid(inst_uid)):
-                    committed.append(item)
-                else:
-                    item.FailureReason = status.NO_SUCH_OBJECT_INSTANCE
-                    failed.append(item)
-            if committed:
-                report.ReferencedSOPSequence = committed
-            if failed:
-                report.FailedSOPSequence = failed
-            destination = self._peers(requestor)
-            if destination is None:
-                log.warning(
-                    "storage commitment report for %s not sent: AE %r is not a configured peer",
-                    transaction,
-                    requestor,
-                )
-                return
-            ae = AE(ae_title=self.ae_title)
-            ae.add_requested_context(StorageCommitmentPushModel)
-            role = SCP_SCU_RoleSelectionNegotiation()
-            role.sop_class_uid = UID(StorageCommitmentPushModel)
-            role.scu_role = False
-            role.scp_role = True
-            assoc = ae.associate(
-                destination.host,
-                destination.port,
-                ae_title=requestor,
-                ext_neg=[role],
-                evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+            answer, _ = assoc.send_n_event_report(
+                report,
+                2 if failed else 1,
+                StorageCommitmentPushModel,
+                StorageCommitmentPushModelInstance,
             )
-            if not assoc.is_established:
-                log.warning("storage commitment report: cannot reach %s", requestor)
-                return
-            try:
-                assoc.send_n_event_report(
-                    report,
-                    2 if failed else 1,
-                    StorageCommitmentPushModel,
-                    StorageCommitmentPushModelInstance,
-                )
-            finally:
-                assoc.release()
-            log.info(
-                "storage commitment %s: %d committed, %d failed",
-                transaction,
-                len(committed),
-                len(failed),
-            )
-        except Exception:  # a background thread: log, never die silently
-            log.exception("storage commitment report failed")
+        finally:
+            assoc.release()
+        code = int(getattr(answer, "Status", -1)) if answer else -1
+        if code != status.SUCCESS:
+            raise TransientError(f"{requestor} answered the report with status {code:#06x}")
+        log.info(
+            "storage commitment %s: %d committed, %d failed",
+            transaction,
+            len(committed),
+            len(failed),
+        )
+
+
+def ensure_reachable(host: str, port: int, ae_title: str, timeout: float = 5.0) -> None:
+    """Raise TransientError unless host:port accepts a TCP connection.
+
+    pynetdicom leaks its socket when a connection is refused; probing first keeps a peer
+    that is down from costing a file descriptor per retry.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise TransientError(f"cannot reach {ae_title} at {host}:{port}: {exc}") from exc
 
 
 def _request_uid(event: Event, keyword: str) -> str:

@@ -1,4 +1,4 @@
-"""The FastAPI application: health, studies, exceptions, orders, patients as JSON."""
+"""The FastAPI application: health, studies, exceptions, orders, patients, jobs as JSON."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ from pacsflow.domain.errors import (
     TransientError,
     Unauthenticated,
 )
+from pacsflow.domain.jobs import Job, JobState
 from pacsflow.domain.orders import Order, OrderStatus
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
+from pacsflow.workflow.jobs import Jobs, UnknownJob
 from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
 from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reconciliation import Reconciliation
@@ -210,7 +212,60 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("POST", "/api/exceptions/{exception_id}/assign"): Permission.RECONCILE,
     ("POST", "/api/exceptions/{exception_id}/reject"): Permission.RECONCILE,
     ("POST", "/api/reconciliation/{action_id}/undo"): Permission.RECONCILE,
+    ("GET", "/api/jobs"): Permission.READ_JOBS,
+    ("GET", "/api/jobs/stats"): Permission.READ_JOBS,
+    ("GET", "/api/jobs/{job_id}"): Permission.READ_JOBS,
+    ("POST", "/api/jobs/{job_id}/replay"): Permission.MANAGE_JOBS,
+    ("POST", "/api/jobs/replay-dead"): Permission.MANAGE_JOBS,
 }
+
+
+class JobOut(BaseModel):
+    """A durable job: what it does, where it stands, its last error."""
+
+    id: int
+    kind: str
+    state: JobState
+    attempts: int
+    destination: str
+    ordering_key: str
+    payload: dict[str, Any]
+    created_at: datetime
+    run_at: datetime
+    finished_at: datetime | None
+    last_error: str
+
+
+class QueueStatsOut(BaseModel):
+    """Queue depth, age and failures."""
+
+    depth: int
+    by_state: dict[str, int]
+    by_kind: dict[str, dict[str, int]]
+    oldest_pending_seconds: float | None
+    failing_destinations: dict[str, int]
+
+
+class ReplayedOut(BaseModel):
+    """How many dead-lettered jobs were made pending again."""
+
+    replayed: int
+
+
+def _job(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,
+        attempts=job.attempts,
+        destination=job.destination,
+        ordering_key=job.ordering_key,
+        payload=dict(job.payload),
+        created_at=job.created_at,
+        run_at=job.run_at,
+        finished_at=job.finished_at,
+        last_error=job.last_error,
+    )
 
 
 class MatchIn(BaseModel):
@@ -254,6 +309,7 @@ def create_app(
     accounts: Accounts,
     trail: AuditTrail,
     reconciliation: Reconciliation,
+    jobs: Jobs,
 ) -> FastAPI:
     """The HTTP application over the read side of the workflow."""
     app = FastAPI(
@@ -467,6 +523,53 @@ def create_app(
         """Restore the study and its exception exactly as they were before the action."""
         state = reconciliation.undo(action_id, who(request, caller.username))
         return ActionOut(action_id=action_id, state=state.value)
+
+    @app.get("/api/jobs", tags=["jobs"], dependencies=[requires(Permission.READ_JOBS)])
+    def list_jobs(
+        state: JobState | None = None,
+        kind: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+    ) -> list[JobOut]:
+        """Jobs, newest first; `state=dead` lists the dead letters with their last error."""
+        return [_job(j) for j in jobs.list(state=state, kind=kind, limit=limit)]
+
+    @app.get("/api/jobs/stats", tags=["jobs"], dependencies=[requires(Permission.READ_JOBS)])
+    def job_stats() -> QueueStatsOut:
+        """Queue depth by state and kind, age of the oldest pending job, failing destinations."""
+        stats = jobs.stats()
+        age = stats.oldest_pending_age
+        return QueueStatsOut(
+            depth=stats.depth,
+            by_state=dict(stats.by_state),
+            by_kind={k: dict(v) for k, v in stats.by_kind.items()},
+            oldest_pending_seconds=age.total_seconds() if age is not None else None,
+            failing_destinations=dict(stats.failing_destinations),
+        )
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"], dependencies=[requires(Permission.READ_JOBS)])
+    def get_job(job_id: _Id) -> JobOut:
+        """One job."""
+        try:
+            return _job(jobs.get(job_id))
+        except UnknownJob as exc:
+            raise _NotFound(str(exc)) from exc
+
+    @app.post(
+        "/api/jobs/replay-dead", tags=["jobs"], dependencies=[requires(Permission.MANAGE_JOBS)]
+    )
+    def replay_dead(kind: Annotated[str | None, Query(max_length=64)] = None) -> ReplayedOut:
+        """Replay every dead-lettered job (of one kind) with fresh attempts."""
+        return ReplayedOut(replayed=jobs.replay_dead(kind))
+
+    @app.post(
+        "/api/jobs/{job_id}/replay", tags=["jobs"], dependencies=[requires(Permission.MANAGE_JOBS)]
+    )
+    def replay_job(job_id: _Id) -> JobOut:
+        """Run a dead-lettered job again with fresh attempts (409 when it is not dead)."""
+        try:
+            return _job(jobs.replay(job_id))
+        except UnknownJob as exc:
+            raise _NotFound(str(exc)) from exc
 
     @app.exception_handler(_NotFound)
     async def _on_not_found(_request: Request, exc: _NotFound) -> JSONResponse:
