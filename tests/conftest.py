@@ -21,6 +21,7 @@ from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer, Settings
 from pacsflow.domain.access import Role
 from pacsflow.domain.uids import new_uid
+from tests.peers.orthanc import orthanc  # noqa: F401 (fixture)
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 

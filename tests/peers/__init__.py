@@ -1,0 +1,1 @@
+"""Real third-party peers (Orthanc) that tests start, configure and stop themselves."""
