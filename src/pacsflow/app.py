@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from pacsflow.adapters.blobs import open_blob_store
 from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
+from pacsflow.adapters.dicom.sender import DicomSender, read_attributes
 from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
 from pacsflow.adapters.http import HttpServer, create_app
@@ -29,9 +30,16 @@ from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.jobs import Jobs
+from pacsflow.workflow.ports import InstanceRecord
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.reconciliation import Reconciliation
+from pacsflow.workflow.routing import (
+    FORWARD_JOB,
+    ROUTE_INSTANCE_JOB,
+    ROUTE_STUDY_JOB,
+    Routing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +129,19 @@ class Pacsflow:
         )
         self.audit = AuditTrail(uow, clock, source, self.syslog)
         self.intake = Intake(uow, clock, rules, audit_source=source)
-        self.ingest = Ingest(uow, blobs, clock)
         self.queries = Queries(uow, blobs)
+        self.routing = Routing(
+            uow,
+            clock,
+            self._attributes,
+            DicomSender(settings.ae_title, self._address, self.queries.local_file),
+            is_destination=lambda ae: settings.peer(ae) is not None,
+            audit_source=source,
+            called_ae=settings.ae_title,
+            site=settings.site,
+            stable_after=timedelta(seconds=settings.routing_stable_seconds),
+        )
+        self.ingest = Ingest(uow, blobs, clock, after_store=[self.routing.on_stored])
         self.steps = ProcedureSteps(uow, clock)
         # Job handlers by kind; every feature that causes durable work registers its own.
         self.handlers: dict[str, Handler] = {}
@@ -147,6 +166,9 @@ class Pacsflow:
             enqueue=self.jobs.enqueue,
         )
         self.handlers[STORAGE_COMMITMENT_JOB] = self.dicom.report_commitment
+        self.handlers[ROUTE_INSTANCE_JOB] = self.routing.route_instance
+        self.handlers[ROUTE_STUDY_JOB] = self.routing.route_study
+        self.handlers[FORWARD_JOB] = self.routing.forward
         service = Hl7Service(
             self.intake,
             FieldMap().with_overrides(settings.hl7_fields),
@@ -165,6 +187,7 @@ class Pacsflow:
                 self.audit,
                 Reconciliation(uow, clock, source),
                 self.jobs,
+                self.routing,
             ),
             settings.host,
             settings.http_port,
@@ -200,6 +223,14 @@ class Pacsflow:
     def _destination(self, ae_title: str) -> Destination | None:
         peer = self.settings.peer(ae_title)
         return Destination(peer.host, peer.port) if peer else None
+
+    def _address(self, ae_title: str) -> tuple[str, int] | None:
+        peer = self.settings.peer(ae_title)
+        return (peer.host, peer.port) if peer else None
+
+    def _attributes(self, instance: InstanceRecord) -> dict[str, tuple[str, ...]]:
+        path = self.queries.local_file(instance)
+        return read_attributes(path) if path is not None else {}
 
     def _rights(self, ae_title: str) -> PeerRights | None:
         peer = self.settings.peer(ae_title)

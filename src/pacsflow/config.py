@@ -96,7 +96,11 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=8, ge=1)
     job_retry_base_seconds: float = Field(default=2.0, gt=0)
     job_retry_max_seconds: float = Field(default=600.0, gt=0)
-    job_poll_seconds: float = Field(default=0.5, gt=0)
+    job_poll_seconds: float = Field(default=0.25, gt=0)
+    #: This node's site, a context field routing rules can test.
+    site: str = ""
+    #: A study is stable (study_stable routing rules run) after this long without new instances.
+    routing_stable_seconds: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
     #: Cheap argon2 parameters so test suites can create many tokens; never in production.
     fast_hashing_for_tests: bool = False

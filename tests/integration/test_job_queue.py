@@ -177,9 +177,9 @@ def test_dead_letters_are_listed_and_replayed_over_the_api_and_the_cli(
     assert listed.exit_code == 0, listed.output
     assert STORAGE_COMMITMENT_JOB in listed.output
     assert "not a configured peer" in listed.output
-    replayed = runner.invoke(cli, ["jobs", "replay", "--all-dead"])
-    assert replayed.exit_code == 0, replayed.output
-    assert "replayed 1 dead-lettered job(s)" in replayed.output
+    replay_all = runner.invoke(cli, ["jobs", "replay", "--all-dead"])
+    assert replay_all.exit_code == 0, replay_all.output
+    assert "replayed 1 dead-lettered job(s)" in replay_all.output
     stats = runner.invoke(cli, ["jobs", "stats"])
     assert "depth (pending + running): 1" in stats.output
     wrong = runner.invoke(cli, ["jobs", "replay", "1"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from pacsflow.domain.errors import InvalidInput, MissingIdentifier
@@ -51,13 +53,24 @@ class IngestResult:
     outcome: MatchOutcome | None = None
 
 
+#: Called inside the transaction that indexes a stored instance (enqueue what it causes).
+AfterStore = Callable[[UnitOfWork, ArrivedInstance, StudyState, datetime], None]
+
+
 class Ingest:
     """Stores and indexes arriving instances and matches new studies."""
 
-    def __init__(self, uow: UnitOfWorkFactory, blobs: BlobStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        blobs: BlobStore,
+        clock: Clock,
+        after_store: Sequence[AfterStore] = (),
+    ) -> None:
         self._uow = uow
         self._blobs = blobs
         self._clock = clock
+        self._after_store = tuple(after_store)
 
     def receive(self, arrived: ArrivedInstance, source: Path) -> IngestResult:
         """Durably store and index an instance whose file is at source; idempotent per SOP UID."""
@@ -103,6 +116,8 @@ class Ingest:
             else:
                 outcome = None
                 state = self._check_consistent(uow, existing, arrived.identity)
+            for hook in self._after_store:  # work the arrival causes, in the same transaction
+                hook(uow, stored, state, now)
             uow.commit()
         return IngestResult(IngestStatus.STORED, state, outcome)
 

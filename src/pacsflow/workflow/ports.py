@@ -290,6 +290,10 @@ class StudyRepository(Protocol):
         """Instances of the given studies/series (all when none given)."""
         ...
 
+    def last_received(self, study_uid: Uid) -> datetime | None:
+        """When the study's newest instance arrived."""
+        ...
+
     def instance(self, sop_uid: Uid) -> InstanceRecord | None:
         """One instance."""
         ...
@@ -539,6 +543,10 @@ class JobQueue(Protocol):
         """One job."""
         ...
 
+    def has_unfinished(self, ordering_key: str) -> bool:
+        """True when a pending or running job has this ordering key."""
+        ...
+
     def list(
         self, *, state: JobState | None = None, kind: str | None = None, limit: int = 100
     ) -> Sequence[Job]:
@@ -551,6 +559,94 @@ class JobQueue(Protocol):
 
     def stats(self, now: datetime) -> QueueStats:
         """Depth, age and failures."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVersion:
+    """One saved version of the routing rules."""
+
+    version: int
+    text: str
+    author: str
+    comment: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """A rule version made active, by whom and when."""
+
+    version: int
+    actor: str
+    at: datetime
+
+
+class ForwardState(enum.StrEnum):
+    """Where the forwarding of one instance to one destination stands."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRecord:
+    """One instance on its way to (or at) one destination."""
+
+    sop_instance_uid: Uid
+    study_instance_uid: Uid
+    destination: str
+    blob_key: str
+    rule_version: int
+    state: ForwardState
+    queued_at: datetime
+    sent_at: datetime | None = None
+    last_error: str = ""
+
+
+class RoutingStore(Protocol):
+    """Versioned routing rules, which version is active, and what was forwarded where."""
+
+    def add_version(self, text: str, author: str, comment: str, at: datetime) -> int:
+        """Save a new version of the rules; its number."""
+        ...
+
+    def version(self, number: int) -> RuleVersion | None:
+        """One version."""
+        ...
+
+    def versions(self) -> Sequence[RuleVersion]:
+        """Every version, newest first."""
+        ...
+
+    def activate(self, number: int, actor: str, at: datetime) -> None:
+        """Make a version the active one."""
+        ...
+
+    def activations(self, limit: int = 100) -> Sequence[Activation]:
+        """Activations, newest first (the first is the active version)."""
+        ...
+
+    def queue_forward(
+        self, instance: InstanceRecord, destination: str, rule_version: int, at: datetime
+    ) -> bool:
+        """Record that this content of the instance goes to destination; False if it already
+        was (each instance goes to a destination once per version of its content)."""
+        ...
+
+    def settle_forward(
+        self, sop_uid: Uid, destination: str, state: ForwardState, at: datetime, error: str = ""
+    ) -> None:
+        """Record how sending one instance to a destination ended."""
+        ...
+
+    def forwards(self, study_uid: Uid) -> Sequence[ForwardRecord]:
+        """What was forwarded where for a study."""
+        ...
+
+    def was_sent_to(self, sop_uid: Uid, destination: str) -> bool:
+        """True when the instance was sent to that destination (a copy coming back)."""
         ...
 
 
@@ -568,6 +664,7 @@ class UnitOfWork(Protocol):
     journal: MessageJournal
     procedure_steps: ProcedureStepRepository
     jobs: JobQueue
+    routing: RoutingStore
 
     def __enter__(self) -> UnitOfWork:
         """Begin the transaction."""
@@ -592,12 +689,15 @@ class UnitOfWorkFactory(Protocol):
 
 __all__ = [
     "AccountRepository",
+    "Activation",
     "ArrivedInstance",
     "BlobStore",
     "Clock",
     "EventLog",
     "ExceptionRecord",
     "ExceptionRepository",
+    "ForwardRecord",
+    "ForwardState",
     "InboundMessage",
     "InstanceRecord",
     "JobQueue",
@@ -611,6 +711,8 @@ __all__ = [
     "ProcedureStepRepository",
     "ReconciliationAction",
     "ReconciliationLog",
+    "RoutingStore",
+    "RuleVersion",
     "SecretHasher",
     "StudyFilter",
     "StudyRecord",

@@ -238,6 +238,15 @@ class SqlJobQueue:
         row = self._c.execute(sa.select(_J).where(_J.c.pk == job_id)).first()
         return _job(row) if row else None
 
+    def has_unfinished(self, ordering_key: str) -> bool:
+        """True when a pending or running job has this ordering key."""
+        query = (
+            sa.select(_J.c.pk)
+            .where(_J.c.ordering_key == ordering_key, _J.c.state.in_(_UNFINISHED))
+            .limit(1)
+        )
+        return self._c.execute(query).first() is not None
+
     def list(
         self, *, state: JobState | None = None, kind: str | None = None, limit: int = 100
     ) -> Sequence[Job]:

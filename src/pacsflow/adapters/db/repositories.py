@@ -478,6 +478,16 @@ class SqlStudyRepository:
             q = q.where(t.instances.c.sop_instance_uid.in_(sop_uids))
         return [_instance(r) for r in self._c.execute(q).all()]
 
+    def last_received(self, study_uid: Uid) -> datetime | None:
+        """When the study's newest instance arrived."""
+        i, se, st = t.instances, t.series, t.studies
+        value = self._c.execute(
+            sa.select(sa.func.max(i.c.received_at))
+            .select_from(i.join(se, i.c.series_pk == se.c.pk).join(st, se.c.study_pk == st.c.pk))
+            .where(st.c.study_instance_uid == study_uid)
+        ).scalar()
+        return aware(value) if value is not None else None
+
     def instance(self, sop_uid: Uid) -> InstanceRecord | None:
         """One instance."""
         q = _instance_select().where(t.instances.c.sop_instance_uid == sop_uid)

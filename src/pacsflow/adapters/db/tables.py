@@ -271,9 +271,47 @@ jobs = sa.Table(
     sa.Index("ix_jobs_ordering_key", "ordering_key", "state"),
 )
 
+routing_versions = sa.Table(
+    "routing_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("author", sa.String(64), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", _TS, nullable=False),
+)
+
+routing_activations = sa.Table(
+    "routing_activations",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("version", sa.ForeignKey("routing_versions.version"), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("at", _TS, nullable=False),
+)
+
+forwards = sa.Table(
+    "forwards",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False),
+    sa.Column("destination", sa.String(64), nullable=False),
+    sa.Column("blob_key", sa.String(300), nullable=False),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("rule_version", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("queued_at", _TS, nullable=False),
+    sa.Column("sent_at", _TS, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.UniqueConstraint(
+        "sop_instance_uid", "destination", "blob_key", name="uq_forwards_instance_destination"
+    ),
+)
+
 __all__ = [
     "api_tokens",
     "exceptions",
+    "forwards",
     "hl7_messages",
     "instances",
     "jobs",
@@ -286,6 +324,8 @@ __all__ = [
     "patients",
     "procedure_steps",
     "reconciliation_actions",
+    "routing_activations",
+    "routing_versions",
     "series",
     "studies",
     "users",

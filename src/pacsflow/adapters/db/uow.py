@@ -18,6 +18,7 @@ from pacsflow.adapters.db.repositories import (
     SqlReconciliationLog,
     SqlStudyRepository,
 )
+from pacsflow.adapters.db.routing import SqlRoutingStore
 from pacsflow.domain.errors import TransientError
 from pacsflow.workflow.audit import AuditLog
 from pacsflow.workflow.ports import (
@@ -30,6 +31,7 @@ from pacsflow.workflow.ports import (
     PatientRepository,
     ProcedureStepRepository,
     ReconciliationLog,
+    RoutingStore,
     StudyRepository,
 )
 
@@ -48,6 +50,7 @@ class SqlUnitOfWork:
     journal: MessageJournal
     procedure_steps: ProcedureStepRepository
     jobs: JobQueue
+    routing: RoutingStore
 
     def __init__(self, engine: sa.Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -74,6 +77,7 @@ class SqlUnitOfWork:
         self.journal = SqlMessageJournal(conn)
         self.procedure_steps = SqlProcedureStepRepository(conn)
         self.jobs = SqlJobQueue(conn)
+        self.routing = SqlRoutingStore(conn)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -32,6 +32,7 @@ from pacsflow.workflow.jobs import Jobs, UnknownJob
 from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
 from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reconciliation import Reconciliation
+from pacsflow.workflow.routing import Routing, UnknownVersion, VersionView
 
 HealthCheck = Callable[[], dict[str, str]]
 #: A database id in a path: positive and within a 64-bit integer.
@@ -217,6 +218,14 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/jobs/{job_id}"): Permission.READ_JOBS,
     ("POST", "/api/jobs/{job_id}/replay"): Permission.MANAGE_JOBS,
     ("POST", "/api/jobs/replay-dead"): Permission.MANAGE_JOBS,
+    ("GET", "/api/routing/versions"): Permission.MANAGE_CONFIG,
+    ("POST", "/api/routing/versions"): Permission.MANAGE_CONFIG,
+    ("GET", "/api/routing/versions/{version}"): Permission.MANAGE_CONFIG,
+    ("POST", "/api/routing/versions/{version}/activate"): Permission.MANAGE_CONFIG,
+    ("POST", "/api/routing/rollback"): Permission.MANAGE_CONFIG,
+    ("GET", "/api/routing/diff"): Permission.MANAGE_CONFIG,
+    ("POST", "/api/routing/dry-run"): Permission.MANAGE_CONFIG,
+    ("GET", "/api/studies/{study_uid}/forwards"): Permission.READ_STUDIES,
 }
 
 
@@ -268,6 +277,54 @@ def _job(job: Job) -> JobOut:
     )
 
 
+class RulesIn(BaseModel):
+    """A new version of the routing rules (YAML or JSON text)."""
+
+    text: str
+    comment: str = ""
+    activate: bool = False
+
+
+class VersionOut(BaseModel):
+    """A saved version of the routing rules."""
+
+    version: int
+    author: str
+    comment: str
+    created_at: datetime
+    is_active: bool
+    text: str
+
+
+class DryRunIn(BaseModel):
+    """Candidate rules and the period of studies to evaluate them on."""
+
+    text: str
+    since: datetime
+    until: datetime
+    changed_only: bool = False
+
+
+class RouteDifferenceOut(BaseModel):
+    """Where the active rules send a study, where the candidate would, and the difference."""
+
+    study_instance_uid: str
+    active: list[str]
+    candidate: list[str]
+    added: list[str]
+    removed: list[str]
+    changed: bool
+
+
+class ForwardOut(BaseModel):
+    """One instance sent (or on its way) to one destination."""
+
+    sop_instance_uid: str
+    destination: str
+    state: str
+    last_error: str
+
+
 class MatchIn(BaseModel):
     """Match a held study to an order."""
 
@@ -310,6 +367,7 @@ def create_app(
     trail: AuditTrail,
     reconciliation: Reconciliation,
     jobs: Jobs,
+    routing: Routing,
 ) -> FastAPI:
     """The HTTP application over the read side of the workflow."""
     app = FastAPI(
@@ -570,6 +628,112 @@ def create_app(
             return _job(jobs.replay(job_id))
         except UnknownJob as exc:
             raise _NotFound(str(exc)) from exc
+
+    def _version_out(view: VersionView) -> VersionOut:
+        v = view.version
+        return VersionOut(
+            version=v.version,
+            author=v.author,
+            comment=v.comment,
+            created_at=v.created_at,
+            is_active=view.is_active,
+            text=v.text,
+        )
+
+    @app.get("/api/routing/versions", tags=["routing"])
+    def routing_versions(
+        caller: Principal = requires(Permission.MANAGE_CONFIG),  # noqa: B008
+    ) -> list[VersionOut]:
+        """Every version of the routing rules, newest first, the active one marked."""
+        return [_version_out(v) for v in routing.versions()]
+
+    @app.post("/api/routing/versions", tags=["routing"], status_code=201)
+    def routing_save(
+        request: Request,
+        body: RulesIn,
+        caller: Principal = requires(Permission.MANAGE_CONFIG),  # noqa: B008
+    ) -> VersionOut:
+        """Save the rules as a new version (checked first: 400 says what is wrong)."""
+        number = routing.save(
+            body.text, who(request, caller.username), body.comment, activate=body.activate
+        )
+        return next(_version_out(v) for v in routing.versions() if v.version.version == number)
+
+    @app.get("/api/routing/versions/{version}", tags=["routing"])
+    def routing_version(
+        version: _Id,
+        caller: Principal = requires(Permission.MANAGE_CONFIG),  # noqa: B008
+    ) -> VersionOut:
+        """One version of the routing rules."""
+        for view in routing.versions():
+            if view.version.version == version:
+                return _version_out(view)
+        raise _NotFound(f"no routing rules version {version}")
+
+    @app.post("/api/routing/versions/{version}/activate", tags=["routing"])
+    def routing_activate(
+        request: Request,
+        version: _Id,
+        caller: Principal = requires(Permission.MANAGE_CONFIG),  # noqa: B008
+    ) -> VersionOut:
+        """Route from now on by this version."""
+        try:
+            routing.activate(version, who(request, caller.username))
+        except UnknownVersion as exc:
+            raise _NotFound(str(exc)) from exc
+        return routing_version(version, caller)
+
+    @app.post("/api/routing/rollback", tags=["routing"])
+    def routing_rollback(
+        request: Request,
+        caller: Principal = requires(Permission.MANAGE_CONFIG),  # noqa: B008
+    ) -> VersionOut:
+        """Activate the version that was active before the current one."""
+        return routing_version(routing.rollback(who(request, caller.username)), caller)
+
+    @app.get("/api/routing/diff", tags=["routing"])
+    def routing_diff(
+        old: Annotated[int, Query(ge=1, le=2**63 - 1)],
+        new: Annotated[int, Query(ge=1, le=2**63 - 1)],
+        caller: Principal = requires(Permission.MANAGE_CONFIG),  # noqa: B008
+    ) -> dict[str, str]:
+        """A unified diff between two versions (canonical form)."""
+        try:
+            return {"diff": routing.diff(old, new)}
+        except UnknownVersion as exc:
+            raise _NotFound(str(exc)) from exc
+
+    @app.post("/api/routing/dry-run", tags=["routing"])
+    def routing_dry_run(
+        body: DryRunIn,
+        caller: Principal = requires(Permission.MANAGE_CONFIG),  # noqa: B008
+    ) -> list[RouteDifferenceOut]:
+        """Where the active rules and the candidate send each study of the period; sends nothing."""
+        found = routing.dry_run(body.text, body.since, body.until)
+        return [
+            RouteDifferenceOut(
+                study_instance_uid=d.key,
+                active=sorted(d.active),
+                candidate=sorted(d.candidate),
+                added=sorted(d.added),
+                removed=sorted(d.removed),
+                changed=d.changed,
+            )
+            for d in found
+            if d.changed or not body.changed_only
+        ]
+
+    @app.get(
+        "/api/studies/{study_uid}/forwards",
+        tags=["studies"],
+        dependencies=[requires(Permission.READ_STUDIES)],
+    )
+    def study_forwards(study_uid: Annotated[str, Path(max_length=64)]) -> list[ForwardOut]:
+        """Where the study's instances were routed and how each transfer ended."""
+        return [
+            ForwardOut(sop_instance_uid=s, destination=d, state=st, last_error=e)
+            for s, d, st, e in routing.forwards(Uid(study_uid))
+        ]
 
     @app.exception_handler(_NotFound)
     async def _on_not_found(_request: Request, exc: _NotFound) -> JSONResponse:

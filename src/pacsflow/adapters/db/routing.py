@@ -1,0 +1,155 @@
+"""Routing rule versions, activations and the record of forwards, in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from pacsflow.adapters.db import tables as t
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ports import (
+    Activation,
+    ForwardRecord,
+    ForwardState,
+    InstanceRecord,
+    RuleVersion,
+)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _version(row: sa.Row[Any]) -> RuleVersion:
+    return RuleVersion(
+        version=row.version,
+        text=row.text,
+        author=row.author,
+        comment=row.comment,
+        created_at=_aware(row.created_at),
+    )
+
+
+class SqlRoutingStore:
+    """Routing state over one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._c = conn
+
+    def add_version(self, text: str, author: str, comment: str, at: datetime) -> int:
+        """Save a new version of the rules; its number."""
+        result = self._c.execute(
+            sa.insert(t.routing_versions).values(
+                text=text, author=author, comment=comment, created_at=at.astimezone(UTC)
+            )
+        )
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
+
+    def version(self, number: int) -> RuleVersion | None:
+        """One version."""
+        row = self._c.execute(
+            sa.select(t.routing_versions).where(t.routing_versions.c.version == number)
+        ).first()
+        return _version(row) if row else None
+
+    def versions(self) -> Sequence[RuleVersion]:
+        """Every version, newest first."""
+        rows = self._c.execute(
+            sa.select(t.routing_versions).order_by(t.routing_versions.c.version.desc())
+        )
+        return [_version(r) for r in rows]
+
+    def activate(self, number: int, actor: str, at: datetime) -> None:
+        """Make a version the active one."""
+        self._c.execute(
+            sa.insert(t.routing_activations).values(
+                version=number, actor=actor, at=at.astimezone(UTC)
+            )
+        )
+
+    def activations(self, limit: int = 100) -> Sequence[Activation]:
+        """Activations, newest first (the first is the active version)."""
+        a = t.routing_activations
+        rows = self._c.execute(sa.select(a).order_by(a.c.pk.desc()).limit(limit))
+        return [Activation(version=r.version, actor=r.actor, at=_aware(r.at)) for r in rows]
+
+    def queue_forward(
+        self, instance: InstanceRecord, destination: str, rule_version: int, at: datetime
+    ) -> bool:
+        """Record that this content goes to destination; False if it already was."""
+        f = t.forwards
+        exists = self._c.execute(
+            sa.select(f.c.pk).where(
+                f.c.sop_instance_uid == instance.sop_instance_uid,
+                f.c.destination == destination,
+                f.c.blob_key == instance.blob_key,
+            )
+        ).first()
+        if exists:
+            return False
+        self._c.execute(
+            sa.insert(f).values(
+                sop_instance_uid=instance.sop_instance_uid,
+                study_instance_uid=instance.study_instance_uid,
+                destination=destination,
+                blob_key=instance.blob_key,
+                rule_version=rule_version,
+                state=ForwardState.QUEUED.value,
+                queued_at=at.astimezone(UTC),
+            )
+        )
+        return True
+
+    def settle_forward(
+        self, sop_uid: Uid, destination: str, state: ForwardState, at: datetime, error: str = ""
+    ) -> None:
+        """Record how sending one instance to a destination ended."""
+        f = t.forwards
+        values: dict[str, Any] = {"state": state.value, "last_error": error}
+        if state is ForwardState.SENT:
+            values["sent_at"] = at.astimezone(UTC)
+        self._c.execute(
+            sa.update(f)
+            .where(f.c.sop_instance_uid == sop_uid, f.c.destination == destination)
+            .values(**values)
+        )
+
+    def forwards(self, study_uid: Uid) -> Sequence[ForwardRecord]:
+        """What was forwarded where for a study."""
+        f = t.forwards
+        rows = self._c.execute(
+            sa.select(f).where(f.c.study_instance_uid == study_uid).order_by(f.c.pk)
+        )
+        return [
+            ForwardRecord(
+                sop_instance_uid=Uid(r.sop_instance_uid),
+                study_instance_uid=Uid(r.study_instance_uid),
+                destination=r.destination,
+                blob_key=r.blob_key,
+                rule_version=r.rule_version,
+                state=ForwardState(r.state),
+                queued_at=_aware(r.queued_at),
+                sent_at=_aware(r.sent_at) if r.sent_at else None,
+                last_error=r.last_error,
+            )
+            for r in rows
+        ]
+
+    def was_sent_to(self, sop_uid: Uid, destination: str) -> bool:
+        """True when the instance was sent to that destination."""
+        f = t.forwards
+        row = self._c.execute(
+            sa.select(f.c.pk).where(
+                f.c.sop_instance_uid == sop_uid,
+                f.c.destination == destination,
+                f.c.state == ForwardState.SENT.value,
+            )
+        ).first()
+        return row is not None
+
+
+__all__ = ["SqlRoutingStore"]

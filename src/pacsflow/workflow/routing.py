@@ -1,0 +1,420 @@
+"""Routing: versioned rules, what they send where, and the jobs that forward it.
+
+Stored instances of published studies are routed by the active rule version:
+`instance` rules through a route_instance job per instance (real-time forwarding),
+`study_stable` rules through one route_study job per study that runs once no instance has
+arrived for `stable_after`. Held studies wait for reconciliation: their route_study job
+comes back until the study is published (then instance rules apply to it too) or rejected.
+Each instance goes to a destination once per version of its content (the forwards record),
+never back to the AE it came from; a destination that refuses some instances gets only
+those again when the forward job retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes, security_alert
+from pacsflow.domain.errors import ConflictingState, InvalidInput, TransientError
+from pacsflow.domain.jobs import Job, NewJob, RetryLater
+from pacsflow.domain.orders import AccessionNumber
+from pacsflow.domain.routing import (
+    RouteDifference,
+    RoutingContext,
+    RuleSet,
+    Trigger,
+    destinations_for,
+    dry_run,
+    parse_rules,
+    rules_diff,
+)
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ports import (
+    ArrivedInstance,
+    Clock,
+    ForwardState,
+    InstanceRecord,
+    RuleVersion,
+    StudyFilter,
+    StudyRecord,
+    StudyState,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger(__name__)
+
+ROUTE_INSTANCE_JOB = "route_instance"
+ROUTE_STUDY_JOB = "route_study"
+FORWARD_JOB = "forward"
+_BATCH = 500
+
+#: DICOM attributes of a stored instance: keyword -> values as text.
+Attributes = Mapping[str, tuple[str, ...]]
+
+
+class Sender(Protocol):
+    """Sends stored instances to a destination (the DICOM adapter implements it)."""
+
+    def send(self, destination: str, instances: Sequence[InstanceRecord]) -> Mapping[Uid, str]:
+        """Send them; per SOP Instance UID "" when accepted, else why not.
+
+        Raises TransientError when the destination cannot be reached at all.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VersionView:
+    """A rule version and whether it is the active one."""
+
+    version: RuleVersion
+    is_active: bool
+
+
+class Routing:
+    """Manages the rule versions and runs the routing and forwarding jobs."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        attributes: Callable[[InstanceRecord], Attributes],
+        sender: Sender,
+        *,
+        is_destination: Callable[[str], bool],
+        audit_source: AuditSource,
+        called_ae: str = "",
+        site: str = "",
+        stable_after: timedelta = timedelta(seconds=60),
+        local_time: Callable[[datetime], datetime] = lambda at: at.astimezone(),
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._attributes = attributes
+        self._sender = sender
+        self._is_destination = is_destination
+        self._audit_source = audit_source
+        self._called_ae = called_ae
+        self._site = site
+        self.stable_after = stable_after
+        self._local_time = local_time
+        self._parsed: dict[int, RuleSet] = {}
+
+    # -- managing versions ----------------------------------------------------------------------
+
+    def _audit(self, uow: UnitOfWork, actor: ActiveParticipant, what: str) -> None:
+        """Record a routing change (a network configuration change) in the same transaction."""
+        now = self._clock.now()
+        event = security_alert(
+            self._audit_source,
+            actor,
+            now,
+            alert=EventTypes.NETWORK_CONFIGURATION,
+            resource="routing rules",
+            description=what,
+        )
+        uow.audit.append(event, now)
+
+    def save(
+        self, text: str, actor: ActiveParticipant, comment: str = "", *, activate: bool = False
+    ) -> int:
+        """Save a new version of the rules (checked first); its number."""
+        rules = parse_rules(text)
+        unknown = sorted(
+            {d for r in rules.rules for d in r.destinations if not self._is_destination(d)}
+        )
+        if unknown:
+            raise InvalidInput(
+                f"unknown destination(s) {', '.join(unknown)}: configure them as peers first"
+            )
+        with self._uow() as uow:
+            now = self._clock.now()
+            number = uow.routing.add_version(text, actor.user_id, comment, now)
+            self._audit(uow, actor, f"saved version {number}")
+            if activate:
+                uow.routing.activate(number, actor.user_id, now)
+                self._audit(uow, actor, f"activated version {number}")
+            uow.commit()
+        return number
+
+    def versions(self) -> list[VersionView]:
+        """Every version, newest first, with the active one marked."""
+        with self._uow(read_only=True) as uow:
+            active = self._active_number(uow)
+            return [VersionView(v, v.version == active) for v in uow.routing.versions()]
+
+    def version(self, number: int) -> RuleVersion:
+        """One version; ConflictingState when there is none."""
+        with self._uow(read_only=True) as uow:
+            found = uow.routing.version(number)
+        if found is None:
+            raise UnknownVersion(f"no routing rules version {number}")
+        return found
+
+    def active(self) -> RuleVersion | None:
+        """The active version, if any was activated."""
+        with self._uow(read_only=True) as uow:
+            number = self._active_number(uow)
+            return uow.routing.version(number) if number is not None else None
+
+    def activate(self, number: int, actor: ActiveParticipant) -> None:
+        """Make a saved version the active one (new studies are routed by it)."""
+        with self._uow() as uow:
+            if uow.routing.version(number) is None:
+                raise UnknownVersion(f"no routing rules version {number}")
+            uow.routing.activate(number, actor.user_id, self._clock.now())
+            self._audit(uow, actor, f"activated version {number}")
+            uow.commit()
+
+    def rollback(self, actor: ActiveParticipant) -> int:
+        """Activate the version that was active before the current one; its number."""
+        with self._uow() as uow:
+            history = [a.version for a in uow.routing.activations(1000)]
+            if not history:
+                raise ConflictingState("no routing rules were ever activated")
+            previous = next((v for v in history[1:] if v != history[0]), None)
+            if previous is None:
+                raise ConflictingState("there is no earlier active version to roll back to")
+            uow.routing.activate(previous, actor.user_id, self._clock.now())
+            self._audit(uow, actor, f"rolled back from version {history[0]} to {previous}")
+            uow.commit()
+        return previous
+
+    def diff(self, old: int, new: int) -> str:
+        """A unified diff of two versions' rules."""
+        return rules_diff(
+            self.version(old).text,
+            self.version(new).text,
+            old_label=f"version {old}",
+            new_label=f"version {new}",
+        )
+
+    def dry_run(
+        self, candidate_text: str, since: datetime, until: datetime, limit: int = 1000
+    ) -> list[RouteDifference]:
+        """Where the active rules send each study received in [since, until), and the candidate."""
+        candidate = parse_rules(candidate_text)
+        with self._uow(read_only=True) as uow:
+            _, active = self._rules(uow) or (0, RuleSet(()))
+            studies = [
+                s
+                for s in uow.studies.find(StudyFilter(is_published_only=True, limit=limit))
+                if s.received_at is not None and since <= s.received_at < until
+            ]
+            items = [(str(s.study_instance_uid), self._study_context(uow, s)) for s in studies]
+        return dry_run(active, candidate, [(k, c) for k, c in items if c is not None])
+
+    # -- the ingest hook (inside the ingest transaction) --------------------------------------
+
+    def on_stored(
+        self, uow: UnitOfWork, stored: ArrivedInstance, state: StudyState, now: datetime
+    ) -> None:
+        """Enqueue the routing an arriving instance needs, in the transaction that stores it."""
+        found = self._rules(uow)
+        if found is None:
+            return
+        number, rules = found
+        has_instance = any(r.enabled and r.trigger is Trigger.INSTANCE for r in rules.rules)
+        has_stable = any(r.enabled and r.trigger is Trigger.STUDY_STABLE for r in rules.rules)
+        inst = stored.instance
+        if has_instance and state is StudyState.PUBLISHED:
+            uow.jobs.enqueue(
+                NewJob(ROUTE_INSTANCE_JOB, {"sop_uid": inst.sop_instance_uid, "version": number}),
+                now,
+            )
+        if has_stable or (has_instance and state is StudyState.HELD):
+            key = f"route-study:{inst.study_instance_uid}"
+            if not uow.jobs.has_unfinished(key):
+                uow.jobs.enqueue(
+                    NewJob(
+                        ROUTE_STUDY_JOB,
+                        {"study_uid": inst.study_instance_uid},
+                        ordering_key=key,
+                        run_at=now + self.stable_after,
+                    ),
+                    now,
+                )
+
+    # -- job handlers -------------------------------------------------------------------------
+
+    def route_instance(self, job: Job) -> None:
+        """The route_instance job: send one instance where the instance rules say."""
+        sop_uid = Uid(str(job.payload["sop_uid"]))
+        with self._uow() as uow:
+            found = self._rules(uow)
+            instance = uow.studies.instance(sop_uid)
+            if found is None or instance is None:
+                return
+            study = uow.studies.get(instance.study_instance_uid)
+            if study is None or study.state is not StudyState.PUBLISHED:
+                return  # the study job routes it once reconciled
+            number, rules = found
+            ctx = self._context(uow, study, self._attributes(instance))
+            self._queue(uow, number, destinations_for(rules, ctx, Trigger.INSTANCE), [instance])
+            uow.commit()
+
+    def route_study(self, job: Job) -> None:
+        """The route_study job: once the study is stable and published, apply every rule."""
+        study_uid = Uid(str(job.payload["study_uid"]))
+        now = self._clock.now()
+        with self._uow() as uow:
+            study = uow.studies.get(study_uid)
+            found = self._rules(uow)
+            if study is None or found is None or study.state is StudyState.REJECTED:
+                return
+            if study.state is StudyState.HELD:
+                raise RetryLater(now + self.stable_after, "held: waits for reconciliation")
+            last = uow.studies.last_received(study_uid)
+            if last is not None and now - last < self.stable_after:
+                raise RetryLater(last + self.stable_after, "instances still arriving")
+            number, rules = found
+            instances = list(uow.studies.instances(study_uids=[study_uid]))
+            if not instances:
+                return
+            study_ctx = self._context(uow, study, self._study_attributes(study, instances[0]))
+            stable = destinations_for(rules, study_ctx, Trigger.STUDY_STABLE)
+            self._queue(uow, number, stable, instances)
+            if any(r.enabled and r.trigger is Trigger.INSTANCE for r in rules.rules):
+                for instance in instances:
+                    ctx = self._context(uow, study, self._attributes(instance))
+                    dests = destinations_for(rules, ctx, Trigger.INSTANCE)
+                    self._queue(uow, number, dests, [instance])
+            uow.commit()
+
+    def forward(self, job: Job) -> None:
+        """The forward job: send the instances not yet accepted by the destination."""
+        destination = str(job.payload["destination"])
+        wanted = [Uid(str(u)) for u in job.payload["sop_uids"]]
+        with self._uow(read_only=True) as uow:
+            study_uid = Uid(str(job.payload["study_uid"]))
+            sent = {
+                f.sop_instance_uid
+                for f in uow.routing.forwards(study_uid)
+                if f.destination == destination and f.state is ForwardState.SENT
+            }
+            todo = [
+                i
+                for i in uow.studies.instances(sop_uids=wanted, is_published_only=False)
+                if i.sop_instance_uid not in sent
+            ]
+        if not todo:
+            return
+        results = self._sender.send(destination, todo)
+        failed = {uid: why for uid, why in results.items() if why}
+        with self._uow() as uow:
+            now = self._clock.now()
+            for instance in todo:
+                uid = instance.sop_instance_uid
+                why = results.get(uid, "not sent")
+                state = ForwardState.FAILED if why else ForwardState.SENT
+                uow.routing.settle_forward(uid, destination, state, now, why)
+            uow.commit()
+        if failed:
+            first = next(iter(failed.values()))
+            raise TransientError(
+                f"{destination} refused {len(failed)} of {len(todo)} instance(s): {first}"
+            )
+        log.info("forwarded %d instance(s) to %s", len(todo), destination)
+
+    def forwards(self, study_uid: Uid) -> list[tuple[str, str, str, str]]:
+        """(SOP Instance UID, destination, state, last error) for a study."""
+        with self._uow(read_only=True) as uow:
+            return [
+                (f.sop_instance_uid, f.destination, f.state.value, f.last_error)
+                for f in uow.routing.forwards(study_uid)
+            ]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _active_number(self, uow: UnitOfWork) -> int | None:
+        latest = uow.routing.activations(1)
+        return latest[0].version if latest else None
+
+    def _rules(self, uow: UnitOfWork) -> tuple[int, RuleSet] | None:
+        number = self._active_number(uow)
+        if number is None:
+            return None
+        rules = self._parsed.get(number)
+        if rules is None:
+            version = uow.routing.version(number)
+            if version is None:
+                return None
+            rules = self._parsed.setdefault(number, parse_rules(version.text))
+        return number, rules
+
+    def _queue(
+        self,
+        uow: UnitOfWork,
+        number: int,
+        destinations: frozenset[str],
+        instances: Sequence[InstanceRecord],
+    ) -> None:
+        now = self._clock.now()
+        for destination in sorted(destinations):
+            fresh = [
+                i.sop_instance_uid
+                for i in instances
+                if uow.routing.queue_forward(i, destination, number, now)
+            ]
+            for start in range(0, len(fresh), _BATCH):
+                uow.jobs.enqueue(
+                    NewJob(
+                        FORWARD_JOB,
+                        {
+                            "destination": destination,
+                            "study_uid": instances[0].study_instance_uid,
+                            "sop_uids": fresh[start : start + _BATCH],
+                            "version": number,
+                        },
+                        destination=destination,
+                    ),
+                    now,
+                )
+
+    def _study_attributes(self, study: StudyRecord, first: InstanceRecord) -> Attributes:
+        attrs = dict(self._attributes(first))
+        attrs["ModalitiesInStudy"] = tuple(study.modalities)
+        return attrs
+
+    def _study_context(self, uow: UnitOfWork, study: StudyRecord) -> RoutingContext | None:
+        instances = uow.studies.instances(study_uids=[study.study_instance_uid])
+        if not instances:
+            return None
+        return self._context(uow, study, self._study_attributes(study, instances[0]))
+
+    def _context(self, uow: UnitOfWork, study: StudyRecord, attrs: Attributes) -> RoutingContext:
+        order = (
+            uow.orders.by_accession(AccessionNumber(study.accession_number))
+            if study.accession_number
+            else None
+        )
+        received = study.received_at or self._clock.now()
+        return RoutingContext(
+            attributes=attrs,
+            calling_ae=study.source_ae,
+            called_ae=self._called_ae,
+            site=self._site,
+            priority=order.priority.value if order else "",
+            procedure_code=order.procedure_code.value if order and order.procedure_code else "",
+            time_of_day=self._local_time(received).time(),
+        )
+
+
+class UnknownVersion(ConflictingState):
+    """No routing rules version has this number."""
+
+
+__all__ = [
+    "FORWARD_JOB",
+    "ROUTE_INSTANCE_JOB",
+    "ROUTE_STUDY_JOB",
+    "Routing",
+    "Sender",
+    "UnknownVersion",
+    "VersionView",
+]

@@ -1,0 +1,200 @@
+"""Routing to a real Orthanc: rules over the API, real-time forwarding, dry-run, rollback,
+and a destination that is down for a while."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pacsflow.app import Pacsflow
+from pacsflow.config import DicomPeer
+from pacsflow.domain.access import Role
+from pacsflow.domain.jobs import JobState
+from pacsflow.workflow.routing import FORWARD_JOB
+from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
+from tests.integration.test_dicom_services import scheduled
+from tests.peers.orthanc import OrthancPeer
+
+pytestmark = [pytest.mark.orthanc, pytest.mark.dcmtk, requires_dcmtk]
+
+CT_TO_ORTHANC = """
+rules:
+  - name: ct-to-orthanc
+    description: every CT instance goes to the archive as it arrives
+    when: {Modality: CT}
+    send_to: [ORTHANC]
+"""
+
+MR_ONLY = """
+rules:
+  - name: mr-to-orthanc
+    when: {Modality: MR}
+    send_to: [ORTHANC]
+"""
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@dataclass
+class Routed:
+    node: Pacsflow
+    orthanc: OrthancPeer
+    http: httpx.Client
+    tmp: Path
+
+    def save(self, text: str, *, activate: bool = True, comment: str = "") -> dict[str, Any]:
+        r = self.http.post(
+            "/api/routing/versions", json={"text": text, "activate": activate, "comment": comment}
+        )
+        assert r.status_code == 201, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    def send_scheduled(self, sample: str, name: str) -> str:
+        """A study that matches its order (so it is published); its SOP Instance UID."""
+        patient, order = scheduled(self.node)
+        path, ds = restamp(
+            sample,
+            self.tmp / f"{name}.dcm",
+            patient_id=str(patient.primary.value),
+            accession=str(order.accession_number),
+            study_uid=str(order.study_instance_uid) if order.study_instance_uid else None,
+            name_pn="Dvořák^Antonín",
+            issuer="HOSP",
+            birth="19700102",
+            sex="M",
+        )
+        storescu(self.node.dicom.port, path)
+        return str(ds.SOPInstanceUID)
+
+
+@pytest.fixture
+def routed(tmp_path: Path, orthanc: OrthancPeer) -> Iterator[Routed]:
+    settings = make_settings(
+        tmp_path,
+        peers=[DicomPeer(ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port)],
+        job_poll_seconds=0.05,
+        job_retry_base_seconds=0.2,
+        job_retry_max_seconds=0.5,
+        job_max_attempts=100,
+    )
+    node = Pacsflow(settings)
+    node.start()
+    node.accounts.create_user("ops", [Role.ADMIN])
+    token = node.accounts.create_token("ops", "routing tests", None)
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{node.http.port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ) as client:
+        try:
+            yield Routed(node, orthanc, client, tmp_path)
+        finally:
+            node.stop()
+
+
+def test_a_rule_sends_ct_to_orthanc_and_nothing_else(routed: Routed) -> None:
+    version = routed.save(CT_TO_ORTHANC, comment="CT to the archive")
+    assert (version["version"], version["is_active"], version["author"]) == (1, True, "ops")
+    ct = routed.send_scheduled("CT_small.dcm", "ct")
+    mr = routed.send_scheduled("MR_small.dcm", "mr")
+    assert _wait(lambda: ct in routed.orthanc.instances()), routed.node.jobs.list()
+    study = routed.node.queries.instances(sop_uids=[ct])[0].study_instance_uid  # type: ignore[list-item]
+    forwards = routed.http.get(f"/api/studies/{study}/forwards").json()
+    assert [(f["destination"], f["state"]) for f in forwards] == [("ORTHANC", "sent")]
+    time.sleep(0.5)  # give a wrong forward of the MR every chance to happen
+    assert mr not in routed.orthanc.instances()
+    assert routed.orthanc.count_instances() == 1
+
+
+def test_a_dry_run_shows_what_a_candidate_changes_and_sends_nothing(routed: Routed) -> None:
+    routed.save(CT_TO_ORTHANC)
+    ct = routed.send_scheduled("CT_small.dcm", "ct")
+    assert _wait(lambda: ct in routed.orthanc.instances())
+    mr = routed.send_scheduled("MR_small.dcm", "mr")
+    before = routed.orthanc.count_instances()
+    now = datetime.now(UTC)
+    r = routed.http.post(
+        "/api/routing/dry-run",
+        json={
+            "text": MR_ONLY,
+            "since": (now - timedelta(hours=1)).isoformat(),
+            "until": (now + timedelta(minutes=1)).isoformat(),
+        },
+    )
+    assert r.status_code == 200, r.text
+    rows = {(row["active"] and "ct") or "mr": row for row in r.json()}
+    assert rows["ct"]["active"] == ["ORTHANC"]
+    assert rows["ct"]["candidate"] == []
+    assert rows["ct"]["removed"] == ["ORTHANC"]
+    assert rows["mr"]["active"] == []
+    assert rows["mr"]["added"] == ["ORTHANC"]
+    assert all(row["changed"] for row in r.json())
+    time.sleep(0.5)
+    assert routed.orthanc.count_instances() == before
+    assert mr not in routed.orthanc.instances()
+    assert [v["version"] for v in routed.http.get("/api/routing/versions").json()] == [1]
+
+
+def test_a_rollback_restores_the_previous_routing(routed: Routed) -> None:
+    routed.save(CT_TO_ORTHANC)
+    routed.save(MR_ONLY)
+    diff = routed.http.get("/api/routing/diff", params={"old": 1, "new": 2}).json()["diff"]
+    assert "-      Modality: {equals: CT}\n+      Modality: {equals: MR}\n" in diff
+    ct_under_v2 = routed.send_scheduled("CT_small.dcm", "ct2")
+    time.sleep(1.0)
+    assert ct_under_v2 not in routed.orthanc.instances()
+    r = routed.http.post("/api/routing/rollback")
+    assert r.status_code == 200, r.text
+    assert (r.json()["version"], r.json()["is_active"]) == (1, True)
+    ct_under_v1 = routed.send_scheduled("CT_small.dcm", "ct1")
+    assert _wait(lambda: ct_under_v1 in routed.orthanc.instances())
+    assert ct_under_v2 not in routed.orthanc.instances()  # routed by v2 when it arrived
+
+
+def test_with_orthanc_down_forwarding_retries_and_completes_when_it_is_back(
+    routed: Routed,
+) -> None:
+    routed.save(CT_TO_ORTHANC)
+    routed.orthanc.stop()
+    sent = [routed.send_scheduled("CT_small.dcm", f"ct{n}") for n in range(3)]
+
+    def retrying() -> bool:
+        jobs = routed.node.jobs.list(kind=FORWARD_JOB)
+        return len(jobs) == 3 and all(
+            j.attempts >= 2 and "cannot reach ORTHANC" in j.last_error for j in jobs
+        )
+
+    assert _wait(retrying), [(j.attempts, j.last_error) for j in routed.node.jobs.list()]
+    routed.orthanc.start()
+    assert _wait(lambda: set(sent) <= set(routed.orthanc.instances()), timeout=30)
+    assert _wait(
+        lambda: all(j.state is JobState.DONE for j in routed.node.jobs.list(kind=FORWARD_JOB))
+    )
+    assert routed.orthanc.count_instances() == 3
+
+
+def test_bad_rules_are_refused_with_the_reason(routed: Routed) -> None:
+    r = routed.http.post(
+        "/api/routing/versions",
+        json={"text": "rules:\n  - name: x\n    send_to: [NOWHERE]\n"},
+    )
+    assert r.status_code == 400
+    assert "NOWHERE" in r.json()["detail"]
+    r = routed.http.post("/api/routing/versions", json={"text": "rules: [ {name: x"})
+    assert r.status_code == 400
+    assert routed.http.get("/api/routing/versions").json() == []
