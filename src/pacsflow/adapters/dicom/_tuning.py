@@ -108,6 +108,12 @@ def _assoc_wait(assoc: Association, seconds: float) -> None:
     with q.not_empty:  # holds q.mutex (not reentrant): look at q.queue, not q.qsize()
         if not q.queue:
             q.not_empty.wait(seconds)
+        if q.queue:
+            # Queue.put notifies one waiter. While the reactor is paused, the user's thread
+            # (an SCU's send_c_find, an SCP's C-GET sub-operations) waits in get_msg() on
+            # the same condition: if this wait took the notification, that get() would
+            # sleep until its DIMSE timeout with a message in the queue. Pass it on.
+            q.not_empty.notify()
 
 
 class _DulTime:
