@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from pacsflow.adapters.blobs import open_blob_store
 from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
+from pacsflow.adapters.dicom.archive import DicomArchives
 from pacsflow.adapters.dicom.sender import DicomSender, read_attributes
 from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
@@ -24,6 +25,7 @@ from pacsflow.domain.access import PeerRights
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
 from pacsflow.domain.jobs import RetryPolicy
 from pacsflow.domain.orders import StationRule
+from pacsflow.domain.prefetch import RelevanceRule
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditTrail
@@ -31,6 +33,7 @@ from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.jobs import Jobs
 from pacsflow.workflow.ports import InstanceRecord
+from pacsflow.workflow.prefetch import PREFETCH_JOB, RETRIEVE_JOB, Prefetch
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.reconciliation import Reconciliation
@@ -88,6 +91,33 @@ def accounts(settings: Settings, engine: sa.Engine | None = None) -> Accounts:
     )
 
 
+def routing(settings: Settings, engine: sa.Engine | None = None) -> Routing:
+    """The routing service: rule versions, dry runs and the forwarding job handlers."""
+    engine = engine or make_engine(settings.effective_database_url)
+    uow = SqlUnitOfWorkFactory(engine)
+    local_file = Queries(uow, open_blob_store(settings.effective_storage_url)).local_file
+
+    def address(ae_title: str) -> tuple[str, int] | None:
+        peer = settings.peer(ae_title)
+        return (peer.host, peer.port) if peer else None
+
+    def attributes(instance: InstanceRecord) -> dict[str, tuple[str, ...]]:
+        path = local_file(instance)
+        return read_attributes(path) if path is not None else {}
+
+    return Routing(
+        uow,
+        SystemClock(),
+        attributes,
+        DicomSender(settings.ae_title, address, local_file),
+        is_destination=lambda ae: settings.peer(ae) is not None,
+        audit_source=AuditSource(settings.ae_title),
+        called_ae=settings.ae_title,
+        site=settings.site,
+        stable_after=timedelta(seconds=settings.routing_stable_seconds),
+    )
+
+
 class Pacsflow:
     """One pacsflow node: DICOM, HL7 MLLP and HTTP listeners over one database and blob store."""
 
@@ -128,20 +158,24 @@ class Pacsflow:
             else None
         )
         self.audit = AuditTrail(uow, clock, source, self.syslog)
-        self.intake = Intake(uow, clock, rules, audit_source=source)
         self.queries = Queries(uow, blobs)
-        self.routing = Routing(
+        self.routing = routing(settings, self.engine)
+        self.prefetch = Prefetch(
             uow,
             clock,
-            self._attributes,
-            DicomSender(settings.ae_title, self._address, self.queries.local_file),
-            is_destination=lambda ae: settings.peer(ae) is not None,
-            audit_source=source,
-            called_ae=settings.ae_title,
-            site=settings.site,
-            stable_after=timedelta(seconds=settings.routing_stable_seconds),
+            DicomArchives(settings.ae_title, settings.peer_address),
+            settings.prefetch_archives,
+            [
+                RelevanceRule(**r.model_dump() | {"modalities": tuple(r.modalities)})
+                for r in settings.prefetch_rules
+            ],
         )
-        self.ingest = Ingest(uow, blobs, clock, after_store=[self.routing.on_stored])
+        self.ingest = Ingest(
+            uow, blobs, clock, after_store=[self.routing.on_stored, self.prefetch.on_stored]
+        )
+        self.intake = Intake(
+            uow, clock, rules, audit_source=source, after_order=[self.prefetch.on_order]
+        )
         self.steps = ProcedureSteps(uow, clock)
         # Job handlers by kind; every feature that causes durable work registers its own.
         self.handlers: dict[str, Handler] = {}
@@ -169,6 +203,8 @@ class Pacsflow:
         self.handlers[ROUTE_INSTANCE_JOB] = self.routing.route_instance
         self.handlers[ROUTE_STUDY_JOB] = self.routing.route_study
         self.handlers[FORWARD_JOB] = self.routing.forward
+        self.handlers[PREFETCH_JOB] = self.prefetch.search
+        self.handlers[RETRIEVE_JOB] = self.prefetch.retrieve
         service = Hl7Service(
             self.intake,
             FieldMap().with_overrides(settings.hl7_fields),
@@ -188,6 +224,7 @@ class Pacsflow:
                 Reconciliation(uow, clock, source),
                 self.jobs,
                 self.routing,
+                self.prefetch,
             ),
             settings.host,
             settings.http_port,
@@ -223,14 +260,6 @@ class Pacsflow:
     def _destination(self, ae_title: str) -> Destination | None:
         peer = self.settings.peer(ae_title)
         return Destination(peer.host, peer.port) if peer else None
-
-    def _address(self, ae_title: str) -> tuple[str, int] | None:
-        peer = self.settings.peer(ae_title)
-        return (peer.host, peer.port) if peer else None
-
-    def _attributes(self, instance: InstanceRecord) -> dict[str, tuple[str, ...]]:
-        path = self.queries.local_file(instance)
-        return read_attributes(path) if path is not None else {}
 
     def _rights(self, ae_title: str) -> PeerRights | None:
         peer = self.settings.peer(ae_title)

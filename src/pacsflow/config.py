@@ -50,6 +50,18 @@ class StationMapping(BaseModel):
     station_name: str = ""
 
 
+class PrefetchRule(BaseModel):
+    """Which priors matter for a procedure code (empty code: the default rule)."""
+
+    procedure_code: str = ""
+    same_modality: bool = True
+    #: Modalities that are relevant whatever the current one (e.g. ["CR", "DX"] for chest).
+    modalities: list[str] = Field(default_factory=list)
+    same_body_part: bool = False
+    years: int = Field(default=5, ge=0)
+    max_priors: int = Field(default=3, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything pacsflow can be told; see docs/configuration.md."""
 
@@ -97,6 +109,9 @@ class Settings(BaseSettings):
     job_retry_base_seconds: float = Field(default=2.0, gt=0)
     job_retry_max_seconds: float = Field(default=600.0, gt=0)
     job_poll_seconds: float = Field(default=0.25, gt=0)
+    #: Archives (AE titles of configured peers) searched for priors; empty: no prefetch.
+    prefetch_archives: list[str] = Field(default_factory=list)
+    prefetch_rules: list[PrefetchRule] = Field(default_factory=list)
     #: This node's site, a context field routing rules can test.
     site: str = ""
     #: A study is stable (study_stable routing rules run) after this long without new instances.
@@ -136,6 +151,11 @@ class Settings(BaseSettings):
         wanted = ae_title.strip()
         return next((p for p in self.peers if p.ae_title == wanted), None)
 
+    def peer_address(self, ae_title: str) -> tuple[str, int] | None:
+        """Host and port of the configured peer with this AE title."""
+        peer = self.peer(ae_title)
+        return (peer.host, peer.port) if peer else None
+
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from an optional TOML file; PACSFLOW_* variables win over the file."""
@@ -148,4 +168,4 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     return Settings(**values)
 
 
-__all__ = ["DicomPeer", "Settings", "StationMapping", "load_settings"]
+__all__ = ["DicomPeer", "PrefetchRule", "Settings", "StationMapping", "load_settings"]

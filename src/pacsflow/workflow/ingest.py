@@ -110,7 +110,18 @@ class Ingest:
             existing = uow.studies.get(inst.study_instance_uid)
             now = self._clock.now()
             uow.studies.add_instance(stored, now)
-            if existing is None:
+            prior_of = (
+                uow.prefetch.expected_patient(inst.study_instance_uid) if existing is None else None
+            )
+            if prior_of is not None:
+                # Fetched as a prior of a registered patient: no exam to match, published
+                # under the patient it was fetched for.
+                outcome = None
+                state = StudyState.PUBLISHED
+                uid = inst.study_instance_uid
+                uow.studies.set_match(uid, state, prior_of, arrived.identity.accession_number)
+                uow.events.record_match(uid, MatchOutcomeKind.PRIOR, now)
+            elif existing is None:
                 outcome = self._match_new_study(uow, arrived.identity)
                 state = StudyState.PUBLISHED if isinstance(outcome, Matched) else StudyState.HELD
             else:

@@ -49,6 +49,10 @@ class Journaled:
     earlier: JournalEntry | None
 
 
+#: Called inside the transaction that records a new order (enqueue what it causes).
+AfterOrder = Callable[[UnitOfWork, Order, datetime], None]
+
+
 class Intake:
     """Applies identity and order commands that arrive over the interfaces."""
 
@@ -58,9 +62,11 @@ class Intake:
         clock: Clock,
         station_rules: Sequence[StationRule] = (),
         audit_source: AuditSource | None = None,
+        after_order: Sequence[AfterOrder] = (),
     ) -> None:
         self._uow = uow
         self._clock = clock
+        self._after_order = tuple(after_order)
         self._station_rules = tuple(station_rules)
         self._source = audit_source or AuditSource("pacsflow")
 
@@ -123,8 +129,12 @@ class Intake:
                 if existing is not None:
                     # A repeated NW for the same order: keep the UID the modality may have.
                     order = replace(order, study_instance_uid=existing.study_instance_uid)
-                uow.orders.save(self._scheduled(order), now)
+                scheduled = self._scheduled(order)
+                uow.orders.save(scheduled, now)
                 uow.events.record_order_event(order.accession_number, "placed", now)
+                if existing is None:
+                    for hook in self._after_order:  # work a new order causes, same transaction
+                        hook(uow, scheduled, now)
             case cmd.ChangeOrder(order, patient):
                 existing = _existing(uow, order.accession_number)
                 _save_patient(uow, patient, now)

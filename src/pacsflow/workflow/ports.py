@@ -379,6 +379,7 @@ class MatchOutcomeKind(enum.StrEnum):
     """How a study's matching ended, for the KPIs."""
 
     AUTO_MATCHED = "auto_matched"
+    PRIOR = "prior"  # fetched from an archive as a prior of a registered patient
     LATE_MATCHED = "late_matched"
     RECONCILED = "reconciled"
     HELD = "held"
@@ -543,8 +544,8 @@ class JobQueue(Protocol):
         """One job."""
         ...
 
-    def has_unfinished(self, ordering_key: str) -> bool:
-        """True when a pending or running job has this ordering key."""
+    def has_job(self, ordering_key: str, *, unfinished_only: bool = True) -> bool:
+        """True when a job has this ordering key (only pending or running ones, by default)."""
         ...
 
     def list(
@@ -650,6 +651,70 @@ class RoutingStore(Protocol):
         ...
 
 
+class PriorState(enum.StrEnum):
+    """Where the prefetch of one prior study stands."""
+
+    LOCAL = "local"  # already in the local index: nothing to fetch
+    QUEUED = "queued"
+    RETRIEVING = "retrieving"
+    DONE = "done"
+    FAILED = "failed"  # the last attempt failed; the job retries until dead-lettered
+
+
+@dataclass(frozen=True, slots=True)
+class PriorRecord:
+    """One prior study chosen for a prefetch request, and how its retrieval went."""
+
+    request_key: str
+    study_instance_uid: Uid
+    archive: str
+    patient: PatientIdentifier
+    state: PriorState
+    requested_at: datetime
+    study_date: date | None = None
+    modalities: tuple[str, ...] = ()
+    description: str = ""
+    completed_at: datetime | None = None
+    instances: int = 0
+    last_error: str = ""
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from the request to the prior being local."""
+        if self.completed_at is None:
+            return None
+        return (self.completed_at - self.requested_at).total_seconds()
+
+
+class PrefetchStore(Protocol):
+    """Prefetch requests: which priors were chosen for what, and their retrieval."""
+
+    def add(self, record: PriorRecord) -> bool:
+        """Record a chosen prior; False when this request already has this study."""
+        ...
+
+    def expected_patient(self, study_uid: Uid) -> PatientIdentifier | None:
+        """The patient a study is being fetched for (it arrives as a prior, not an exam)."""
+        ...
+
+    def update(
+        self,
+        request_key: str,
+        study_uid: Uid,
+        state: PriorState,
+        at: datetime,
+        *,
+        instances: int = 0,
+        error: str = "",
+    ) -> None:
+        """Record progress of one prior's retrieval."""
+        ...
+
+    def list(self, request_key: str | None = None, limit: int = 500) -> Sequence[PriorRecord]:
+        """Chosen priors, newest request first."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository."""
 
@@ -665,6 +730,7 @@ class UnitOfWork(Protocol):
     procedure_steps: ProcedureStepRepository
     jobs: JobQueue
     routing: RoutingStore
+    prefetch: PrefetchStore
 
     def __enter__(self) -> UnitOfWork:
         """Begin the transaction."""
@@ -708,6 +774,9 @@ __all__ = [
     "OrderRepository",
     "PatientRepository",
     "PerformedStep",
+    "PrefetchStore",
+    "PriorRecord",
+    "PriorState",
     "ProcedureStepRepository",
     "ReconciliationAction",
     "ReconciliationLog",

@@ -229,7 +229,7 @@ class Routing:
             )
         if has_stable or (has_instance and state is StudyState.HELD):
             key = f"route-study:{inst.study_instance_uid}"
-            if not uow.jobs.has_unfinished(key):
+            if not uow.jobs.has_job(key):
                 uow.jobs.enqueue(
                     NewJob(
                         ROUTE_STUDY_JOB,

@@ -238,13 +238,11 @@ class SqlJobQueue:
         row = self._c.execute(sa.select(_J).where(_J.c.pk == job_id)).first()
         return _job(row) if row else None
 
-    def has_unfinished(self, ordering_key: str) -> bool:
-        """True when a pending or running job has this ordering key."""
-        query = (
-            sa.select(_J.c.pk)
-            .where(_J.c.ordering_key == ordering_key, _J.c.state.in_(_UNFINISHED))
-            .limit(1)
-        )
+    def has_job(self, ordering_key: str, *, unfinished_only: bool = True) -> bool:
+        """True when a job has this ordering key (only pending or running ones, by default)."""
+        query = sa.select(_J.c.pk).where(_J.c.ordering_key == ordering_key).limit(1)
+        if unfinished_only:
+            query = query.where(_J.c.state.in_(_UNFINISHED))
         return self._c.execute(query).first() is not None
 
     def list(

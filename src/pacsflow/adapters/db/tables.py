@@ -308,6 +308,26 @@ forwards = sa.Table(
     ),
 )
 
+priors = sa.Table(
+    "priors",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("request_key", sa.String(200), nullable=False, index=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("archive", sa.String(64), nullable=False),
+    sa.Column("patient_id", sa.String(64), nullable=False),
+    sa.Column("issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("study_date", sa.Date, nullable=True),
+    sa.Column("modalities", sa.String(200), nullable=False, server_default=""),
+    sa.Column("description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("requested_at", _TS, nullable=False),
+    sa.Column("completed_at", _TS, nullable=True),
+    sa.Column("instances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.UniqueConstraint("request_key", "study_instance_uid", name="uq_priors_request_study"),
+)
+
 __all__ = [
     "api_tokens",
     "exceptions",
@@ -322,6 +342,7 @@ __all__ = [
     "patient_identifiers",
     "patient_merges",
     "patients",
+    "priors",
     "procedure_steps",
     "reconciliation_actions",
     "routing_activations",

@@ -8,6 +8,7 @@ from pacsflow.adapters.db.accounts import SqlAccountRepository
 from pacsflow.adapters.db.audit import SqlAuditLog
 from pacsflow.adapters.db.engine import READ_ONLY
 from pacsflow.adapters.db.jobs import SqlJobQueue
+from pacsflow.adapters.db.prefetch import SqlPrefetchStore
 from pacsflow.adapters.db.repositories import (
     SqlEventLog,
     SqlExceptionRepository,
@@ -29,6 +30,7 @@ from pacsflow.workflow.ports import (
     MessageJournal,
     OrderRepository,
     PatientRepository,
+    PrefetchStore,
     ProcedureStepRepository,
     ReconciliationLog,
     RoutingStore,
@@ -51,6 +53,7 @@ class SqlUnitOfWork:
     procedure_steps: ProcedureStepRepository
     jobs: JobQueue
     routing: RoutingStore
+    prefetch: PrefetchStore
 
     def __init__(self, engine: sa.Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -78,6 +81,7 @@ class SqlUnitOfWork:
         self.procedure_steps = SqlProcedureStepRepository(conn)
         self.jobs = SqlJobQueue(conn)
         self.routing = SqlRoutingStore(conn)
+        self.prefetch = SqlPrefetchStore(conn)
         return self
 
     def __exit__(self, *exc: object) -> None:

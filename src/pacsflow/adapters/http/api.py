@@ -30,6 +30,7 @@ from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
 from pacsflow.workflow.jobs import Jobs, UnknownJob
 from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
+from pacsflow.workflow.prefetch import Prefetch
 from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reconciliation import Reconciliation
 from pacsflow.workflow.routing import Routing, UnknownVersion, VersionView
@@ -226,6 +227,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/routing/diff"): Permission.MANAGE_CONFIG,
     ("POST", "/api/routing/dry-run"): Permission.MANAGE_CONFIG,
     ("GET", "/api/studies/{study_uid}/forwards"): Permission.READ_STUDIES,
+    ("GET", "/api/priors"): Permission.READ_STUDIES,
 }
 
 
@@ -325,6 +327,25 @@ class ForwardOut(BaseModel):
     last_error: str
 
 
+class PriorOut(BaseModel):
+    """A prior study chosen for prefetch, and how its retrieval went."""
+
+    request: str
+    study_instance_uid: str
+    archive: str
+    patient_id: str
+    issuer: str
+    state: str
+    study_date: date | None
+    modalities: list[str]
+    description: str
+    requested_at: datetime
+    completed_at: datetime | None
+    latency_seconds: float | None
+    instances: int
+    last_error: str
+
+
 class MatchIn(BaseModel):
     """Match a held study to an order."""
 
@@ -368,6 +389,7 @@ def create_app(
     reconciliation: Reconciliation,
     jobs: Jobs,
     routing: Routing,
+    prefetch: Prefetch,
 ) -> FastAPI:
     """The HTTP application over the read side of the workflow."""
     app = FastAPI(
@@ -733,6 +755,35 @@ def create_app(
         return [
             ForwardOut(sop_instance_uid=s, destination=d, state=st, last_error=e)
             for s, d, st, e in routing.forwards(Uid(study_uid))
+        ]
+
+    @app.get("/api/priors", tags=["studies"], dependencies=[requires(Permission.READ_STUDIES)])
+    def priors(
+        request: Annotated[str | None, Query(max_length=200)] = None,
+        accession_number: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> list[PriorOut]:
+        """Priors chosen for prefetch (of one order: accession_number; or request=study:UID),
+        with their state and retrieval latency."""
+        key = f"order:{accession_number}" if accession_number else request
+        return [
+            PriorOut(
+                request=p.request_key,
+                study_instance_uid=p.study_instance_uid,
+                archive=p.archive or "local",
+                patient_id=p.patient.value,
+                issuer=p.patient.issuer,
+                state=p.state.value,
+                study_date=p.study_date,
+                modalities=list(p.modalities),
+                description=p.description,
+                requested_at=p.requested_at,
+                completed_at=p.completed_at,
+                latency_seconds=p.latency,
+                instances=p.instances,
+                last_error=p.last_error,
+            )
+            for p in prefetch.priors(key, limit)
         ]
 
     @app.exception_handler(_NotFound)
