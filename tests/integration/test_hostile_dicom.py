@@ -186,6 +186,23 @@ def test_broken_sample_files_fail_or_are_stored_intact(node: Pacsflow) -> None:
             assert_outcome(node, send_file(node, path), path)
 
 
+CANNOT_UNDERSTAND = 0xC000
+
+
+def test_data_sets_cut_short_are_refused_c000_and_nothing_is_stored(
+    node: Pacsflow, tmp_path: Path
+) -> None:
+    """pydicom reads the header of each; the Pixel Data or a sequence is short of its length."""
+    cut_ct, _ = fresh_ct(tmp_path / "in" / "cut.dcm")
+    cut_ct.write_bytes(cut_ct.read_bytes()[:-100])
+    for path in (sample("MR_truncated.dcm"), sample("rtplan_truncated.dcm"), cut_ct):
+        with case(path.name):
+            status = send_file(node, path)
+            assert status == CANNOT_UNDERSTAND, f"{status:#06x}"
+            assert_outcome(node, status, path)
+            assert list(objects_dir(node).rglob("*.dcm")) == []
+
+
 @pytest.mark.dcmtk
 @requires_dcmtk
 def test_broken_sample_files_sent_by_storescu_leave_the_node_whole(node: Pacsflow) -> None:

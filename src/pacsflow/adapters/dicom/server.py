@@ -54,6 +54,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsflow.adapters.dicom import _tuning, status
+from pacsflow.adapters.dicom.completeness import check_complete
 from pacsflow.adapters.dicom.datasets import (
     arrived_instance,
     coerce_identity,
@@ -256,15 +257,16 @@ class DicomServer:
         try:
             self._check(event, DicomOperation.STORE)
             path = Path(event.dataset_path)
+            transfer_syntax = str(event.context.transfer_syntax)
+            # The header alone reads fine from a data set cut short: walk it all first.
+            check_complete(path, transfer_syntax)
             header = read_header(path)
             sop_uid = _request_uid(event, "AffectedSOPInstanceUID")
             if str(header.get("SOPInstanceUID", "")) != sop_uid:
                 return status.failure(
                     status.DATASET_MISMATCH, "SOP Instance UID differs from the command's"
                 )
-            arrived = arrived_instance(
-                header, str(event.context.transfer_syntax), event.assoc.requestor.ae_title
-            )
+            arrived = arrived_instance(header, transfer_syntax, event.assoc.requestor.ae_title)
             result = self._ingest.receive(arrived, path)
             if result.status is IngestStatus.STORED:
                 with self._received_lock:

@@ -1,0 +1,393 @@
+"""Whether a received data set is complete: a walk over its element headers in bounded memory.
+
+A C-STORE data set that was cut short (a value shorter than its declared length, a sequence
+or item of undefined length never closed) still yields its header to pydicom, so it must be
+caught before it is stored. The walk reads only tags, VRs and lengths (through a 16 KiB
+window) and moves past each defined-length value by position arithmetic: the cost grows with
+the number of elements it enters, not with the size of the Pixel Data.
+
+The walk follows pydicom's reading rules, so what passes here is what pydicom reads whole:
+
+* File Meta Information (group 0002) is explicit VR little endian and ends at the first
+  element of another group (PS3.10 7.1).
+* Explicit VR elements with VR OB, OD, OF, OL, OV, OW, SQ, SV, UC, UN, UR, UT or UV have 2
+  reserved bytes and a 4-byte length, the others a 2-byte length (PS3.5 7.1.2). Two bytes
+  that are not capital letters mean that element was written in implicit VR, and so does the
+  first element of the data set or of an item (PS3.5 6.2.2 for UN sequences).
+* An undefined length holds items up to a Sequence Delimitation Item (PS3.5 7.5); an item of
+  undefined length holds a data set up to an Item Delimitation Item. Encapsulated Pixel Data
+  holds fragments, items of defined length (PS3.5 A.4).
+* A defined-length value that lies wholly inside the file is complete, whatever it holds, so
+  it is not entered.
+* 2 to 7 zero bytes after the last element are trailing padding; longer runs of zeros are
+  zero-length elements (0000,0000), as pydicom reads them (passed over a chunk at a time).
+* Deflated Explicit VR Little Endian (PS3.5 A.5) is inflated in bounded chunks and walked as
+  it streams; the deflate stream must end too.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from struct import Struct
+from typing import BinaryIO, Final, Protocol
+
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from pacsflow.domain.errors import MalformedMessage
+
+_UNDEFINED: Final = 0xFFFFFFFF
+_ITEM: Final = 0xFFFEE000
+_ITEM_END: Final = 0xFFFEE00D
+_SEQUENCE_END: Final = 0xFFFEE0DD
+_PIXEL_DATA: Final = 0x7FE00010
+_DELIMITER_GROUP: Final = 0xFFFE
+_META_GROUP: Final = 0x0002
+_PREAMBLE: Final = 128
+_LONG_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+#: How much of the file one read brings in: a CT slice's header (and more) in one system call.
+_WINDOW: Final = 16384
+_ZERO_HEADER: Final = bytes(8)
+#: How much of a run of zero bytes one step looks at (a multiple of a header's 8 bytes).
+_ZERO_RUN_CHUNK: Final = 65536
+#: How much inflated data the deflate reader holds at most beyond what one read asks for.
+_INFLATE_CHUNK: Final = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoding:
+    """How element headers are laid out: implicit or explicit VR, byte order."""
+
+    is_implicit: bool
+    #: tag and 4-byte length: implicit VR elements, items and delimiters
+    tag_length: Struct
+    #: tag, VR and 2-byte length: explicit VR elements
+    tag_vr_length: Struct
+    #: the 4-byte length after an explicit VR's 2 reserved bytes
+    long_length: Struct
+
+    def as_implicit(self) -> _Encoding:
+        """The same byte order with implicit VR."""
+        return _ENCODINGS[(True, self.tag_length.format[0] == "<")]
+
+    def as_explicit(self) -> _Encoding:
+        """The same byte order with explicit VR."""
+        return _ENCODINGS[(False, self.tag_length.format[0] == "<")]
+
+
+def _encoding(*, is_implicit: bool, is_little_endian: bool) -> _Encoding:
+    order = "<" if is_little_endian else ">"
+    return _Encoding(
+        is_implicit, Struct(f"{order}HHL"), Struct(f"{order}HH2sH"), Struct(f"{order}L")
+    )
+
+
+_ENCODINGS: Final = {
+    (implicit, little): _encoding(is_implicit=implicit, is_little_endian=little)
+    for implicit in (True, False)
+    for little in (True, False)
+}
+_EXPLICIT_LE: Final = _ENCODINGS[(False, True)]
+
+
+class _Source(Protocol):
+    """The data set's bytes, read forward."""
+
+    def read(self, size: int) -> bytes:
+        """The next size bytes, fewer only at the end."""
+
+    def unread(self, size: int) -> None:
+        """Step back over the last size bytes just read."""
+
+    def skip(self, size: int) -> int:
+        """Move past size bytes; how many there were (fewer only at the end)."""
+
+
+class _FileSource:
+    """A file read through a small window; skipping a value only moves the position."""
+
+    def __init__(self, fp: BinaryIO, start: int, size: int) -> None:
+        self._fp = fp
+        self._size = size
+        self._pos = start
+        self._window = b""
+        self._window_at = start
+
+    def read(self, size: int) -> bytes:
+        pos = self._pos
+        offset = pos - self._window_at
+        if offset < 0 or offset + size > len(self._window):
+            self._fp.seek(pos)
+            self._window = self._fp.read(max(size, _WINDOW))
+            self._window_at = pos
+            offset = 0
+        data = self._window[offset : offset + size]
+        self._pos = pos + len(data)
+        return data
+
+    @property
+    def position(self) -> int:
+        """The offset in the file of the next byte to read."""
+        return self._pos
+
+    def unread(self, size: int) -> None:
+        self._pos -= size
+
+    def skip(self, size: int) -> int:
+        skipped = max(0, min(size, self._size - self._pos))
+        self._pos += skipped
+        return skipped
+
+
+class _InflatingSource:
+    """A raw deflate stream (PS3.5 A.5) inflated a chunk at a time."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._buffer = b""
+        self._offset = 0
+
+    def _fill(self, size: int) -> None:
+        """Inflate until size bytes are buffered ahead, or the stream ends."""
+        while len(self._buffer) - self._offset < size and not self._inflater.eof:
+            pending = self._inflater.unconsumed_tail or self._fp.read(_INFLATE_CHUNK)
+            if not pending:
+                return
+            try:
+                more = self._inflater.decompress(pending, _INFLATE_CHUNK)
+            except zlib.error as exc:
+                raise MalformedMessage(f"deflated data set is corrupt: {exc}") from exc
+            self._buffer = self._buffer[self._offset :] + more
+            self._offset = 0
+
+    def read(self, size: int) -> bytes:
+        self._fill(size)
+        data = self._buffer[self._offset : self._offset + size]
+        self._offset += len(data)
+        return data
+
+    def unread(self, size: int) -> None:
+        self._offset -= size
+
+    def skip(self, size: int) -> int:
+        skipped = 0
+        while skipped < size:
+            self._fill(min(size - skipped, _INFLATE_CHUNK))
+            step = min(size - skipped, len(self._buffer) - self._offset)
+            if step == 0:
+                break
+            self._offset += step
+            skipped += step
+        return skipped
+
+    def check_ended(self) -> None:
+        """Raise unless the deflate stream itself ended (its last block was received)."""
+        self._fill(1)
+        if not self._inflater.eof:
+            raise MalformedMessage("deflated data set is cut short: its stream does not end")
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """What the walk is inside: a data set (top level or item) or the items of an element."""
+
+    encoding: _Encoding
+    #: the element whose value this is (0 for the top-level data set)
+    owner: int
+    is_item: bool = False
+    is_sequence: bool = False
+    #: encapsulated pixel data: items are fragments, all of defined length
+    is_fragments: bool = False
+
+
+def check_complete(source: Path | BinaryIO, transfer_syntax: str) -> None:
+    """Raise MalformedMessage unless a Part 10 file's data set is structurally complete."""
+    if isinstance(source, Path):
+        with source.open("rb") as fp:
+            _check(fp, transfer_syntax)
+    else:
+        _check(source, transfer_syntax)
+
+
+def _check(fp: BinaryIO, transfer_syntax: str) -> None:
+    size = fp.seek(0, io.SEEK_END)
+    start = _data_set_start(_FileSource(fp, 0, size))
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        fp.seek(start)
+        inflating = _InflatingSource(fp)
+        _walk(inflating, _EXPLICIT_LE)
+        inflating.check_ended()
+        return
+    encoding = _ENCODINGS[
+        (transfer_syntax == ImplicitVRLittleEndian, transfer_syntax != ExplicitVRBigEndian)
+    ]
+    _walk(_FileSource(fp, start, size), encoding)
+
+
+def _data_set_start(src: _FileSource) -> int:
+    """Where the data set begins: after the preamble, 'DICM' and the group 0002 elements."""
+    if src.read(_PREAMBLE + 4)[_PREAMBLE:] != b"DICM":
+        raise MalformedMessage("not a DICOM Part 10 file (no 'DICM' prefix)")
+    while True:
+        start = src.position
+        head = src.read(8)
+        if len(head) < 8:
+            return start
+        group, element, vr, length = _EXPLICIT_LE.tag_vr_length.unpack(head)
+        tag = group << 16 | element
+        if group != _META_GROUP:
+            return start
+        if vr in _LONG_VRS:
+            more = src.read(4)
+            if len(more) < 4:
+                raise _cut_header(tag, 8 + len(more), 12)
+            length = _EXPLICIT_LE.long_length.unpack(more)[0]
+        elif not b"AA" <= vr <= b"ZZ":
+            length = _EXPLICIT_LE.tag_length.unpack(head)[2]
+        if length == _UNDEFINED:
+            raise MalformedMessage(f"file meta element {_tag(tag)} has an undefined length")
+        _skip(src, tag, length)
+
+
+def _walk(src: _Source, encoding: _Encoding) -> None:
+    """Follow the data set's elements to its end; raise at the first sign it was cut short."""
+    stack = [_Frame(_first_element_encoding(src, encoding, is_item=False), owner=0)]
+    while stack:
+        frame = stack[-1]
+        inner = _walk_items(src, frame) if frame.is_sequence else _walk_elements(src, frame)
+        if inner is None:
+            stack.pop()
+        else:
+            stack.append(inner)
+
+
+def _walk_elements(src: _Source, frame: _Frame) -> _Frame | None:
+    """Move past a data set's elements up to its end (None) or a value of undefined length."""
+    enc = frame.encoding
+    read, skip = src.read, src.skip
+    tag_length, tag_vr_length = enc.tag_length.unpack, enc.tag_vr_length.unpack
+    while True:
+        head = read(8)
+        if len(head) < 8:
+            if frame.is_item:
+                raise _unclosed(frame, len(head))
+            # A lone zero byte is as likely the first byte of a cut tag (group 00xx in big
+            # endian, xx00 in little endian) as padding.
+            if len(head) == 1 or head.count(0) != len(head):
+                raise MalformedMessage(
+                    f"data set ends inside an element header ({len(head)} of 8 bytes)"
+                )
+            return None
+        if head == _ZERO_HEADER:
+            _skip_zero_run(src)
+            continue
+        vr = None
+        if enc.is_implicit:
+            group, element, length = tag_length(head)
+        else:
+            group, element, vr, length = tag_vr_length(head)
+            if vr in _LONG_VRS:
+                more = read(4)
+                if len(more) < 4:
+                    raise _cut_header(group << 16 | element, 8 + len(more), 12)
+                length = enc.long_length.unpack(more)[0]
+            elif not b"AA" <= vr <= b"ZZ":
+                # pydicom's reading of a writer that switched to implicit VR (pydicom #1067)
+                group, element, length = tag_length(head)
+                vr = None
+        if group == _DELIMITER_GROUP:
+            tag = group << 16 | element
+            if tag == _ITEM_END and frame.is_item:
+                return None
+            raise MalformedMessage(f"{_tag(tag)} where a data element belongs")
+        if length == _UNDEFINED:
+            tag = group << 16 | element
+            is_fragments = tag == _PIXEL_DATA or vr not in (None, b"SQ", b"UN")
+            return _Frame(enc, tag, is_sequence=True, is_fragments=is_fragments)
+        skipped = skip(length)
+        if skipped < length:
+            raise _overrun(group << 16 | element, length, skipped)
+
+
+def _walk_items(src: _Source, frame: _Frame) -> _Frame | None:
+    """Move past a value's items up to its end (None) or an item of undefined length."""
+    enc = frame.encoding
+    while True:
+        head = src.read(8)
+        if len(head) < 8:
+            raise _unclosed(frame, len(head))
+        group, element, length = enc.tag_length.unpack(head)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_END:
+            return None
+        if tag != _ITEM:
+            raise MalformedMessage(f"{_tag(tag)} inside {_tag(frame.owner)}: not an item")
+        if length == _UNDEFINED:
+            if frame.is_fragments:
+                raise MalformedMessage(f"a fragment of {_tag(frame.owner)} has no length")
+            return _Frame(_first_element_encoding(src, enc, is_item=True), frame.owner, True)
+        _skip(src, tag, length)
+
+
+def _first_element_encoding(src: _Source, encoding: _Encoding, *, is_item: bool) -> _Encoding:
+    """The VR encoding a data set really uses, judged by its first element as pydicom does.
+
+    The top level may switch either way; an item of an explicit VR sequence may be implicit
+    (PS3.5 6.2.2), never the other way round.
+    """
+    if is_item and encoding.is_implicit:
+        return encoding
+    head = src.read(6)
+    src.unread(len(head))
+    if len(head) < 6:
+        return encoding
+    is_explicit = 0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B
+    if is_explicit == (not encoding.is_implicit):
+        return encoding
+    return encoding.as_explicit() if is_explicit else encoding.as_implicit()
+
+
+def _skip_zero_run(src: _Source) -> None:
+    """Move past zero bytes in whole 8-byte steps, as if zero-length (0000,0000) elements.
+
+    The same outcome as walking them one by one, without a Python step per 8 bytes: a peer
+    cannot make the walk slow with a long run of zeros after the Pixel Data.
+    """
+    while chunk := src.read(_ZERO_RUN_CHUNK):
+        zeros = len(chunk) - len(chunk.lstrip(b"\x00"))
+        if zeros < len(chunk) or len(chunk) < _ZERO_RUN_CHUNK:
+            # leave what does not fill a whole header to the walk (it may be a cut header)
+            src.unread(len(chunk) - zeros // 8 * 8)
+            return
+
+
+def _skip(src: _Source, tag: int, length: int) -> None:
+    skipped = src.skip(length)
+    if skipped < length:
+        raise _overrun(tag, length, skipped)
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _overrun(tag: int, length: int, remaining: int) -> MalformedMessage:
+    return MalformedMessage(f"{_tag(tag)} declares {length} bytes but only {remaining} remain")
+
+
+def _cut_header(tag: int, have: int, need: int) -> MalformedMessage:
+    return MalformedMessage(f"data set ends inside the header of {_tag(tag)} ({have}/{need})")
+
+
+def _unclosed(frame: _Frame, have: int) -> MalformedMessage:
+    what = "an item" if frame.is_item else "the value"
+    cut = f" (inside a {have}-byte header)" if have else ""
+    return MalformedMessage(f"data set ends in {what} of {_tag(frame.owner)}{cut}")
+
+
+__all__ = ["check_complete"]

@@ -1,0 +1,302 @@
+"""The completeness walk over a received data set: whole files pass, files cut short fail."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from functools import cache
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import data_element_generator, read_dataset, read_preamble
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
+
+from pacsflow.adapters.dicom.completeness import check_complete
+from pacsflow.domain.errors import MalformedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A pydicom test file and where pydicom sees its top-level elements end."""
+
+    raw: bytes
+    transfer_syntax: str
+    #: offsets of the data set's start and of the end of each top-level element
+    boundaries: tuple[int, ...]
+
+
+#: file -> transfer syntax: each encoding, encapsulated pixel data, nested undefined lengths
+WHOLE = {
+    "CT_small.dcm": ExplicitVRLittleEndian,
+    "MR_small_implicit.dcm": ImplicitVRLittleEndian,
+    "MR_small_bigendian.dcm": ExplicitVRBigEndian,
+    "JPEG2000.dcm": "1.2.840.10008.1.2.4.91",  # fragments, sequences of undefined length
+    "SC_rgb_jpeg_dcmtk.dcm": JPEGBaseline8Bit,
+    "nested_priv_SQ.dcm": ImplicitVRLittleEndian,  # undefined-length items inside each other
+    "reportsi.dcm": ExplicitVRLittleEndian,  # an SR tree nested five deep
+    "UN_sequence.dcm": "1.2.840.10008.1.2.4.70",  # UN of undefined length: implicit items
+    "badVR.dcm": ExplicitVRLittleEndian,  # VRs pydicom reads as implicit or 2-byte
+}
+
+
+def _bytes(name: str) -> bytes:
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"pydicom does not ship {name}"
+    with open(str(path), "rb") as fp:
+        return fp.read()
+
+
+def _meta_end(fp: io.BytesIO) -> int:
+    """Where pydicom sees the data set start: after the preamble and the group 0002 elements."""
+    read_preamble(fp, force=False)
+    read_dataset(fp, False, True, stop_when=lambda tag, _vr, _length: tag.group != 2)
+    return fp.tell()
+
+
+@cache
+def sample(name: str) -> Sample:
+    raw = _bytes(name)
+    ts = WHOLE[name]
+    fp = io.BytesIO(raw)
+    bounds = [_meta_end(fp)]
+    is_implicit, is_little = ts == ImplicitVRLittleEndian, ts != ExplicitVRBigEndian
+    for _ in data_element_generator(fp, is_implicit, is_little):
+        bounds.append(fp.tell())
+    assert bounds[-1] == len(raw)
+    return Sample(raw, ts, tuple(bounds))
+
+
+def check(raw: bytes, transfer_syntax: str) -> None:
+    check_complete(io.BytesIO(raw), transfer_syntax)
+
+
+@pytest.mark.parametrize("name", sorted(WHOLE))
+def test_a_whole_file_passes(name: str) -> None:
+    s = sample(name)
+    check(s.raw, s.transfer_syntax)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("MR_truncated.dcm", r"\(7FE0,0010\) declares 8192 bytes but only 8130 remain"),
+        ("rtplan_truncated.dcm", r"\(300A,00B0\) declares 976 bytes but only 711 remain"),
+    ],
+)
+def test_pydicoms_truncated_samples_fail(name: str, reason: str) -> None:
+    ts = ExplicitVRLittleEndian if name.startswith("MR") else ImplicitVRLittleEndian
+    with pytest.raises(MalformedMessage, match=reason):
+        check(_bytes(name), ts)
+
+
+names = st.sampled_from(sorted(WHOLE))
+
+
+@given(name=names, data=st.data())
+def test_a_cut_inside_any_top_level_element_fails(name: str, data: st.DataObject) -> None:
+    s = sample(name)
+    index = data.draw(st.integers(0, len(s.boundaries) - 2), label="element")
+    start, end = s.boundaries[index], s.boundaries[index + 1]
+    cut = data.draw(st.integers(start + 1, end - 1), label="cut")
+    with pytest.raises(MalformedMessage):
+        check(s.raw[:cut], s.transfer_syntax)
+
+
+@given(name=names, data=st.data())
+def test_a_cut_inside_the_last_element_fails(name: str, data: st.DataObject) -> None:
+    s = sample(name)
+    cut = data.draw(st.integers(s.boundaries[-2] + 1, s.boundaries[-1] - 1), label="cut")
+    with pytest.raises(MalformedMessage):
+        check(s.raw[:cut], s.transfer_syntax)
+
+
+@given(name=names, data=st.data())
+def test_a_cut_at_an_element_boundary_is_a_shorter_whole_data_set(
+    name: str, data: st.DataObject
+) -> None:
+    s = sample(name)
+    cut = data.draw(st.sampled_from(s.boundaries), label="cut")
+    check(s.raw[:cut], s.transfer_syntax)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nested_priv_SQ.dcm",
+        "UN_sequence.dcm",
+        "JPEG2000.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "reportsi.dcm",
+    ],
+)
+def test_every_cut_fails_unless_at_a_top_level_boundary(name: str) -> None:
+    """Items and fragments inside an undefined length too: their ends are no place to stop."""
+    s = sample(name)
+    boundaries = set(s.boundaries)
+    wrong = []
+    for cut in range(s.boundaries[0], len(s.raw)):
+        try:
+            check(s.raw[:cut], s.transfer_syntax)
+        except MalformedMessage:
+            if cut in boundaries:
+                wrong.append(cut)
+        else:
+            if cut not in boundaries:
+                wrong.append(cut)
+    assert wrong == []
+
+
+@pytest.mark.parametrize("padding", [2, 4, 6, 8, 64])
+def test_trailing_zero_padding_passes(padding: int) -> None:
+    s = sample("MR_small_bigendian.dcm")
+    check(s.raw + bytes(padding), s.transfer_syntax)
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+)
+def test_a_long_run_of_zeros_is_zero_length_elements(transfer_syntax: str) -> None:
+    """As pydicom reads them: whole 8-byte headers, then a real element, then a cut tail."""
+    zeros = bytes(3 * 65536 + 8)
+    data_set = MODALITY + zeros + MODALITY
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        data_set = deflater.compress(data_set) + deflater.flush()
+    check(part10(data_set, transfer_syntax), transfer_syntax)
+    with pytest.raises(MalformedMessage, match="inside an element header"):
+        check(part10(MODALITY + zeros + b"\x00"), ExplicitVRLittleEndian)
+
+
+def test_a_single_trailing_byte_fails_even_a_zero() -> None:
+    """In big endian, 00 is also the first byte of a cut (0008,xxxx) tag."""
+    s = sample("MR_small_bigendian.dcm")
+    with pytest.raises(MalformedMessage, match="inside an element header"):
+        check(s.raw + b"\x00", s.transfer_syntax)
+
+
+# -- deflated ---------------------------------------------------------------------------------
+
+
+def test_a_deflated_file_passes_whole_and_fails_cut_anywhere_in_its_stream() -> None:
+    raw = _bytes("image_dfl.dcm")
+    start = _meta_end(io.BytesIO(raw))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflater.decompress(raw[start:])
+    stream_end = len(raw) - len(inflater.unused_data)
+    check(raw, DeflatedExplicitVRLittleEndian)
+    for cut in range(start, stream_end, 7):
+        with pytest.raises(MalformedMessage):
+            check(raw[:cut], DeflatedExplicitVRLittleEndian)
+
+
+def test_a_corrupt_deflate_stream_fails() -> None:
+    with pytest.raises(MalformedMessage, match="deflated data set is corrupt"):
+        check(part10(b"\xff" * 64, DeflatedExplicitVRLittleEndian), DeflatedExplicitVRLittleEndian)
+
+
+# -- crafted data sets --------------------------------------------------------------------------
+
+
+def part10(data_set: bytes, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+    meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    out = DicomBytesIO()
+    out.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(out, meta)
+    return out.getvalue() + data_set
+
+
+def explicit(group: int, element: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
+    size = len(value) if length is None else length
+    if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT"):
+        return struct.pack("<HH2s2xL", group, element, vr, size) + value
+    return struct.pack("<HH2sH", group, element, vr, size) + value
+
+
+def item(value: bytes, length: int | None = None) -> bytes:
+    return struct.pack("<HHL", 0xFFFE, 0xE000, len(value) if length is None else length) + value
+
+
+UNDEFINED = 0xFFFFFFFF
+ITEM_END = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+SEQUENCE_END = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+MODALITY = explicit(0x0008, 0x0060, b"CS", b"OT")
+
+
+def test_a_fragment_of_undefined_length_fails() -> None:
+    pixels = explicit(0x7FE0, 0x0010, b"OB", b"", UNDEFINED) + item(b"", UNDEFINED)
+    with pytest.raises(MalformedMessage, match=r"fragment of \(7FE0,0010\) has no length"):
+        check(part10(MODALITY + pixels + ITEM_END + SEQUENCE_END), JPEGBaseline8Bit)
+
+
+def test_a_data_element_where_an_item_belongs_fails() -> None:
+    sequence = explicit(0x0040, 0x0275, b"SQ", b"", UNDEFINED) + MODALITY + SEQUENCE_END
+    with pytest.raises(MalformedMessage, match=r"\(0008,0060\) inside \(0040,0275\)"):
+        check(part10(sequence), ExplicitVRLittleEndian)
+
+
+def test_a_stray_delimiter_at_the_top_level_fails() -> None:
+    with pytest.raises(MalformedMessage, match=r"\(FFFE,E00D\) where a data element belongs"):
+        check(part10(ITEM_END + MODALITY), ExplicitVRLittleEndian)
+
+
+def test_an_item_closed_by_a_sequence_delimiter_fails() -> None:
+    sequence = explicit(0x0040, 0x0275, b"SQ", b"", UNDEFINED) + item(MODALITY, UNDEFINED)
+    with pytest.raises(MalformedMessage, match=r"\(FFFE,E0DD\) where a data element belongs"):
+        check(part10(sequence + SEQUENCE_END), ExplicitVRLittleEndian)
+
+
+def test_a_sequence_of_defined_length_items_inside_one_of_undefined_length_passes() -> None:
+    inner = explicit(0x0040, 0x0008, b"SQ", item(MODALITY))
+    sequence = explicit(0x0040, 0x0275, b"SQ", b"", UNDEFINED) + item(inner, UNDEFINED)
+    check(part10(MODALITY + sequence + ITEM_END + SEQUENCE_END), ExplicitVRLittleEndian)
+
+
+def test_an_unclosed_item_says_whose_it_is() -> None:
+    sequence = explicit(0x0040, 0x0275, b"SQ", b"", UNDEFINED) + item(MODALITY, UNDEFINED)
+    with pytest.raises(MalformedMessage, match=r"ends in an item of \(0040,0275\)"):
+        check(part10(sequence), ExplicitVRLittleEndian)
+
+
+def test_a_file_without_the_part_10_prefix_fails() -> None:
+    with pytest.raises(MalformedMessage, match="not a DICOM Part 10 file"):
+        check(b"\x00" * 128 + MODALITY, ExplicitVRLittleEndian)
+
+
+class CountingReads(io.BytesIO):
+    """A file that counts the bytes read from it."""
+
+    bytes_read = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_values_are_skipped_not_read(transfer_syntax: str) -> None:
+    pixels = 8 * 1024 * 1024
+    if transfer_syntax == ImplicitVRLittleEndian:
+        header = struct.pack("<HHL", 0x7FE0, 0x0010, pixels)
+    else:
+        header = explicit(0x7FE0, 0x0010, b"OW", b"", pixels)
+    fp = CountingReads(part10(MODALITY + header + bytes(pixels)))
+    check_complete(fp, transfer_syntax)
+    assert fp.bytes_read < 64 * 1024
