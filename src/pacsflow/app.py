@@ -7,6 +7,7 @@ import logging
 import ssl
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -14,18 +15,21 @@ import sqlalchemy as sa
 from pacsflow.adapters.blobs import open_blob_store
 from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
 from pacsflow.adapters.dicom.archive import DicomArchives
+from pacsflow.adapters.dicom.datasets import is_dicom_keyword
 from pacsflow.adapters.dicom.sender import DicomSender, read_attributes
 from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
+from pacsflow.adapters.dicomweb import StowDestination, StowSender
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
 from pacsflow.adapters.http import HttpServer, create_app
 from pacsflow.adapters.security import Argon2Hasher, server_context
 from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
-from pacsflow.config import Settings
+from pacsflow.config import DicomwebDestination, Settings
 from pacsflow.domain.access import PeerRights
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
 from pacsflow.domain.jobs import RetryPolicy
 from pacsflow.domain.orders import StationRule
 from pacsflow.domain.prefetch import RelevanceRule
+from pacsflow.domain.uids import Uid
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditTrail
@@ -97,25 +101,53 @@ def routing(settings: Settings, engine: sa.Engine | None = None) -> Routing:
     uow = SqlUnitOfWorkFactory(engine)
     local_file = Queries(uow, open_blob_store(settings.effective_storage_url)).local_file
 
-    def address(ae_title: str) -> tuple[str, int] | None:
-        peer = settings.peer(ae_title)
-        return (peer.host, peer.port) if peer else None
-
     def attributes(instance: InstanceRecord) -> dict[str, tuple[str, ...]]:
         path = local_file(instance)
         return read_attributes(path) if path is not None else {}
 
+    senders = _Senders(
+        DicomSender(settings.ae_title, settings.peer_address, local_file),
+        StowSender({d.name: _stow(d) for d in settings.dicomweb_destinations}, local_file),
+    )
     return Routing(
         uow,
         SystemClock(),
         attributes,
-        DicomSender(settings.ae_title, address, local_file),
-        is_destination=lambda ae: settings.peer(ae) is not None,
+        senders,
+        is_destination=lambda name: settings.peer(name) is not None or senders.stow.knows(name),
         audit_source=AuditSource(settings.ae_title),
         called_ae=settings.ae_title,
         site=settings.site,
         stable_after=timedelta(seconds=settings.routing_stable_seconds),
+        is_keyword=is_dicom_keyword,
     )
+
+
+def _stow(d: DicomwebDestination) -> StowDestination:
+    verify: ssl.SSLContext | bool = d.verify_tls
+    if d.ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(d.ca_file))
+    return StowDestination(
+        name=d.name,
+        base_url=d.url,
+        bearer_token=d.bearer_token,
+        username=d.username,
+        password=d.password,
+        verify=verify,
+    )
+
+
+class _Senders:
+    """Routing destinations by name: DICOMweb STOW-RS endpoints, else DICOM peers."""
+
+    def __init__(self, dicom: DicomSender, stow: StowSender) -> None:
+        self.dicom = dicom
+        self.stow = stow
+
+    def send(self, destination: str, instances: Sequence[InstanceRecord]) -> Mapping[Uid, str]:
+        """Send to whichever kind of destination the name is."""
+        sender = self.stow if self.stow.knows(destination) else self.dicom
+        return sender.send(destination, instances)
 
 
 class Pacsflow:
@@ -171,7 +203,11 @@ class Pacsflow:
             ],
         )
         self.ingest = Ingest(
-            uow, blobs, clock, after_store=[self.routing.on_stored, self.prefetch.on_stored]
+            uow,
+            blobs,
+            clock,
+            after_store=[self.routing.on_stored, self.prefetch.on_stored],
+            on_duplicate=[self.routing.on_duplicate],
         )
         self.intake = Intake(
             uow, clock, rules, audit_source=source, after_order=[self.prefetch.on_order]
@@ -238,7 +274,10 @@ class Pacsflow:
             lease=timedelta(seconds=settings.job_lease_seconds),
             poll_seconds=settings.job_poll_seconds,
             policy=retry_policy(settings),
-            destination_limits={p.ae_title: p.max_concurrent_jobs for p in settings.peers},
+            destination_limits={
+                **{p.ae_title: p.max_concurrent_jobs for p in settings.peers},
+                **{d.name: d.max_concurrent_jobs for d in settings.dicomweb_destinations},
+            },
         )
         self._stopped = threading.Event()
 

@@ -41,6 +41,20 @@ class DicomPeer(BaseModel):
         return value
 
 
+class DicomwebDestination(BaseModel):
+    """A DICOMweb origin server routing can send to by STOW-RS (by its name)."""
+
+    name: str
+    #: The DICOMweb base URL, e.g. http://pacs:8042/dicom-web (STOW-RS posts to {url}/studies).
+    url: str
+    bearer_token: str = ""
+    username: str = ""
+    password: str = ""
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    max_concurrent_jobs: int = Field(default=2, ge=1)
+
+
 class StationMapping(BaseModel):
     """Which scheduled station (AE title) performs a modality and/or procedure code."""
 
@@ -84,6 +98,8 @@ class Settings(BaseSettings):
     dicom_max_associations: int = Field(default=32, ge=1)
     dicom_max_pdu: int = Field(default=262144, ge=0)
     peers: list[DicomPeer] = Field(default_factory=list)
+    #: STOW-RS endpoints routing rules may name in send_to (besides DICOM peers).
+    dicomweb_destinations: list[DicomwebDestination] = Field(default_factory=list)
     station_mappings: list[StationMapping] = Field(default_factory=list)
     hl7_fields: dict[str, str] = Field(default_factory=dict)
     hl7_application: str = "PACSFLOW"
@@ -168,4 +184,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     return Settings(**values)
 
 
-__all__ = ["DicomPeer", "PrefetchRule", "Settings", "StationMapping", "load_settings"]
+__all__ = [
+    "DicomPeer",
+    "DicomwebDestination",
+    "PrefetchRule",
+    "Settings",
+    "StationMapping",
+    "load_settings",
+]

@@ -16,11 +16,13 @@ import pytest
 from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer
 from pacsflow.domain.access import Role
+from pacsflow.domain.audit import ActiveParticipant
 from pacsflow.domain.jobs import JobState
+from pacsflow.domain.uids import Uid
 from pacsflow.workflow.routing import FORWARD_JOB
 from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
 from tests.integration.test_dicom_services import scheduled
-from tests.peers.orthanc import OrthancPeer
+from tests.peers.orthanc import OrthancPeer, running_orthanc
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.dcmtk, requires_dcmtk]
 
@@ -114,8 +116,12 @@ def test_a_rule_sends_ct_to_orthanc_and_nothing_else(routed: Routed) -> None:
     mr = routed.send_scheduled("MR_small.dcm", "mr")
     assert _wait(lambda: ct in routed.orthanc.instances()), routed.node.jobs.list()
     study = routed.node.queries.instances(sop_uids=[ct])[0].study_instance_uid  # type: ignore[list-item]
-    forwards = routed.http.get(f"/api/studies/{study}/forwards").json()
-    assert [(f["destination"], f["state"]) for f in forwards] == [("ORTHANC", "sent")]
+
+    def forwards() -> list[tuple[str, str]]:
+        found = routed.http.get(f"/api/studies/{study}/forwards").json()
+        return [(f["destination"], f["state"]) for f in found]
+
+    assert _wait(lambda: forwards() == [("ORTHANC", "sent")]), forwards()
     time.sleep(0.5)  # give a wrong forward of the MR every chance to happen
     assert mr not in routed.orthanc.instances()
     assert routed.orthanc.count_instances() == 1
@@ -132,7 +138,7 @@ def test_a_dry_run_shows_what_a_candidate_changes_and_sends_nothing(routed: Rout
         "/api/routing/dry-run",
         json={
             "text": MR_ONLY,
-            "since": (now - timedelta(hours=1)).isoformat(),
+            "since": (now - timedelta(hours=1)).replace(tzinfo=None).isoformat(),  # naive: UTC
             "until": (now + timedelta(minutes=1)).isoformat(),
         },
     )
@@ -198,3 +204,53 @@ def test_bad_rules_are_refused_with_the_reason(routed: Routed) -> None:
     r = routed.http.post("/api/routing/versions", json={"text": "rules: [ {name: x"})
     assert r.status_code == 400
     assert routed.http.get("/api/routing/versions").json() == []
+
+
+def test_a_rule_sends_to_a_dicomweb_endpoint_by_stow_rs(tmp_path: Path) -> None:
+    with running_orthanc(tmp_path / "web", aet="WEBPACS", dicomweb=True) as web:
+        settings = make_settings(
+            tmp_path,
+            dicomweb_destinations=[
+                {"name": "WEBPACS", "url": f"http://127.0.0.1:{web.http_port}/dicom-web"}
+            ],
+            job_poll_seconds=0.05,
+        )
+        node = Pacsflow(settings)
+        node.start()
+        try:
+            rules = "rules:\n  - name: mr-web\n    when: {Modality: MR}\n    send_to: [WEBPACS]\n"
+            node.routing.save(rules, ActiveParticipant("ops", is_requestor=True), activate=True)
+            routed = Routed(node, web, httpx.Client(), tmp_path)
+            mr = routed.send_scheduled("MR_small.dcm", "mr")
+            ct = routed.send_scheduled("CT_small.dcm", "ct")
+            assert _wait(lambda: mr in web.instances()), node.jobs.list()
+            study = node.queries.instances(sop_uids=[Uid(mr)])[0].study_instance_uid
+            assert _wait(
+                lambda: (
+                    [(d, s) for _, d, s, _ in node.routing.forwards(study)] == [("WEBPACS", "sent")]
+                )
+            )
+            time.sleep(0.3)
+            assert ct not in web.instances()
+        finally:
+            node.stop()
+
+
+def test_a_forwarded_study_sent_back_is_stored_once_and_raises_an_alert(routed: Routed) -> None:
+    routed.save(CT_TO_ORTHANC)
+    ct = routed.send_scheduled("CT_small.dcm", "ct")
+    assert _wait(lambda: ct in routed.orthanc.instances())
+    routed.orthanc.add_modality("PACSFLOW", "PACSFLOW", "127.0.0.1", routed.node.dicom.port)
+    [orthanc_id] = routed.orthanc.rest_post(
+        "/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": ct}}
+    )
+    routed.orthanc.rest_post("/modalities/PACSFLOW/store", orthanc_id)  # Orthanc sends it back
+    alerts = routed.http.get("/api/alerts")
+    assert _wait(lambda: bool(routed.http.get("/api/alerts").json())), alerts.text
+    [alert] = routed.http.get("/api/alerts").json()
+    assert (alert["kind"], alert["peer"], alert["count"]) == ("returned", "ORTHANC", 1)
+    assert "came back from ORTHANC" in alert["detail"]
+    assert len(routed.node.queries.instances(sop_uids=[Uid(ct)])) == 1
+    time.sleep(0.5)
+    assert routed.orthanc.count_instances() == 1  # not forwarded again: the loop stops
+    assert [j.kind for j in routed.node.jobs.list(kind=FORWARD_JOB)] == [FORWARD_JOB]

@@ -43,6 +43,10 @@ Modality = tuple[str, str, int]
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+#: Debian's orthanc-dicomweb plugin (DICOMweb: STOW-RS, QIDO-RS, WADO-RS under /dicom-web/).
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
 class OrthancError(RuntimeError):
     """Orthanc did not start, stop or answer as expected; the message carries its log."""
 
@@ -76,11 +80,13 @@ class OrthancPeer:
         aet: str = "ORTHANC",
         modalities: Mapping[str, Modality] | None = None,
         stable_age: int = 1,
+        dicomweb: bool = False,
     ) -> None:
         self.directory = directory
         self.aet = aet
         self.modalities: dict[str, Modality] = dict(modalities or {})
         self.stable_age = stable_age
+        self.dicomweb = dicomweb
         self.http_port = free_port()
         self.dicom_port = free_port()
         self.config_path = directory / "orthanc.json"
@@ -109,7 +115,8 @@ class OrthancPeer:
             "DicomCheckCalledAet": False,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
+            "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
             "DicomModalities": {name: list(m) for name, m in self.modalities.items()},
             "DicomAlwaysAllowStore": True,
             "DicomAlwaysAllowEcho": True,
@@ -273,12 +280,15 @@ def running_orthanc(
     *,
     aet: str = "ORTHANC",
     modalities: Mapping[str, Modality] | None = None,
+    dicomweb: bool = False,
 ) -> Iterator[OrthancPeer]:
     """A started Orthanc peer, killed on exit; skips the test where Orthanc cannot run."""
     reason = orthanc_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    with OrthancPeer(directory, aet=aet, modalities=modalities) as peer:
+    if dicomweb and not Path(DICOMWEB_PLUGIN).exists():
+        pytest.skip("Debian's orthanc-dicomweb is not installed")
+    with OrthancPeer(directory, aet=aet, modalities=modalities, dicomweb=dicomweb) as peer:
         yield peer
 
 

@@ -66,11 +66,13 @@ class Ingest:
         blobs: BlobStore,
         clock: Clock,
         after_store: Sequence[AfterStore] = (),
+        on_duplicate: Sequence[Callable[[ArrivedInstance], None]] = (),
     ) -> None:
         self._uow = uow
         self._blobs = blobs
         self._clock = clock
         self._after_store = tuple(after_store)
+        self._on_duplicate = tuple(on_duplicate)
 
     def receive(self, arrived: ArrivedInstance, source: Path) -> IngestResult:
         """Durably store and index an instance whose file is at source; idempotent per SOP UID."""
@@ -80,7 +82,13 @@ class Ingest:
             if uow.studies.has_instance(inst.sop_instance_uid):
                 study = uow.studies.get(inst.study_instance_uid)
                 state = study.state if study else StudyState.HELD
-                return IngestResult(IngestStatus.DUPLICATE, state)
+                duplicate = IngestResult(IngestStatus.DUPLICATE, state)
+            else:
+                duplicate = None
+        if duplicate is not None:
+            for hook in self._on_duplicate:  # after the read: hooks may write
+                hook(arrived)
+            return duplicate
         key = f"{inst.study_instance_uid}/{inst.sop_instance_uid}.{uuid.uuid4().hex[:12]}.dcm"
         size = self._blobs.put_file(key, source)
         stored = ArrivedInstance(

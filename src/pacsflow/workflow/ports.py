@@ -248,6 +248,8 @@ class StudyFilter:
     accession_number: str = ""
     is_published_only: bool = True
     limit: int = 1000
+    received_from: datetime | None = None  # first instance received at or after
+    received_until: datetime | None = None  # ... and before
 
 
 class StudyRepository(Protocol):
@@ -606,6 +608,19 @@ class ForwardRecord:
     last_error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator must look at (a routing loop, a study coming back)."""
+
+    kind: str
+    subject: str
+    peer: str
+    detail: str
+    first_at: datetime
+    last_at: datetime
+    count: int
+
+
 class RoutingStore(Protocol):
     """Versioned routing rules, which version is active, and what was forwarded where."""
 
@@ -646,8 +661,16 @@ class RoutingStore(Protocol):
         """What was forwarded where for a study."""
         ...
 
-    def was_sent_to(self, sop_uid: Uid, destination: str) -> bool:
-        """True when the instance was sent to that destination (a copy coming back)."""
+    def sent_to(self, sop_uid: Uid) -> Sequence[str]:
+        """The destinations the instance was sent to."""
+        ...
+
+    def raise_alert(self, kind: str, subject: str, peer: str, detail: str, at: datetime) -> None:
+        """Record an alert, or count one more occurrence of the same kind/subject/peer."""
+        ...
+
+    def alerts(self, limit: int = 100) -> Sequence[Alert]:
+        """Alerts, most recent first."""
         ...
 
 
@@ -756,6 +779,7 @@ class UnitOfWorkFactory(Protocol):
 __all__ = [
     "AccountRepository",
     "Activation",
+    "Alert",
     "ArrivedInstance",
     "BlobStore",
     "Clock",

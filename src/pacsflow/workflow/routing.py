@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes, security_alert
@@ -34,6 +34,7 @@ from pacsflow.domain.routing import (
 )
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
+    Alert,
     ArrivedInstance,
     Clock,
     ForwardState,
@@ -92,6 +93,7 @@ class Routing:
         site: str = "",
         stable_after: timedelta = timedelta(seconds=60),
         local_time: Callable[[datetime], datetime] = lambda at: at.astimezone(),
+        is_keyword: Callable[[str], bool] | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -103,6 +105,7 @@ class Routing:
         self._site = site
         self.stable_after = stable_after
         self._local_time = local_time
+        self._is_keyword = is_keyword
         self._parsed: dict[int, RuleSet] = {}
 
     # -- managing versions ----------------------------------------------------------------------
@@ -124,14 +127,7 @@ class Routing:
         self, text: str, actor: ActiveParticipant, comment: str = "", *, activate: bool = False
     ) -> int:
         """Save a new version of the rules (checked first); its number."""
-        rules = parse_rules(text)
-        unknown = sorted(
-            {d for r in rules.rules for d in r.destinations if not self._is_destination(d)}
-        )
-        if unknown:
-            raise InvalidInput(
-                f"unknown destination(s) {', '.join(unknown)}: configure them as peers first"
-            )
+        self._checked(text)
         with self._uow() as uow:
             now = self._clock.now()
             number = uow.routing.add_version(text, actor.user_id, comment, now)
@@ -195,19 +191,36 @@ class Routing:
         )
 
     def dry_run(
-        self, candidate_text: str, since: datetime, until: datetime, limit: int = 1000
+        self, candidate_text: str, since: datetime, until: datetime, limit: int = 10_000
     ) -> list[RouteDifference]:
-        """Where the active rules send each study received in [since, until), and the candidate."""
-        candidate = parse_rules(candidate_text)
+        """Where the active rules send each study received in [since, until), and the candidate.
+
+        Times without an offset are read as UTC. Nothing is sent.
+        """
+        candidate = self._checked(candidate_text)
+        window = StudyFilter(
+            is_published_only=True,
+            limit=limit,
+            received_from=_aware(since),
+            received_until=_aware(until),
+        )
         with self._uow(read_only=True) as uow:
             _, active = self._rules(uow) or (0, RuleSet(()))
-            studies = [
-                s
-                for s in uow.studies.find(StudyFilter(is_published_only=True, limit=limit))
-                if s.received_at is not None and since <= s.received_at < until
-            ]
+            studies = uow.studies.find(window)
             items = [(str(s.study_instance_uid), self._study_context(uow, s)) for s in studies]
         return dry_run(active, candidate, [(k, c) for k, c in items if c is not None])
+
+    def _checked(self, text: str) -> RuleSet:
+        """Parsed rules whose destinations are all configured (InvalidInput otherwise)."""
+        rules = parse_rules(text, is_keyword=self._is_keyword)
+        unknown = sorted(
+            {d for r in rules.rules for d in r.destinations if not self._is_destination(d)}
+        )
+        if unknown:
+            raise InvalidInput(
+                f"unknown destination(s) {', '.join(unknown)}: configure them as peers first"
+            )
+        return rules
 
     # -- the ingest hook (inside the ingest transaction) --------------------------------------
 
@@ -239,6 +252,32 @@ class Routing:
                     ),
                     now,
                 )
+
+    def on_duplicate(self, arrived: ArrivedInstance) -> None:
+        """An instance we already hold arrived again: if we had forwarded it, say so.
+
+        It is not stored or routed again, so a loop through other systems stops here; the
+        alert tells the operator which peer sent it back.
+        """
+        inst = arrived.instance
+        with self._uow() as uow:
+            sent = uow.routing.sent_to(inst.sop_instance_uid)
+            if not sent:
+                return
+            peer = arrived.source_ae.strip()
+            kind = "returned" if peer in sent else "routing_loop"
+            detail = (
+                f"instance {inst.sop_instance_uid} of study {inst.study_instance_uid}, "
+                f"forwarded to {', '.join(sent)}, came back from {peer or 'an unnamed AE'}"
+            )
+            uow.routing.raise_alert(kind, inst.study_instance_uid, peer, detail, self._clock.now())
+            uow.commit()
+        log.warning("routing: %s", detail)
+
+    def alerts(self, limit: int = 100) -> list[Alert]:
+        """Routing alerts, most recent first."""
+        with self._uow(read_only=True) as uow:
+            return list(uow.routing.alerts(limit))
 
     # -- job handlers -------------------------------------------------------------------------
 
@@ -403,6 +442,10 @@ class Routing:
             procedure_code=order.procedure_code.value if order and order.procedure_code else "",
             time_of_day=self._local_time(received).time(),
         )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class UnknownVersion(ConflictingState):

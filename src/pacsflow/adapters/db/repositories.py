@@ -432,6 +432,10 @@ class SqlStudyRepository:
             conds.append(s.study_instance_uid.in_(flt.study_instance_uids))
         if flt.accession_number:
             conds.append(s.accession_number == flt.accession_number)
+        if flt.received_from is not None:
+            conds.append(s.created_at >= flt.received_from.astimezone(UTC))
+        if flt.received_until is not None:
+            conds.append(s.created_at < flt.received_until.astimezone(UTC))
         return self._records(sa.and_(sa.true(), *conds), limit=flt.limit)
 
     def _records(self, where: sa.ColumnElement[bool], limit: int) -> list[StudyRecord]:

@@ -12,6 +12,7 @@ from pacsflow.adapters.db import tables as t
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
     Activation,
+    Alert,
     ForwardRecord,
     ForwardState,
     InstanceRecord,
@@ -139,17 +140,49 @@ class SqlRoutingStore:
             for r in rows
         ]
 
-    def was_sent_to(self, sop_uid: Uid, destination: str) -> bool:
-        """True when the instance was sent to that destination."""
+    def sent_to(self, sop_uid: Uid) -> Sequence[str]:
+        """The destinations the instance was sent to."""
         f = t.forwards
-        row = self._c.execute(
-            sa.select(f.c.pk).where(
-                f.c.sop_instance_uid == sop_uid,
-                f.c.destination == destination,
-                f.c.state == ForwardState.SENT.value,
+        rows = self._c.execute(
+            sa.select(f.c.destination)
+            .where(f.c.sop_instance_uid == sop_uid, f.c.state == ForwardState.SENT.value)
+            .order_by(f.c.pk)
+        )
+        return [r.destination for r in rows]
+
+    def raise_alert(self, kind: str, subject: str, peer: str, detail: str, at: datetime) -> None:
+        """Record an alert, or count one more occurrence of the same kind/subject/peer."""
+        a = t.alerts
+        at = at.astimezone(UTC)
+        key = (a.c.kind == kind, a.c.subject == subject, a.c.peer == peer)
+        updated = self._c.execute(
+            sa.update(a).where(*key).values(count=a.c.count + 1, last_at=at, detail=detail)
+        )
+        if updated.rowcount == 0:
+            self._c.execute(
+                sa.insert(a).values(
+                    kind=kind, subject=subject, peer=peer, detail=detail, first_at=at, last_at=at
+                )
             )
-        ).first()
-        return row is not None
+
+    def alerts(self, limit: int = 100) -> Sequence[Alert]:
+        """Alerts, most recent first."""
+        a = t.alerts
+        rows = self._c.execute(
+            sa.select(a).order_by(a.c.last_at.desc(), a.c.pk.desc()).limit(limit)
+        )
+        return [
+            Alert(
+                kind=r.kind,
+                subject=r.subject,
+                peer=r.peer,
+                detail=r.detail,
+                first_at=_aware(r.first_at),
+                last_at=_aware(r.last_at),
+                count=r._mapping["count"],  # Row.count is tuple.count
+            )
+            for r in rows
+        ]
 
 
 __all__ = ["SqlRoutingStore"]

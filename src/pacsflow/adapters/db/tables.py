@@ -308,6 +308,20 @@ forwards = sa.Table(
     ),
 )
 
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False),
+    sa.Column("peer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Column("first_at", _TS, nullable=False),
+    sa.Column("last_at", _TS, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False, server_default="1"),
+    sa.UniqueConstraint("kind", "subject", "peer", name="uq_alerts_kind_subject_peer"),
+)
+
 priors = sa.Table(
     "priors",
     metadata,
@@ -329,6 +343,7 @@ priors = sa.Table(
 )
 
 __all__ = [
+    "alerts",
     "api_tokens",
     "exceptions",
     "forwards",

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.valuerep import PersonName as DicomPersonName
 
@@ -50,6 +51,11 @@ _HEADER_TAGS = (
     "SeriesDate",
     "SeriesTime",
 )
+
+
+def is_dicom_keyword(name: str) -> bool:
+    """True when name is a keyword of the DICOM data dictionary (e.g. BodyPartExamined)."""
+    return name in keyword_dict
 
 
 def read_header(path: Path) -> Dataset:

@@ -228,6 +228,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("POST", "/api/routing/dry-run"): Permission.MANAGE_CONFIG,
     ("GET", "/api/studies/{study_uid}/forwards"): Permission.READ_STUDIES,
     ("GET", "/api/priors"): Permission.READ_STUDIES,
+    ("GET", "/api/alerts"): Permission.READ_JOBS,
 }
 
 
@@ -344,6 +345,18 @@ class PriorOut(BaseModel):
     latency_seconds: float | None
     instances: int
     last_error: str
+
+
+class AlertOut(BaseModel):
+    """Something an operator must look at: a routing loop, a study sent back."""
+
+    kind: str
+    subject: str
+    peer: str
+    detail: str
+    first_at: datetime
+    last_at: datetime
+    count: int
 
 
 class MatchIn(BaseModel):
@@ -784,6 +797,22 @@ def create_app(
                 last_error=p.last_error,
             )
             for p in prefetch.priors(key, limit)
+        ]
+
+    @app.get("/api/alerts", tags=["jobs"], dependencies=[requires(Permission.READ_JOBS)])
+    def alerts(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AlertOut]:
+        """Routing alerts (loops, studies sent back by a destination), most recent first."""
+        return [
+            AlertOut(
+                kind=a.kind,
+                subject=a.subject,
+                peer=a.peer,
+                detail=a.detail,
+                first_at=a.first_at,
+                last_at=a.last_at,
+                count=a.count,
+            )
+            for a in routing.alerts(limit)
         ]
 
     @app.exception_handler(_NotFound)
