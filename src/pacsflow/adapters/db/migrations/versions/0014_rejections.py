@@ -1,0 +1,21 @@
+"""instance rejection (IOCM)
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-11-29 20:00:00
+"""
+
+from __future__ import annotations
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Apply this revision (reserved; filled by the change that needs it)."""
+
+
+def downgrade() -> None:
+    """Revert this revision."""
