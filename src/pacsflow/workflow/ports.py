@@ -14,6 +14,7 @@ from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.patients import Patient, PatientIdentifier
+from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.audit import AuditLog
 
@@ -738,6 +739,96 @@ class PrefetchStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    """A stored report version and the study it is attached to (if any yet)."""
+
+    id: int
+    report: Report
+    received_at: datetime
+    source: str
+    attached_study_uid: Uid | None = None
+    flag: str = ""  # why it is not attached: unknown study, study held
+
+
+class DeliveryState(enum.StrEnum):
+    """Where sending one result message to one subscriber stands."""
+
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # refused (AE/AR) or given up; the job says why
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStats:
+    """How well results reach one subscriber."""
+
+    subscriber: str
+    total: int
+    delivered: int
+    delivered_in_time: int
+    failed: int
+    pending: int
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of settled messages delivered within the target time."""
+        settled = self.delivered + self.failed
+        return self.delivered_in_time / settled if settled else None
+
+
+class ReportStore(Protocol):
+    """Report versions, their attachment to studies, and result deliveries."""
+
+    def add(self, report: Report, received_at: datetime, source: str, flag: str = "") -> int:
+        """Keep a report version; its id."""
+        ...
+
+    def get(self, report_id: int) -> ReportRecord | None:
+        """One report version."""
+        ...
+
+    def attach(self, report_id: int, study_uid: Uid) -> None:
+        """Attach a report version to its study (clears the flag)."""
+        ...
+
+    def flag(self, report_id: int, reason: str) -> None:
+        """Say why a report version is not attached."""
+        ...
+
+    def unattached_for(self, accession_number: str, study_uid: Uid) -> Sequence[ReportRecord]:
+        """Unattached versions naming this accession number or Study Instance UID."""
+        ...
+
+    def for_study(self, study_uid: Uid) -> Sequence[ReportRecord]:
+        """The versions attached to a study, in arrival order."""
+        ...
+
+    def statuses(self, study_uids: Sequence[Uid]) -> dict[Uid, ReportStatus]:
+        """The report status of each study (unread when it has no report)."""
+        ...
+
+    def list(self, *, unattached_only: bool = False, limit: int = 100) -> Sequence[ReportRecord]:
+        """Report versions, newest first."""
+        ...
+
+    def add_delivery(
+        self, subscriber: str, event: str, study_uid: Uid, report_id: int | None, at: datetime
+    ) -> int:
+        """Record a result message queued for a subscriber; its id."""
+        ...
+
+    def settle_delivery(
+        self, delivery_id: int, state: DeliveryState, at: datetime, ack_code: str, error: str
+    ) -> None:
+        """Record how the delivery ended."""
+        ...
+
+    def delivery_stats(self, subscriber: str, target_seconds: float) -> DeliveryStats:
+        """Counts of one subscriber's deliveries."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository."""
 
@@ -754,6 +845,7 @@ class UnitOfWork(Protocol):
     jobs: JobQueue
     routing: RoutingStore
     prefetch: PrefetchStore
+    reports: ReportStore
 
     def __enter__(self) -> UnitOfWork:
         """Begin the transaction."""
@@ -783,6 +875,8 @@ __all__ = [
     "ArrivedInstance",
     "BlobStore",
     "Clock",
+    "DeliveryState",
+    "DeliveryStats",
     "EventLog",
     "ExceptionRecord",
     "ExceptionRepository",
@@ -804,6 +898,8 @@ __all__ = [
     "ProcedureStepRepository",
     "ReconciliationAction",
     "ReconciliationLog",
+    "ReportRecord",
+    "ReportStore",
     "RoutingStore",
     "RuleVersion",
     "SecretHasher",

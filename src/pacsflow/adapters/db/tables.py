@@ -342,6 +342,40 @@ priors = sa.Table(
     sa.UniqueConstraint("request_key", "study_instance_uid", name="uq_priors_request_study"),
 )
 
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default="", index=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, server_default="", index=True),
+    sa.Column("attached_study_uid", sa.String(64), nullable=True, index=True),
+    sa.Column("patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False, server_default=""),
+    sa.Column("radiologist", sa.String(200), nullable=False, server_default=""),
+    sa.Column("observed_at", _TS, nullable=True),
+    sa.Column("report_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("received_at", _TS, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False, server_default=""),
+    sa.Column("flag", sa.String(200), nullable=False, server_default=""),
+)
+
+result_deliveries = sa.Table(
+    "result_deliveries",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("subscriber", sa.String(64), nullable=False, index=True),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False),
+    sa.Column("report_pk", sa.Integer, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("queued_at", _TS, nullable=False),
+    sa.Column("settled_at", _TS, nullable=True),
+    sa.Column("ack_code", sa.String(4), nullable=False, server_default=""),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+)
+
 __all__ = [
     "alerts",
     "api_tokens",
@@ -360,6 +394,8 @@ __all__ = [
     "priors",
     "procedure_steps",
     "reconciliation_actions",
+    "reports",
+    "result_deliveries",
     "routing_activations",
     "routing_versions",
     "series",

@@ -9,6 +9,7 @@ from pacsflow.adapters.db.audit import SqlAuditLog
 from pacsflow.adapters.db.engine import READ_ONLY
 from pacsflow.adapters.db.jobs import SqlJobQueue
 from pacsflow.adapters.db.prefetch import SqlPrefetchStore
+from pacsflow.adapters.db.reports import SqlReportStore
 from pacsflow.adapters.db.repositories import (
     SqlEventLog,
     SqlExceptionRepository,
@@ -33,6 +34,7 @@ from pacsflow.workflow.ports import (
     PrefetchStore,
     ProcedureStepRepository,
     ReconciliationLog,
+    ReportStore,
     RoutingStore,
     StudyRepository,
 )
@@ -54,6 +56,7 @@ class SqlUnitOfWork:
     jobs: JobQueue
     routing: RoutingStore
     prefetch: PrefetchStore
+    reports: ReportStore
 
     def __init__(self, engine: sa.Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -82,6 +85,7 @@ class SqlUnitOfWork:
         self.jobs = SqlJobQueue(conn)
         self.routing = SqlRoutingStore(conn)
         self.prefetch = SqlPrefetchStore(conn)
+        self.reports = SqlReportStore(conn)
         return self
 
     def __exit__(self, *exc: object) -> None:
