@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pacsflow.domain.access import Role
+from pacsflow.domain.exception_queue import ExceptionHistory
 from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
@@ -238,6 +239,7 @@ class ExceptionRecord:
     candidate_order: AccessionNumber | None = None
     resolved_at: datetime | None = None
     resolution: str = ""
+    owner: str = ""  # the username working it; empty: nobody yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +346,45 @@ class ExceptionRepository(Protocol):
         """Open a resolved exception again (undo)."""
         ...
 
+    def set_owner(self, exception_id: int, owner: str) -> None:
+        """Name who works an exception (empty: nobody)."""
+        ...
+
+
+class ExceptionIndex(Protocol):
+    """Searches the exceptions queue needs beyond the repositories: candidates, history."""
+
+    def candidate_orders(
+        self,
+        *,
+        accessions: Sequence[str] = (),
+        patient_ids: Sequence[str] = (),
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        limit: int = 100,
+    ) -> Sequence[AccessionNumber]:
+        """Orders not cancelled with one of these accession numbers, of one of these patient
+        IDs, or scheduled in the window (each criterion capped at limit)."""
+        ...
+
+    def candidate_patients(
+        self,
+        *,
+        identifiers: Sequence[str] = (),
+        names: Sequence[str] = (),
+        birth_dates: Sequence[date] = (),
+        limit: int = 100,
+    ) -> Sequence[PatientIdentifier]:
+        """Primary identifiers of patients holding one of these identifiers (any case), whose
+        family and given names are both among names (any case, either way round), or born on
+        one of these dates (each criterion capped at limit)."""
+        ...
+
+    def histories(self, start: datetime, end: datetime) -> Sequence[ExceptionHistory]:
+        """Every exception opened before end that was open at some time from start on, with
+        its reconciliation actions before end."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReconciliationAction:
@@ -360,6 +401,7 @@ class ReconciliationAction:
     before_patient: PatientIdentifier | None
     before_accession: str
     undone_at: datetime | None = None
+    before_owner: str = ""
 
 
 class ReconciliationLog(Protocol):
@@ -839,6 +881,7 @@ class UnitOfWork(Protocol):
     orders: OrderRepository
     studies: StudyRepository
     exceptions: ExceptionRepository
+    exception_index: ExceptionIndex
     events: EventLog
     journal: MessageJournal
     procedure_steps: ProcedureStepRepository
@@ -878,6 +921,7 @@ __all__ = [
     "DeliveryState",
     "DeliveryStats",
     "EventLog",
+    "ExceptionIndex",
     "ExceptionRecord",
     "ExceptionRepository",
     "ForwardRecord",

@@ -687,6 +687,12 @@ class SqlExceptionRepository:
             .values(resolved_at=None, resolution="")
         )
 
+    def set_owner(self, exception_id: int, owner: str) -> None:
+        """Name who works an exception (empty: nobody)."""
+        self._c.execute(
+            sa.update(t.exceptions).where(t.exceptions.c.pk == exception_id).values(owner=owner)
+        )
+
     def list_open(self, limit: int = 500) -> Sequence[ExceptionRecord]:
         """Open exceptions, oldest first."""
         rows = self._c.execute(
@@ -714,6 +720,7 @@ def _exception(row: sa.Row[Any]) -> ExceptionRecord:
         else None,
         resolved_at=aware(resolved) if resolved else None,
         resolution=m["resolution"],
+        owner=m["owner"],
     )
 
 
@@ -740,6 +747,7 @@ class SqlReconciliationLog:
                     before_patient_id=before.value if before else None,
                     before_issuer=before.issuer if before else None,
                     before_accession=action.before_accession,
+                    before_owner=action.before_owner,
                 )
                 .returning(t.reconciliation_actions.c.pk)
             ).scalar_one()
@@ -771,6 +779,7 @@ class SqlReconciliationLog:
             ),
             before_accession=m["before_accession"],
             undone_at=aware(m["undone_at"]) if m["undone_at"] else None,
+            before_owner=m["before_owner"],
         )
 
     def mark_undone(self, action_id: int, at: datetime) -> None:

@@ -152,8 +152,9 @@ exceptions = sa.Table(
     sa.Column("received_sex", sa.String(16), nullable=False, server_default=""),
     sa.Column("received_accession", sa.String(64), nullable=False, server_default=""),
     sa.Column("opened_at", _TS, nullable=False, index=True),
-    sa.Column("resolved_at", _TS, nullable=True),
+    sa.Column("resolved_at", _TS, nullable=True, index=True),
     sa.Column("resolution", sa.String(32), nullable=False, server_default=""),
+    sa.Column("owner", sa.String(64), nullable=False, server_default=""),
 )
 
 reconciliation_actions = sa.Table(
@@ -171,6 +172,7 @@ reconciliation_actions = sa.Table(
     sa.Column("before_issuer", sa.String(64), nullable=True),
     sa.Column("before_accession", sa.String(64), nullable=False, server_default=""),
     sa.Column("undone_at", _TS, nullable=True),
+    sa.Column("before_owner", sa.String(64), nullable=False, server_default=""),
 )
 
 match_events = sa.Table(

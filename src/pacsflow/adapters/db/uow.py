@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from pacsflow.adapters.db.accounts import SqlAccountRepository
 from pacsflow.adapters.db.audit import SqlAuditLog
 from pacsflow.adapters.db.engine import READ_ONLY
+from pacsflow.adapters.db.exception_index import SqlExceptionIndex
 from pacsflow.adapters.db.jobs import SqlJobQueue
 from pacsflow.adapters.db.prefetch import SqlPrefetchStore
 from pacsflow.adapters.db.reports import SqlReportStore
@@ -26,6 +27,7 @@ from pacsflow.workflow.audit import AuditLog
 from pacsflow.workflow.ports import (
     AccountRepository,
     EventLog,
+    ExceptionIndex,
     ExceptionRepository,
     JobQueue,
     MessageJournal,
@@ -50,6 +52,7 @@ class SqlUnitOfWork:
     orders: OrderRepository
     studies: StudyRepository
     exceptions: ExceptionRepository
+    exception_index: ExceptionIndex
     events: EventLog
     journal: MessageJournal
     procedure_steps: ProcedureStepRepository
@@ -79,6 +82,7 @@ class SqlUnitOfWork:
         self.orders = SqlOrderRepository(conn)
         self.studies = SqlStudyRepository(conn)
         self.exceptions = SqlExceptionRepository(conn)
+        self.exception_index = SqlExceptionIndex(conn)
         self.events = SqlEventLog(conn)
         self.journal = SqlMessageJournal(conn)
         self.procedure_steps = SqlProcedureStepRepository(conn)
