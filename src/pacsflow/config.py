@@ -55,6 +55,33 @@ class DicomwebDestination(BaseModel):
     max_concurrent_jobs: int = Field(default=2, ge=1)
 
 
+ResultEvent = Literal["report", "images_available"]
+ResultStatusCode = Literal["I", "P", "F", "C", "X"]
+_REPORTS_ONLY: tuple[ResultEvent, ...] = ("report",)
+_SENT_STATUSES: tuple[ResultStatusCode, ...] = ("P", "F", "C", "X")
+
+
+class ResultSubscriber(BaseModel):
+    """A system (RIS, EHR) that gets results over HL7 MLLP."""
+
+    name: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    #: HL7 version written in MSH-12.
+    version: str = "2.5.1"
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    #: What it wants: "report" (ORU^R01 per report version) and/or "images_available".
+    events: list[ResultEvent] = Field(default_factory=lambda: list(_REPORTS_ONLY))
+    #: Which result statuses it wants (OBR-25 codes).
+    statuses: list[ResultStatusCode] = Field(default_factory=lambda: list(_SENT_STATUSES))
+    #: A message delivered (ACK AA) within this long counts as on time (success rate).
+    target_seconds: float = Field(default=300.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    tls: bool = False
+    max_concurrent_jobs: int = Field(default=1, ge=1)
+
+
 class StationMapping(BaseModel):
     """Which scheduled station (AE title) performs a modality and/or procedure code."""
 
@@ -98,6 +125,8 @@ class Settings(BaseSettings):
     dicom_max_associations: int = Field(default=32, ge=1)
     dicom_max_pdu: int = Field(default=262144, ge=0)
     peers: list[DicomPeer] = Field(default_factory=list)
+    #: Systems that get reports and "images available" over HL7 MLLP.
+    result_subscribers: list[ResultSubscriber] = Field(default_factory=list)
     #: STOW-RS endpoints routing rules may name in send_to (besides DICOM peers).
     dicomweb_destinations: list[DicomwebDestination] = Field(default_factory=list)
     station_mappings: list[StationMapping] = Field(default_factory=list)
@@ -188,6 +217,7 @@ __all__ = [
     "DicomPeer",
     "DicomwebDestination",
     "PrefetchRule",
+    "ResultSubscriber",
     "Settings",
     "StationMapping",
     "load_settings",
