@@ -29,6 +29,7 @@ from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_ac
 from pacsflow.domain.jobs import RetryPolicy
 from pacsflow.domain.orders import StationRule
 from pacsflow.domain.prefetch import RelevanceRule
+from pacsflow.domain.reading import ReadingTargets
 from pacsflow.domain.uids import Uid
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
@@ -40,6 +41,7 @@ from pacsflow.workflow.ports import InstanceRecord
 from pacsflow.workflow.prefetch import PREFETCH_JOB, RETRIEVE_JOB, Prefetch
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
+from pacsflow.workflow.reading import ReadingWorklist
 from pacsflow.workflow.reconciliation import Reconciliation
 from pacsflow.workflow.routing import (
     FORWARD_JOB,
@@ -191,6 +193,13 @@ class Pacsflow:
         )
         self.audit = AuditTrail(uow, clock, source, self.syslog)
         self.queries = Queries(uow, blobs)
+        self.reading = ReadingWorklist(
+            uow,
+            clock,
+            ReadingTargets.from_minutes(settings.reading_targets),
+            timedelta(minutes=settings.reading_claim_minutes),
+            site=settings.site,
+        )
         self.routing = routing(settings, self.engine)
         self.prefetch = Prefetch(
             uow,
@@ -261,6 +270,7 @@ class Pacsflow:
                 self.jobs,
                 self.routing,
                 self.prefetch,
+                reading=self.reading,
             ),
             settings.host,
             settings.http_port,

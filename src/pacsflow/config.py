@@ -161,9 +161,25 @@ class Settings(BaseSettings):
     site: str = ""
     #: A study is stable (study_stable routing rules run) after this long without new instances.
     routing_stable_seconds: float = Field(default=60.0, ge=0)
+    #: Reading worklist: minutes from arrival to final report per priority (STAT, ASAP,
+    #: ROUTINE; a priority left out keeps its default 60, 240, 1440), and how long a
+    #: radiologist's claim on a study lasts.
+    reading_targets: dict[str, float] = Field(default_factory=dict)
+    reading_claim_minutes: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     log_level: str = "INFO"
     #: Cheap argon2 parameters so test suites can create many tokens; never in production.
     fast_hashing_for_tests: bool = False
+
+    @field_validator("reading_targets")
+    @classmethod
+    def _reading_targets(cls, value: dict[str, float]) -> dict[str, float]:
+        targets = {name.strip().upper(): minutes for name, minutes in value.items()}
+        for priority, minutes in targets.items():
+            if priority not in ("STAT", "ASAP", "ROUTINE"):
+                raise ValueError(f"reading targets are for STAT, ASAP, ROUTINE, not {priority}")
+            if not 0 < minutes < float("inf"):
+                raise ValueError(f"the {priority} reading target must be positive minutes")
+        return targets
 
     @classmethod
     def settings_customise_sources(

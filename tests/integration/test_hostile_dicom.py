@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ImplicitVRLittleEndian
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID, ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -34,6 +36,7 @@ from pynetdicom.tests import encoded_pdu_items as pdus
 from pacsflow.app import Pacsflow
 from pacsflow.domain.uids import Uid, new_uid
 from tests.conftest import dcmtk, requires_dcmtk, restamp, sample, storescu
+from tests.unit.test_dicom_completeness import deflate_bomb
 
 SUCCESS = 0x0000
 FUZZ = settings(
@@ -260,6 +263,61 @@ def test_an_empty_data_set_is_refused(node: Pacsflow, tmp_path: Path) -> None:
     status = send_file(node, path)
     assert status != SUCCESS
     assert_outcome(node, status, path)
+
+
+def _explicit_le(ds: Dataset) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _bomb(path: Path, zeros_mib: int, *, before_study: bool) -> Path:
+    """A deflated secondary capture with zeros_mib MiB of zeros, in the Pixel Data or in a
+    private value before the Study Instance UID (which the header cannot do without)."""
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = new_uid()
+    ds.PatientID = f"H{uuid.uuid4().hex[:8]}"
+    ds.PatientName = "BOMB^DEFLATE"
+    ds.Modality = "OT"
+    study = Dataset()
+    study.StudyInstanceUID = new_uid()
+    study.SeriesInstanceUID = new_uid()
+    head, tail = _explicit_le(ds), _explicit_le(study)
+    raw = (
+        deflate_bomb(head, zeros_mib, tag=0x00091010, tail=tail, sop_instance_uid=ds.SOPInstanceUID)
+        if before_study
+        else deflate_bomb(head + tail, zeros_mib, sop_instance_uid=ds.SOPInstanceUID)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+    return path
+
+
+def test_deflate_bombs_are_refused_in_bounded_memory_or_stored_intact(
+    node: Pacsflow, tmp_path: Path
+) -> None:
+    """0.6 MB inflating to 600 MiB is refused while inflating (over 100:1 past 64 MiB); 20 MiB
+    of zeros passes that, then is refused if the header lies beyond 16 MiB, else stored."""
+    inputs = tmp_path / "in"
+    refused = {
+        "600 MiB in the Pixel Data": _bomb(inputs / "pixels.dcm", 600, before_study=False),
+        "20 MiB before the Study UID": _bomb(inputs / "private.dcm", 20, before_study=True),
+    }
+    for label, path in refused.items():
+        with case(label):
+            before = vm_rss_kib()
+            status = send_file(node, path)
+            grown_mib = (vm_rss_kib() - before) / 1024
+            assert status == CANNOT_UNDERSTAND, f"{status:#06x}"
+            assert grown_mib < 64, f"RSS grew by {grown_mib:.0f} MiB"
+            assert_outcome(node, status, path)
+    with case("20 MiB in the Pixel Data"):
+        path = _bomb(inputs / "stored.dcm", 20, before_study=False)
+        status = send_file(node, path)
+        assert status == SUCCESS, f"{status:#06x}"
+        assert_outcome(node, status, path)
 
 
 EVIL_UIDS = ["../../etc/x", "../../../../../../../../tmp/{tag}", "/tmp/{tag}", "1.2/../../{tag}"]

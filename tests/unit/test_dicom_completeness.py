@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from dataclasses import dataclass
@@ -211,10 +212,15 @@ def test_a_corrupt_deflate_stream_fails() -> None:
 # -- crafted data sets --------------------------------------------------------------------------
 
 
-def part10(data_set: bytes, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:
+def part10(
+    data_set: bytes,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    *,
+    sop_instance_uid: str = "1.2.3.4",
+) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
-    meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = UID(transfer_syntax)
     out = DicomBytesIO()
     out.write(b"\x00" * 128 + b"DICM")
@@ -231,6 +237,36 @@ def explicit(group: int, element: int, vr: bytes, value: bytes, length: int | No
 
 def item(value: bytes, length: int | None = None) -> bytes:
     return struct.pack("<HHL", 0xFFFE, 0xE000, len(value) if length is None else length) + value
+
+
+def _deflate(data: bytes, mode: int = zlib.Z_SYNC_FLUSH) -> bytes:
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return deflater.compress(data) + deflater.flush(mode)
+
+
+PIXEL_DATA = 0x7FE00010
+
+
+def deflate_bomb(
+    head: bytes,
+    zeros_mib: int,
+    *,
+    tag: int = PIXEL_DATA,
+    tail: bytes = b"",
+    sop_instance_uid: str = "1.2.3.4",
+) -> bytes:
+    """A deflated Part 10 file: head, an OB value of zeros_mib MiB of zeros at tag, tail.
+
+    One MiB of zeros is deflated once and its blocks repeated (a sync flush ends them on a byte
+    boundary and they refer to nothing before them): 600 MiB take 0.6 MB and milliseconds.
+    """
+    value = explicit(tag >> 16, tag & 0xFFFF, b"OB", b"", zeros_mib << 20)
+    stream = (
+        _deflate(head + value)
+        + _deflate(bytes(1 << 20)) * zeros_mib
+        + _deflate(tail, zlib.Z_FINISH)
+    )
+    return part10(stream, DeflatedExplicitVRLittleEndian, sop_instance_uid=sop_instance_uid)
 
 
 UNDEFINED = 0xFFFFFFFF
@@ -300,3 +336,26 @@ def test_values_are_skipped_not_read(transfer_syntax: str) -> None:
     fp = CountingReads(part10(MODALITY + header + bytes(pixels)))
     check_complete(fp, transfer_syntax)
     assert fp.bytes_read < 64 * 1024
+
+
+# -- deflate bombs ------------------------------------------------------------------------------
+
+
+def test_a_deflate_bomb_is_refused_once_past_the_grace_without_reading_it_all() -> None:
+    """600 MiB of zeros in 0.6 MB: refused after 64 MiB inflated (0.1 s, not 1.3 s)."""
+    fp = CountingReads(deflate_bomb(MODALITY, 600))
+    with pytest.raises(MalformedMessage, match="inflates over 100:1"):
+        check_complete(fp, DeflatedExplicitVRLittleEndian)
+    assert fp.bytes_read < 256 * 1024  # of 0.6 MB
+
+
+def test_any_ratio_passes_within_the_grace() -> None:
+    """A blank frame deflates about 1000:1; 16 MiB of it is no bomb."""
+    check(deflate_bomb(MODALITY, 16), DeflatedExplicitVRLittleEndian)
+
+
+def test_past_the_grace_a_ratio_under_100_to_1_passes() -> None:
+    """1 MiB that does not deflate, then 72 MiB of zeros: 73 MiB from 1.07 MB, about 68:1."""
+    noise = random.Random(0).randbytes(1 << 20)
+    head = MODALITY + explicit(0x0009, 0x1010, b"OB", noise)
+    check(deflate_bomb(head, 72), DeflatedExplicitVRLittleEndian)

@@ -33,6 +33,7 @@ class Permission(enum.StrEnum):
     MANAGE_CONFIG = "config:manage"
     READ_JOBS = "jobs:read"
     MANAGE_JOBS = "jobs:manage"
+    CLAIM_READING = "reading:claim"
 
 
 P = Permission
@@ -53,7 +54,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.INTEGRATION: frozenset({P.READ_STUDIES, P.READ_ORDERS, P.WRITE_ORDERS, P.READ_JOBS}),
     Role.TECHNOLOGIST: frozenset({P.READ_STUDIES, P.READ_ORDERS, P.READ_EXCEPTIONS}),
-    Role.RADIOLOGIST: frozenset({P.READ_STUDIES, P.READ_PATIENTS, P.READ_ORDERS}),
+    Role.RADIOLOGIST: frozenset({P.READ_STUDIES, P.READ_PATIENTS, P.READ_ORDERS, P.CLAIM_READING}),
     Role.RECONCILER: frozenset(
         {P.READ_STUDIES, P.READ_PATIENTS, P.READ_ORDERS, P.READ_EXCEPTIONS, P.RECONCILE}
     ),

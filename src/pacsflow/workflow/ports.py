@@ -15,6 +15,7 @@ from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.patients import Patient, PatientIdentifier
+from pacsflow.domain.reading import Claim, ReadingItem
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.audit import AuditLog
@@ -871,6 +872,43 @@ class ReportStore(Protocol):
         ...
 
 
+class ReadingStore(Protocol):
+    """What the reading worklist reads and keeps: candidates, triage scores, claims."""
+
+    def candidates(self, study_uids: Sequence[Uid] = ()) -> Sequence[ReadingItem]:
+        """Published studies that may still need reading, with order, triage score, last claim.
+
+        Left out: studies in the exceptions queue, priors fetched from archives, and studies
+        whose report is final (the caller confirms with the report statuses). Only the named
+        studies when some are given. priors_ready is left unknown.
+        """
+        ...
+
+    def set_triage_score(self, study_uid: Uid, score: float | None) -> bool:
+        """Record a study's AI triage score (None clears it); False when there is no such study."""
+        ...
+
+    def prior_states(self, request_keys: Sequence[str]) -> dict[str, list[PriorState]]:
+        """The states of the priors chosen for each of these prefetch requests that has any."""
+        ...
+
+    def unfinished_jobs(self, ordering_keys: Sequence[str]) -> set[str]:
+        """Those of these ordering keys that have a pending or running job."""
+        ...
+
+    def claim_of(self, study_uid: Uid) -> Claim | None:
+        """The last claim on a study (possibly expired)."""
+        ...
+
+    def put_claim(self, claim: Claim, now: datetime) -> Claim:
+        """Store the claim unless another reader holds an unexpired one; the claim that stands."""
+        ...
+
+    def delete_claim(self, study_uid: Uid, reader: str) -> bool:
+        """Remove the reader's claim on a study; False when they hold none."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository."""
 
@@ -889,6 +927,7 @@ class UnitOfWork(Protocol):
     routing: RoutingStore
     prefetch: PrefetchStore
     reports: ReportStore
+    reading: ReadingStore
 
     def __enter__(self) -> UnitOfWork:
         """Begin the transaction."""
@@ -940,6 +979,7 @@ __all__ = [
     "PriorRecord",
     "PriorState",
     "ProcedureStepRepository",
+    "ReadingStore",
     "ReconciliationAction",
     "ReconciliationLog",
     "ReportRecord",

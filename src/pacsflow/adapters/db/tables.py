@@ -105,6 +105,8 @@ studies = sa.Table(
     sa.Column("source_ae", sa.String(16), nullable=False, server_default=""),
     sa.Column("created_at", _TS, nullable=False),
     sa.Column("updated_at", _TS, nullable=False),
+    #: AI triage score (higher reads first on the reading worklist); NULL: not scored.
+    sa.Column("triage_score", sa.Float, nullable=True),
 )
 
 series = sa.Table(
@@ -378,6 +380,16 @@ result_deliveries = sa.Table(
     sa.Column("error", sa.Text, nullable=False, server_default=""),
 )
 
+reading_claims = sa.Table(
+    "reading_claims",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("reader", sa.String(64), nullable=False, index=True),
+    sa.Column("claimed_at", _TS, nullable=False),
+    sa.Column("expires_at", _TS, nullable=False),
+)
+
 __all__ = [
     "alerts",
     "api_tokens",
@@ -395,6 +407,7 @@ __all__ = [
     "patients",
     "priors",
     "procedure_steps",
+    "reading_claims",
     "reconciliation_actions",
     "reports",
     "result_deliveries",

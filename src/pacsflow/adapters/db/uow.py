@@ -10,6 +10,7 @@ from pacsflow.adapters.db.engine import READ_ONLY
 from pacsflow.adapters.db.exception_index import SqlExceptionIndex
 from pacsflow.adapters.db.jobs import SqlJobQueue
 from pacsflow.adapters.db.prefetch import SqlPrefetchStore
+from pacsflow.adapters.db.reading import SqlReadingStore
 from pacsflow.adapters.db.reports import SqlReportStore
 from pacsflow.adapters.db.repositories import (
     SqlEventLog,
@@ -35,6 +36,7 @@ from pacsflow.workflow.ports import (
     PatientRepository,
     PrefetchStore,
     ProcedureStepRepository,
+    ReadingStore,
     ReconciliationLog,
     ReportStore,
     RoutingStore,
@@ -60,6 +62,7 @@ class SqlUnitOfWork:
     routing: RoutingStore
     prefetch: PrefetchStore
     reports: ReportStore
+    reading: ReadingStore
 
     def __init__(self, engine: sa.Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -90,6 +93,7 @@ class SqlUnitOfWork:
         self.routing = SqlRoutingStore(conn)
         self.prefetch = SqlPrefetchStore(conn)
         self.reports = SqlReportStore(conn)
+        self.reading = SqlReadingStore(conn)
         return self
 
     def __exit__(self, *exc: object) -> None:

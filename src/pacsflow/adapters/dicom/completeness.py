@@ -22,7 +22,9 @@ The walk follows pydicom's reading rules, so what passes here is what pydicom re
 * 2 to 7 zero bytes after the last element are trailing padding; longer runs of zeros are
   zero-length elements (0000,0000), as pydicom reads them (passed over a chunk at a time).
 * Deflated Explicit VR Little Endian (PS3.5 A.5) is inflated in bounded chunks and walked as
-  it streams; the deflate stream must end too.
+  it streams; the deflate stream must end too. Past 64 MiB inflated it may not inflate more
+  than 100:1 (a deflate bomb: deflate reaches about 1030:1 on zeros, at about 500 MB/s, and
+  pydicom inflates a stored data set whole each time it reads it later).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ _ZERO_HEADER: Final = bytes(8)
 _ZERO_RUN_CHUNK: Final = 65536
 #: How much inflated data the deflate reader holds at most beyond what one read asks for.
 _INFLATE_CHUNK: Final = 65536
+#: Inflated size up to which any ratio is accepted (blank frames deflate about 1000:1).
+_INFLATE_GRACE: Final = 64 * 1024 * 1024
+#: The most a deflated data set may inflate beyond the grace, per byte received. pydicom's
+#: samples deflate 1.4 to 65:1; 1000:1 would stop a bomb of pure zeros but not one at 900:1.
+_MAX_INFLATE_RATIO: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,17 +158,30 @@ class _InflatingSource:
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         self._buffer = b""
         self._offset = 0
+        self._deflated_size = 0
+        self._inflated_size = 0
 
     def _fill(self, size: int) -> None:
         """Inflate until size bytes are buffered ahead, or the stream ends."""
         while len(self._buffer) - self._offset < size and not self._inflater.eof:
-            pending = self._inflater.unconsumed_tail or self._fp.read(_INFLATE_CHUNK)
+            pending = self._inflater.unconsumed_tail
+            if not pending:
+                pending = self._fp.read(_INFLATE_CHUNK)
+                self._deflated_size += len(pending)
             if not pending:
                 return
             try:
                 more = self._inflater.decompress(pending, _INFLATE_CHUNK)
             except zlib.error as exc:
                 raise MalformedMessage(f"deflated data set is corrupt: {exc}") from exc
+            self._inflated_size += len(more)
+            if (
+                self._inflated_size > _INFLATE_GRACE
+                and self._inflated_size > _MAX_INFLATE_RATIO * self._deflated_size
+            ):
+                raise MalformedMessage(
+                    f"deflated data set inflates over {_MAX_INFLATE_RATIO}:1 (a deflate bomb)"
+                )
             self._buffer = self._buffer[self._offset :] + more
             self._offset = 0
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import sys
+import zlib
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from typing import BinaryIO, Final
 
 from pydicom import dcmread
 from pydicom.datadict import keyword_dict
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import PersonName as DicomPersonName
 
+from pacsflow.domain.errors import MalformedMessage
 from pacsflow.domain.matching import ReceivedIdentity
 from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import (
@@ -58,9 +66,95 @@ def is_dicom_keyword(name: str) -> bool:
     return name in keyword_dict
 
 
-def read_header(path: Path) -> Dataset:
-    """The identifying attributes of a Part 10 file, without reading pixel data."""
-    return dcmread(path, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
+#: How much of a deflated data set is inflated at most to reach its identifying attributes.
+#: They sit in its first few KiB; 16 MiB leaves room for large private values before them and
+#: bounds what a deflate bomb can make one header read hold.
+_MAX_INFLATED_HEADER: Final = 16 * 1024 * 1024
+#: How much deflated data one read takes in, and how much one inflate step gives out at most.
+_INFLATE_CHUNK: Final = 65536
+
+
+def read_header(source: Path | BinaryIO) -> Dataset:
+    """The identifying attributes of a Part 10 file, without reading pixel data.
+
+    pydicom inflates a Deflated Explicit VR Little Endian data set (PS3.5 A.5) whole in memory,
+    so that one is inflated here only as far as its identifying attributes reach, at most
+    16 MiB (else MalformedMessage); elements are in ascending tag order (PS3.5 7.1), so the
+    read stops at the first element past the last one wanted.
+    """
+    if isinstance(source, Path):
+        with source.open("rb") as fp:
+            return _read_header(fp)
+    return _read_header(source)
+
+
+def _read_header(fp: BinaryIO) -> Dataset:
+    tags = [Tag(keyword) for keyword in _HEADER_TAGS]
+    preamble = read_preamble(fp, force=False)
+    file_meta = FileMetaDataset(read_dataset(fp, False, True, stop_when=_past_file_meta))
+    if file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        fp.seek(0)
+        return dcmread(fp, stop_before_pixels=True, specific_tags=list(tags))
+    last = max(int(tag) for tag in tags)
+
+    def past_header(tag: BaseTag, vr: str | None, length: int) -> bool:
+        return int(tag) > last
+
+    data_set = read_dataset(
+        _InflatedPrefix(fp),
+        is_implicit_VR=False,
+        is_little_endian=True,
+        stop_when=past_header,
+        specific_tags=list(tags),
+    )
+    header = FileDataset(fp, data_set, preamble, file_meta, False, True)
+    header.set_original_encoding(False, True, data_set.original_character_set)
+    return header
+
+
+def _past_file_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag.group != 0x0002
+
+
+class _InflatedPrefix(io.BytesIO):
+    """A deflated data set, inflated only as far as it is read or sought (at most 16 MiB)."""
+
+    def __init__(self, deflated: BinaryIO) -> None:
+        super().__init__()
+        self._deflated = deflated
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._size = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        at = self.tell()
+        self._inflate_to(sys.maxsize if size is None or size < 0 else at + size)
+        return super().read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        if whence == io.SEEK_END:
+            self._inflate_to(sys.maxsize)
+        else:
+            self._inflate_to(offset + (self.tell() if whence == io.SEEK_CUR else 0))
+        return super().seek(offset, whence)
+
+    def _inflate_to(self, end: int) -> None:
+        """Inflate until end bytes are held or the stream ends; refuse to hold too much."""
+        while self._size < end and not self._inflater.eof:
+            if self._size >= _MAX_INFLATED_HEADER:
+                limit = _MAX_INFLATED_HEADER >> 20
+                raise MalformedMessage(f"deflated header larger than {limit} MiB")
+            pending = self._inflater.unconsumed_tail or self._deflated.read(_INFLATE_CHUNK)
+            if not pending:
+                return
+            try:
+                more = self._inflater.decompress(pending, _INFLATE_CHUNK)
+            except zlib.error as exc:
+                raise MalformedMessage(f"deflated data set is corrupt: {exc}") from exc
+            at = self.tell()
+            super().seek(0, io.SEEK_END)
+            self.write(more)
+            super().seek(at)
+            self._size += len(more)
 
 
 def _text(ds: Dataset, keyword: str) -> str:

@@ -25,6 +25,7 @@ from pacsflow.domain.errors import (
 from pacsflow.domain.jobs import Job, JobState
 from pacsflow.domain.orders import Order, OrderStatus
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
+from pacsflow.domain.reading import Claim, ReadingFilter, StudyClaimed
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
@@ -32,6 +33,7 @@ from pacsflow.workflow.jobs import Jobs, UnknownJob
 from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
 from pacsflow.workflow.prefetch import Prefetch
 from pacsflow.workflow.queries import Queries, StudyView
+from pacsflow.workflow.reading import ReadingEntry, ReadingWorklist, UnknownStudy
 from pacsflow.workflow.reconciliation import Reconciliation
 from pacsflow.workflow.routing import Routing, UnknownVersion, VersionView
 
@@ -229,6 +231,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/studies/{study_uid}/forwards"): Permission.READ_STUDIES,
     ("GET", "/api/priors"): Permission.READ_STUDIES,
     ("GET", "/api/alerts"): Permission.READ_JOBS,
+    ("GET", "/api/reading-worklist"): Permission.READ_STUDIES,
+    ("POST", "/api/reading-worklist/{study_uid}/claim"): Permission.CLAIM_READING,
+    ("POST", "/api/reading-worklist/{study_uid}/release"): Permission.CLAIM_READING,
 }
 
 
@@ -359,6 +364,66 @@ class AlertOut(BaseModel):
     count: int
 
 
+class ReadingItemOut(BaseModel):
+    """A study on the reading worklist: why it is where it is, and who has claimed it."""
+
+    study_instance_uid: str
+    accession_number: str
+    patient_id: str | None
+    issuer: str | None
+    patient_name: str
+    modalities: list[str]
+    procedure_code: str
+    procedure_description: str
+    priority: str
+    triage_score: float | None
+    received_at: datetime
+    waiting_minutes: float
+    target_minutes: float
+    overdue: bool
+    report_status: str
+    priors_ready: bool | None
+    claimed_by: str | None
+    claimed_at: datetime | None
+    claim_expires_at: datetime | None
+    site: str
+
+
+class ClaimOut(BaseModel):
+    """A radiologist's claim on a study."""
+
+    study_instance_uid: str
+    claimed_by: str
+    claimed_at: datetime
+    claim_expires_at: datetime
+
+
+def _reading_item(e: ReadingEntry) -> ReadingItemOut:
+    i, claim = e.item, e.claim
+    return ReadingItemOut(
+        study_instance_uid=i.study_instance_uid,
+        accession_number=i.accession_number,
+        patient_id=i.patient.value if i.patient else None,
+        issuer=i.patient.issuer if i.patient else None,
+        patient_name=i.patient_name,
+        modalities=list(i.modalities),
+        procedure_code=i.procedure_code,
+        procedure_description=i.procedure_description,
+        priority=i.priority.value,
+        triage_score=i.triage_score,
+        received_at=i.waiting_since,
+        waiting_minutes=round(e.waiting.total_seconds() / 60, 1),
+        target_minutes=e.target.total_seconds() / 60,
+        overdue=e.is_overdue,
+        report_status=e.report_status.value,
+        priors_ready=i.priors_ready,
+        claimed_by=claim.reader if claim else None,
+        claimed_at=claim.claimed_at if claim else None,
+        claim_expires_at=claim.expires_at if claim else None,
+        site=e.site,
+    )
+
+
 class MatchIn(BaseModel):
     """Match a held study to an order."""
 
@@ -403,6 +468,8 @@ def create_app(
     jobs: Jobs,
     routing: Routing,
     prefetch: Prefetch,
+    *,
+    reading: ReadingWorklist,
 ) -> FastAPI:
     """The HTTP application over the read side of the workflow."""
     app = FastAPI(
@@ -814,6 +881,71 @@ def create_app(
             )
             for a in routing.alerts(limit)
         ]
+
+    @app.get(
+        "/api/reading-worklist",
+        tags=["reading"],
+        dependencies=[requires(Permission.READ_STUDIES)],
+    )
+    def reading_worklist(
+        site: Annotated[str, Query(max_length=64)] = "",
+        modality: Annotated[str, Query(max_length=16)] = "",
+        procedure: Annotated[list[str] | None, Query()] = None,
+        reader: Annotated[str, Query(max_length=64)] = "",
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> list[ReadingItemOut]:
+        """Published studies waiting for their final report: STAT, ASAP, ROUTINE; then triage
+        score; then most overdue against the priority's target. procedure (repeatable) is a
+        procedure code or part of its description; reader: studies that user has claimed."""
+        flt = ReadingFilter(
+            modality=modality,
+            procedures=tuple(p[:200] for p in (procedure or ())[:50]),
+            reader=reader,
+        )
+        return [_reading_item(e) for e in reading.entries(flt, site=site, limit=limit)]
+
+    def _claim_out(claim: Claim) -> ClaimOut:
+        return ClaimOut(
+            study_instance_uid=claim.study_instance_uid,
+            claimed_by=claim.reader,
+            claimed_at=claim.claimed_at,
+            claim_expires_at=claim.expires_at,
+        )
+
+    @app.post("/api/reading-worklist/{study_uid}/claim", tags=["reading"])
+    def claim_study(
+        study_uid: Annotated[str, Path(max_length=64)],
+        caller: Principal = requires(Permission.CLAIM_READING),  # noqa: B008
+    ) -> ClaimOut:
+        """Claim a study for reading (again: extend the claim); 409 names who holds it."""
+        try:
+            return _claim_out(reading.claim(Uid(study_uid), caller.username))
+        except UnknownStudy as exc:
+            raise _NotFound(str(exc)) from exc
+
+    @app.post("/api/reading-worklist/{study_uid}/release", tags=["reading"], status_code=204)
+    def release_study(
+        study_uid: Annotated[str, Path(max_length=64)],
+        caller: Principal = requires(Permission.CLAIM_READING),  # noqa: B008
+    ) -> None:
+        """Give a claimed study back (only its holder may: 409 otherwise)."""
+        try:
+            reading.release(Uid(study_uid), caller.username)
+        except UnknownStudy as exc:
+            raise _NotFound(str(exc)) from exc
+
+    @app.exception_handler(StudyClaimed)
+    async def _on_claimed(_request: Request, exc: StudyClaimed) -> JSONResponse:
+        # The problem document of every 409, plus who holds the study and until when.
+        body = {
+            "type": "about:blank",
+            "title": "StudyClaimed",
+            "status": 409,
+            "detail": str(exc),
+            "claimed_by": exc.claim.reader,
+            "claim_expires_at": exc.claim.expires_at.isoformat(),
+        }
+        return JSONResponse(body, status_code=409, media_type="application/problem+json")
 
     @app.exception_handler(_NotFound)
     async def _on_not_found(_request: Request, exc: _NotFound) -> JSONResponse:
