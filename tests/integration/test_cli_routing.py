@@ -15,7 +15,7 @@ from pacsflow.cli import app
 from pacsflow.config import DicomPeer
 from pacsflow.workflow.ports import StudyFilter
 from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
-from tests.integration.test_dicom_services import scheduled
+from tests.scheduling import scheduled
 
 runner = CliRunner()
 

@@ -20,23 +20,12 @@ from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.orders import OrderStatus
 from pacsflow.domain.uids import new_uid
-from pacsflow.workflow.ports import InboundMessage, StudyFilter
+from pacsflow.workflow.ports import StudyFilter
 from tests import factories as f
 from tests.conftest import Receiver, dcmtk, requires_dcmtk, restamp, storescu
+from tests.scheduling import place, scheduled
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
-
-
-def place(node: Pacsflow, *commands: cmd.Command) -> None:
-    entry = node.intake.journal(InboundMessage(raw=b"MSH", peer="test", control_id=f.unique("C")))
-    node.intake.apply(entry.entry_id, list(commands), lambda: b"AA")
-
-
-def scheduled(node: Pacsflow, **order_kw: object):
-    p = f.patient(family="Dvořák", given="Antonín", sex="M")
-    o = f.order(p, **order_kw)
-    place(node, cmd.PlaceOrder(o, p))
-    return p, o
 
 
 def test_echoscu_is_answered(node: Pacsflow) -> None:

@@ -11,7 +11,7 @@ from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.orders import OrderStatus
 from tests.conftest import requires_dcmtk, restamp, storescu
-from tests.integration.test_dicom_services import place, scheduled
+from tests.scheduling import place, scheduled
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 

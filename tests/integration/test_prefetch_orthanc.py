@@ -19,8 +19,8 @@ from pacsflow.domain.uids import new_uid
 from pacsflow.workflow.ports import PriorState, StudyFilter
 from tests import factories as f
 from tests.conftest import make_settings, sample
-from tests.integration.test_dicom_services import place
 from tests.peers.orthanc import OrthancPeer
+from tests.scheduling import place
 
 pytestmark = [pytest.mark.orthanc]
 

@@ -20,9 +20,9 @@ from pacsflow.domain.audit import ActiveParticipant
 from pacsflow.domain.jobs import JobState
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.routing import FORWARD_JOB
-from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
-from tests.integration.test_dicom_services import scheduled
+from tests.conftest import make_settings, requires_dcmtk
 from tests.peers.orthanc import OrthancPeer, running_orthanc
+from tests.scheduling import send_scheduled
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.dcmtk, requires_dcmtk]
 
@@ -68,20 +68,7 @@ class Routed:
 
     def send_scheduled(self, sample: str, name: str) -> str:
         """A study that matches its order (so it is published); its SOP Instance UID."""
-        patient, order = scheduled(self.node)
-        path, ds = restamp(
-            sample,
-            self.tmp / f"{name}.dcm",
-            patient_id=str(patient.primary.value),
-            accession=str(order.accession_number),
-            study_uid=str(order.study_instance_uid) if order.study_instance_uid else None,
-            name_pn="Dvořák^Antonín",
-            issuer="HOSP",
-            birth="19700102",
-            sex="M",
-        )
-        storescu(self.node.dicom.port, path)
-        return str(ds.SOPInstanceUID)
+        return send_scheduled(self.node, self.tmp, sample, name)[0]
 
 
 @pytest.fixture

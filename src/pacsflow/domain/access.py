@@ -31,6 +31,7 @@ class Permission(enum.StrEnum):
     READ_AUDIT = "audit:read"
     MANAGE_USERS = "users:manage"
     MANAGE_CONFIG = "config:manage"
+    WRITE_REPORTS = "reports:write"
     READ_JOBS = "jobs:read"
     MANAGE_JOBS = "jobs:manage"
     CLAIM_READING = "reading:claim"
@@ -52,7 +53,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.MANAGE_JOBS,
         }
     ),
-    Role.INTEGRATION: frozenset({P.READ_STUDIES, P.READ_ORDERS, P.WRITE_ORDERS, P.READ_JOBS}),
+    Role.INTEGRATION: frozenset(
+        {P.READ_STUDIES, P.READ_ORDERS, P.WRITE_ORDERS, P.WRITE_REPORTS, P.READ_JOBS}
+    ),
     Role.TECHNOLOGIST: frozenset({P.READ_STUDIES, P.READ_ORDERS, P.READ_EXCEPTIONS}),
     Role.RADIOLOGIST: frozenset({P.READ_STUDIES, P.READ_PATIENTS, P.READ_ORDERS, P.CLAIM_READING}),
     Role.RECONCILER: frozenset(

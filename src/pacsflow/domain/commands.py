@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.patients import Patient, PatientIdentifier
+from pacsflow.domain.reports import Report
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,13 @@ class MergePatients:
 
     survivor: Patient
     merged: tuple[PatientIdentifier, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveReport:
+    """Keep a report version from the reporting system (ORU^R01) and attach it to its study."""
+
+    report: Report
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,7 @@ Command = (
     | ChangeOrder
     | CancelOrder
     | ChangeOrderStatus
+    | ReceiveReport
 )
 
 __all__ = [
@@ -79,6 +88,7 @@ __all__ = [
     "Command",
     "MergePatients",
     "PlaceOrder",
+    "ReceiveReport",
     "RegisterPatient",
     "UpdatePatient",
 ]

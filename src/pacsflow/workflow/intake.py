@@ -16,7 +16,7 @@ from pacsflow.domain.audit import (
     order_record,
     patient_record,
 )
-from pacsflow.domain.errors import DuplicateAccession, UnknownOrder
+from pacsflow.domain.errors import DuplicateAccession, UnknownOrder, UnsupportedMessage
 from pacsflow.domain.matching import ExceptionReason, Matched
 from pacsflow.domain.orders import (
     AccessionNumber,
@@ -25,7 +25,9 @@ from pacsflow.domain.orders import (
     StationRule,
     assign_station,
 )
-from pacsflow.domain.patients import Patient
+from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
+from pacsflow.domain.reports import Report
+from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ingest import decide
 from pacsflow.workflow.ports import (
     Clock,
@@ -49,6 +51,9 @@ class Journaled:
     earlier: JournalEntry | None
 
 
+#: Keeps a report version inside the intake transaction (Results.record).
+ReportSink = Callable[[UnitOfWork, Report, str, datetime], int]
+
 #: Called inside the transaction that records a new order (enqueue what it causes).
 AfterOrder = Callable[[UnitOfWork, Order, datetime], None]
 
@@ -63,10 +68,14 @@ class Intake:
         station_rules: Sequence[StationRule] = (),
         audit_source: AuditSource | None = None,
         after_order: Sequence[AfterOrder] = (),
+        report_sink: ReportSink | None = None,
+        on_published: Sequence[Callable[[UnitOfWork, Uid, datetime], None]] = (),
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._after_order = tuple(after_order)
+        self._report_sink = report_sink
+        self._on_published = tuple(on_published)
         self._station_rules = tuple(station_rules)
         self._source = audit_source or AuditSource("pacsflow")
 
@@ -92,7 +101,7 @@ class Intake:
             )
             events = []
             for command in commands:
-                self._handle(uow, command)
+                self._handle(uow, command, sender.user_id or "hl7")
                 self._match_late(uow, command)
                 events.append(self._audit_event(uow, sender, command))
             uow.journal.settle(entry_id, MessageStatus.APPLIED, ack())
@@ -107,7 +116,7 @@ class Intake:
             uow.journal.settle(entry_id, status, ack, error)
             uow.commit()
 
-    def _handle(self, uow: UnitOfWork, command: cmd.Command) -> None:
+    def _handle(self, uow: UnitOfWork, command: cmd.Command, source: str = "hl7") -> None:
         now = self._clock.now()
         match command:
             case cmd.RegisterPatient(patient) | cmd.UpdatePatient(patient):
@@ -135,6 +144,10 @@ class Intake:
                 if existing is None:
                     for hook in self._after_order:  # work a new order causes, same transaction
                         hook(uow, scheduled, now)
+            case cmd.ReceiveReport(report):
+                if self._report_sink is None:
+                    raise UnsupportedMessage("this node does not take reports")
+                self._report_sink(uow, report, f"hl7:{source}", now)
             case cmd.ChangeOrder(order, patient):
                 existing = _existing(uow, order.accession_number)
                 _save_patient(uow, patient, now)
@@ -188,6 +201,16 @@ class Intake:
                     accession_number=order.accession_number,
                     study_uid=order.study_instance_uid,
                 )
+            case cmd.ReceiveReport(report):
+                return order_record(
+                    self._source,
+                    sender,
+                    now,
+                    action=Action.CREATE,
+                    patient=report.patient or PatientIdentifier(PatientId(""), Issuer("")),
+                    accession_number=report.accession_number,
+                    study_uid=report.study_instance_uid,
+                )
             case cmd.CancelOrder(accession, _) | cmd.ChangeOrderStatus(accession, _):
                 changed = _existing(uow, accession)
                 return order_record(
@@ -232,6 +255,8 @@ class Intake:
                 uid, StudyState.PUBLISHED, outcome.patient.primary, outcome.order.accession_number
             )
             uow.events.record_match(uid, MatchOutcomeKind.LATE_MATCHED, now)
+            for hook in self._on_published:
+                hook(uow, uid, now)
             log.debug("late match: study %s to order %s", uid, outcome.order.accession_number)
 
     def _scheduled(self, order: Order) -> Order:

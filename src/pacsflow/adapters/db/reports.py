@@ -164,6 +164,19 @@ class SqlReportStore:
             )
         )
 
+    def has_delivery(self, subscriber: str, event: str, study_uid: Uid) -> bool:
+        """True when this event of this study was ever queued for the subscriber."""
+        row = self._c.execute(
+            sa.select(_D.c.pk)
+            .where(
+                _D.c.subscriber == subscriber,
+                _D.c.event == event,
+                _D.c.study_instance_uid == study_uid,
+            )
+            .limit(1)
+        ).first()
+        return row is not None
+
     def delivery_stats(self, subscriber: str, target_seconds: float) -> DeliveryStats:
         """Counts of one subscriber's deliveries."""
         rows = self._c.execute(

@@ -42,6 +42,7 @@ from pacsflow.domain.patients import (
     PatientIdentifier,
     PersonName,
 )
+from pacsflow.domain.reports import Report, status_from_code
 from pacsflow.domain.uids import Uid, is_valid_uid, new_uid
 
 _TS = re.compile(
@@ -155,7 +156,7 @@ def translate(
             )
         raise UnsupportedMessage(
             f"MSH-9 (message type) {header.message_type or '(empty)'} is not handled; "
-            "pacsflow takes ADT^A01/A04/A05/A08/A31/A40, ORM^O01 and OMI^O23",
+            "pacsflow takes ADT^A01/A04/A05/A08/A31/A40, ORM^O01, OMI^O23 and ORU^R01",
             location="MSH-9",
         )
     return handler(message, field_map or FieldMap(), assume_zone)
@@ -199,6 +200,69 @@ def _merge(message: Message, _field_map: FieldMap, _zone: tzinfo) -> list[cmd.Co
     return commands
 
 
+#: OBX value types whose OBX-5 is report text.
+_TEXT_TYPES = frozenset({"TX", "FT", "ST", "CE", "CWE", ""})
+#: OBX-3 codes that carry a Study Instance UID instead of text (DCM 113014, or the keyword).
+_STUDY_UID_CODES = frozenset({"113014", "STUDYINSTANCEUID", "STUDY INSTANCE UID"})
+
+
+def _oru(message: Message, _field_map: FieldMap, zone: tzinfo) -> list[cmd.Command]:
+    """ORU^R01: one report version per OBR (its OBX lines are the text), IHE RAD-28 style.
+
+    Accession number: OBR-18 (as in the order), else OBR-3 (filler order number); Study
+    Instance UID: ZDS-1, or an OBX whose OBX-3 is 113014 (DCM); status OBR-25; interpreter
+    OBR-32; observation time OBR-7.
+    """
+    pid = message.segment("PID")
+    patient = _patient_of(pid).primary if pid is not None and _text(pid.get(3)) else None
+    commands: list[cmd.Command] = []
+    zds_uid = _text(message.get("ZDS-1.1"))
+    groups: list[list[Segment]] = []
+    for segment in message.segments:
+        if segment.name == "OBR":
+            groups.append([segment])
+        elif groups and segment.name in ("OBX", "NTE", "ZDS"):
+            groups[-1].append(segment)
+    if not groups:
+        raise MissingIdentifier("ORU^R01 needs an OBR segment", location="OBR")
+    for n, (obr, *rest) in enumerate(groups, start=1):
+        where = f"OBR[{n}]"
+        lines: list[str] = []
+        study_uid = zds_uid
+        for seg in rest:
+            if seg.name == "ZDS":
+                study_uid = _text(seg.get(1)) or study_uid
+            elif seg.name == "OBX":
+                code = (_text(seg.get(3, 1)) or _text(seg.get(3, 2))).upper()
+                if code in _STUDY_UID_CODES or _text(seg.get(3, 2)).upper() in _STUDY_UID_CODES:
+                    study_uid = _text(seg.get(5)) or study_uid
+                elif _text(seg.get(2)).upper() in _TEXT_TYPES:
+                    lines.extend(_text(r.get(1)) for r in seg.repetitions(5))
+            elif seg.name == "NTE":
+                lines.extend(_text(r.get(1)) for r in seg.repetitions(3))
+        status_code = _text(obr.get(25))
+        if not status_code:
+            raise MissingIdentifier(f"{where}-25 (result status) is required", location="OBR-25")
+        interpreter = " ".join(
+            part for part in (_text(obr.get(32, 1, 2)), _text(obr.get(32, 1, 3))) if part
+        ) or _text(obr.get(32, 1, 1))
+        commands.append(
+            cmd.ReceiveReport(
+                Report(
+                    accession_number=_text(obr.get(18)) or _text(obr.get(3)),
+                    status=status_from_code(status_code),
+                    text="\n".join(lines).strip("\n"),
+                    patient=patient,
+                    study_instance_uid=study_uid,
+                    radiologist=interpreter,
+                    observed_at=parse_timestamp(obr.get(7), "OBR-7", zone),
+                    report_id=_text(obr.get(3)),
+                )
+            )
+        )
+    return commands
+
+
 _HANDLERS: dict[tuple[str, str], Translator] = {
     ("ADT", "A01"): _register,
     ("ADT", "A04"): _register,
@@ -208,6 +272,7 @@ _HANDLERS: dict[tuple[str, str], Translator] = {
     ("ADT", "A40"): _merge,
     ("ORM", "O01"): _orm,
     ("OMI", "O23"): _omi,
+    ("ORU", "R01"): _oru,
 }
 
 
