@@ -16,7 +16,7 @@ import pytest
 from pacsflow.adapters.hl7.codec import parse
 from pacsflow.adapters.hl7.mllp import MllpClient, frame
 from pacsflow.app import Pacsflow
-from pacsflow.config import ResultSubscriber
+from pacsflow.config import ResultSubscriber, Settings
 from pacsflow.domain.access import Role
 from pacsflow.domain.jobs import JobState
 from pacsflow.domain.orders import Order
@@ -110,7 +110,7 @@ def ehr() -> Iterator[Ehr]:
     peer.down()
 
 
-def _settings(tmp_path: Path, ehr: Ehr, **kw: object) -> object:
+def _settings(tmp_path: Path, ehr: Ehr) -> Settings:
     return make_settings(
         tmp_path,
         result_subscribers=[
@@ -126,13 +126,12 @@ def _settings(tmp_path: Path, ehr: Ehr, **kw: object) -> object:
         job_retry_base_seconds=0.2,
         job_retry_max_seconds=0.5,
         job_max_attempts=50,
-        **kw,
     )
 
 
 @pytest.fixture
 def node_with_ehr(tmp_path: Path, ehr: Ehr) -> Iterator[Pacsflow]:
-    node = Pacsflow(_settings(tmp_path, ehr))  # type: ignore[arg-type]
+    node = Pacsflow(_settings(tmp_path, ehr))
     node.start()
     yield node
     node.stop()
@@ -250,7 +249,7 @@ def test_silence_and_a_down_ehr_are_retried_and_nothing_is_lost_across_a_restart
     tmp_path: Path, ehr: Ehr
 ) -> None:
     settings = _settings(tmp_path, ehr)
-    node = Pacsflow(settings)  # type: ignore[arg-type]
+    node = Pacsflow(settings)
     node.start()
     try:
         ehr.mode = "silent"
@@ -267,7 +266,7 @@ def test_silence_and_a_down_ehr_are_retried_and_nothing_is_lost_across_a_restart
     assert ehr.messages() == []
     ehr.mode = "AA"
     ehr.up()
-    again = Pacsflow(settings)  # type: ignore[arg-type]
+    again = Pacsflow(settings)
     again.start()
     try:
         acc = str(order.accession_number)
