@@ -217,6 +217,7 @@ class Pacsflow:
             clock,
             after_store=[self.routing.on_stored, self.prefetch.on_stored],
             on_duplicate=[self.routing.on_duplicate],
+            audit=self.audit,
         )
         self.intake = Intake(
             uow, clock, rules, audit_source=source, after_order=[self.prefetch.on_order]

@@ -8,7 +8,8 @@ PacsflowError
 ├── ConflictingState          input that disagrees with what is stored
 │   ├── UnknownOrder          an order change for an order we never saw
 │   ├── DuplicateAccession    a new order reusing another order's accession number
-│   └── UnknownProcedureStep  an update for a performed procedure step never created
+│   ├── UnknownProcedureStep  an update for a performed procedure step never created
+│   └── InstanceRejected      an instance arrives again after a rejection note rejected it
 ├── AccessDenied              the caller may not do this
 │   ├── Unauthenticated       no valid credentials were presented
 │   └── Forbidden             valid credentials, but not the permission
@@ -56,6 +57,10 @@ class UnknownProcedureStep(ConflictingState):
     """An update for a performed procedure step that was never created."""
 
 
+class InstanceRejected(ConflictingState):
+    """An instance arrives whose SOP Instance UID a rejection note rejected (IHE IOCM)."""
+
+
 class AccessDenied(PacsflowError):
     """The caller may not do this."""
 
@@ -81,6 +86,7 @@ __all__ = [
     "ConflictingState",
     "DuplicateAccession",
     "Forbidden",
+    "InstanceRejected",
     "InvalidInput",
     "MalformedMessage",
     "MissingIdentifier",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from pacsflow.domain.audit import ActiveParticipant, AuditEvent, AuditSource
 from pacsflow.domain.errors import InvalidInput, MissingIdentifier
 from pacsflow.domain.matching import (
     ExceptionReason,
@@ -22,6 +23,7 @@ from pacsflow.domain.matching import (
 )
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.uids import is_valid_uid
+from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ports import (
     ArrivedInstance,
     BlobStore,
@@ -33,6 +35,7 @@ from pacsflow.workflow.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from pacsflow.workflow.rejections import apply_rejection, refuse_if_rejected, rejection_event
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +70,28 @@ class Ingest:
         clock: Clock,
         after_store: Sequence[AfterStore] = (),
         on_duplicate: Sequence[Callable[[ArrivedInstance], None]] = (),
+        audit: AuditTrail | None = None,
     ) -> None:
         self._uow = uow
         self._blobs = blobs
         self._clock = clock
         self._after_store = tuple(after_store)
         self._on_duplicate = tuple(on_duplicate)
+        self._audit = audit
 
-    def receive(self, arrived: ArrivedInstance, source: Path) -> IngestResult:
-        """Durably store and index an instance whose file is at source; idempotent per SOP UID."""
+    def receive(
+        self, arrived: ArrivedInstance, source: Path, *, requestor: ActiveParticipant | None = None
+    ) -> IngestResult:
+        """Durably store and index an instance whose file is at source; idempotent per SOP UID.
+
+        An instance a rejection note rejected is refused (InstanceRejected), stored or not.
+        A rejection note is stored like any instance and applied in the same transaction;
+        requestor (the sender, for the audit record) defaults to the source AE title.
+        """
         validate(arrived)
         inst = arrived.instance
         with self._uow(read_only=True) as uow:
+            refuse_if_rejected(uow, inst.sop_instance_uid)
             if uow.studies.has_instance(inst.sop_instance_uid):
                 study = uow.studies.get(inst.study_instance_uid)
                 state = study.state if study else StudyState.HELD
@@ -100,16 +113,22 @@ class Ingest:
             study_id=arrived.study_id,
             referring_physician=arrived.referring_physician,
             source_ae=arrived.source_ae,
+            rejection=arrived.rejection,
         )
+        sender = requestor or ActiveParticipant(user_id=arrived.source_ae, is_requestor=True)
         try:
-            return self._index(arrived, stored)
+            return self._index(arrived, stored, sender)
         except BaseException:
             self._blobs.delete(key)  # never indexed: leave no orphan behind
             raise
 
-    def _index(self, arrived: ArrivedInstance, stored: ArrivedInstance) -> IngestResult:
+    def _index(
+        self, arrived: ArrivedInstance, stored: ArrivedInstance, sender: ActiveParticipant
+    ) -> IngestResult:
         inst = arrived.instance
+        audited: AuditEvent | None = None
         with self._uow() as uow:
+            refuse_if_rejected(uow, inst.sop_instance_uid)  # a note may have won the race
             if uow.studies.has_instance(inst.sop_instance_uid):  # lost a race with a twin
                 self._blobs.delete(stored.instance.blob_key)
                 study = uow.studies.get(inst.study_instance_uid)
@@ -121,7 +140,11 @@ class Ingest:
             prior_of = (
                 uow.prefetch.expected_patient(inst.study_instance_uid) if existing is None else None
             )
-            if prior_of is not None:
+            if arrived.rejection is not None:
+                # A control object: it neither matches nor holds the study it is filed in.
+                outcome = None
+                state = existing.state if existing else StudyState.HELD
+            elif prior_of is not None:
                 # Fetched as a prior of a registered patient: no exam to match, published
                 # under the patient it was fetched for.
                 outcome = None
@@ -129,15 +152,24 @@ class Ingest:
                 uid = inst.study_instance_uid
                 uow.studies.set_match(uid, state, prior_of, arrived.identity.accession_number)
                 uow.events.record_match(uid, MatchOutcomeKind.PRIOR, now)
-            elif existing is None:
+            elif existing is None or _starts_over(existing):
                 outcome = self._match_new_study(uow, arrived.identity)
                 state = StudyState.PUBLISHED if isinstance(outcome, Matched) else StudyState.HELD
             else:
                 outcome = None
                 state = self._check_consistent(uow, existing, arrived.identity)
-            for hook in self._after_store:  # work the arrival causes, in the same transaction
-                hook(uow, stored, state, now)
+            if arrived.rejection is not None:
+                apply_rejection(uow, arrived.rejection, now)
+                source = self._audit.source if self._audit else AuditSource("pacsflow")
+                audited = rejection_event(uow, source, sender, arrived.rejection, now)
+            else:
+                for hook in self._after_store:  # work the arrival causes, in the same transaction
+                    hook(uow, stored, state, now)
+            if audited is not None:  # last before commit: the audit chain head stays locked briefly
+                uow.audit.append(audited, now)
             uow.commit()
+        if audited is not None and self._audit is not None:
+            self._audit.forward(audited)
         return IngestResult(IngestStatus.STORED, state, outcome)
 
     def _match_new_study(self, uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:
@@ -204,6 +236,15 @@ class Ingest:
                 self._clock.now(),
             )
         return StudyState.HELD
+
+
+def _starts_over(study: StudyRecord) -> bool:
+    """True for a study left with no visible instance by rejections (not one rejected whole).
+
+    Its next instance is matched like the first of a new study: what made it published or
+    held was rejected with the instances (IOCM), and any exception it had is closed.
+    """
+    return study.instance_count == 0 and study.state is not StudyState.REJECTED
 
 
 def decide(uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:

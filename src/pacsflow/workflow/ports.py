@@ -15,6 +15,7 @@ from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.patients import Patient, PatientIdentifier
+from pacsflow.domain.rejections import Rejection, RejectionReason
 from pacsflow.domain.reading import Claim, ReadingItem
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid
@@ -224,6 +225,19 @@ class ArrivedInstance:
     study_id: str = ""
     referring_physician: str = ""
     source_ae: str = ""
+    rejection: Rejection | None = None  # set when the instance is an IOCM rejection note
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionRecord:
+    """An instance hidden by a rejection note: why, when, and which note (kept, not deleted)."""
+
+    sop_instance_uid: Uid
+    series_instance_uid: Uid
+    study_instance_uid: Uid
+    reason: RejectionReason
+    rejected_at: datetime
+    rejected_by: Uid  # the SOP Instance UID of the rejection note
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +296,11 @@ class StudyRepository(Protocol):
         ...
 
     def find(self, flt: StudyFilter) -> Sequence[StudyRecord]:
-        """Studies passing the filter, newest first."""
+        """Studies passing the filter, newest first.
+
+        Counts and modalities cover visible instances only (neither rejected nor rejection
+        notes); with is_published_only, a study with no visible instance is not listed.
+        """
         ...
 
     def instances(
@@ -293,7 +311,7 @@ class StudyRepository(Protocol):
         sop_uids: Sequence[Uid] = (),
         is_published_only: bool = True,
     ) -> Sequence[InstanceRecord]:
-        """Instances of the given studies/series (all when none given)."""
+        """Visible instances of the given studies/series (all when none given)."""
         ...
 
     def last_received(self, study_uid: Uid) -> datetime | None:
@@ -301,7 +319,19 @@ class StudyRepository(Protocol):
         ...
 
     def instance(self, sop_uid: Uid) -> InstanceRecord | None:
-        """One instance."""
+        """One visible instance (None when rejected or a rejection note)."""
+        ...
+
+    def reject(self, rejection: Rejection, at: datetime) -> frozenset[Uid]:
+        """Hide the instances a rejection note names, stored or still to come.
+
+        An instance already rejected keeps its first rejection. The studies whose stored
+        instances were hidden now.
+        """
+        ...
+
+    def rejection(self, sop_uid: Uid) -> RejectionRecord | None:
+        """How an instance was rejected, if it was."""
         ...
 
 
@@ -982,6 +1012,7 @@ __all__ = [
     "ReadingStore",
     "ReconciliationAction",
     "ReconciliationLog",
+    "RejectionRecord",
     "ReportRecord",
     "ReportStore",
     "RoutingStore",

@@ -25,6 +25,7 @@ from pacsflow.domain.patients import (
     PatientIdentifier,
     PersonName,
 )
+from pacsflow.domain.rejections import Rejection, RejectionReason
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
     ArrivedInstance,
@@ -36,6 +37,7 @@ from pacsflow.workflow.ports import (
     MessageStatus,
     PerformedStep,
     ReconciliationAction,
+    RejectionRecord,
     StudyFilter,
     StudyRecord,
     StudyState,
@@ -396,6 +398,7 @@ class SqlStudyRepository:
                 blob_key=inst.blob_key,
                 size=inst.size,
                 received_at=at,
+                rejection_note=arrived.rejection.reason.value if arrived.rejection else None,
             )
         )
 
@@ -424,6 +427,7 @@ class SqlStudyRepository:
         conds: list[sa.ColumnElement[bool]] = []
         if flt.is_published_only:
             conds.append(s.state == StudyState.PUBLISHED.value)
+            conds.append(_has_visible_instance())
         if flt.patient is not None:
             conds.append(s.patient_id == flt.patient.value)
             if flt.patient.issuer:
@@ -452,7 +456,7 @@ class SqlStudyRepository:
                 sa.func.count(t.instances.c.pk),
             )
             .join(t.instances, t.instances.c.series_pk == t.series.c.pk)
-            .where(t.series.c.study_pk.in_(pks))
+            .where(t.series.c.study_pk.in_(pks), _visible())
             .group_by(t.series.c.pk, t.series.c.study_pk, t.series.c.modality)
         ).all()
         for study_pk, modality, count in agg:
@@ -470,8 +474,8 @@ class SqlStudyRepository:
         sop_uids: Sequence[Uid] = (),
         is_published_only: bool = True,
     ) -> Sequence[InstanceRecord]:
-        """Instances of the given studies/series (all when none given)."""
-        q = _instance_select()
+        """Visible instances of the given studies/series (all when none given)."""
+        q = _instance_select().where(_visible())
         if is_published_only:
             q = q.where(t.studies.c.state == StudyState.PUBLISHED.value)
         if study_uids:
@@ -493,10 +497,104 @@ class SqlStudyRepository:
         return aware(value) if value is not None else None
 
     def instance(self, sop_uid: Uid) -> InstanceRecord | None:
-        """One instance."""
-        q = _instance_select().where(t.instances.c.sop_instance_uid == sop_uid)
+        """One visible instance (None when rejected or a rejection note)."""
+        q = _instance_select().where(t.instances.c.sop_instance_uid == sop_uid, _visible())
         row = self._c.execute(q).first()
         return None if row is None else _instance(row)
+
+    def reject(self, rejection: Rejection, at: datetime) -> frozenset[Uid]:
+        """Hide the instances a rejection note names, stored or still to come.
+
+        An instance already rejected keeps its first rejection. The studies whose stored
+        instances were hidden now.
+        """
+        r = t.rejections
+        wanted = {i.sop_instance_uid: i for i in rejection.instances}
+        known: set[str] = set()
+        for chunk in _chunks(list(wanted)):
+            known.update(
+                self._c.execute(
+                    sa.select(r.c.sop_instance_uid).where(r.c.sop_instance_uid.in_(chunk))
+                )
+                .scalars()
+                .all()
+            )
+        new = [uid for uid in wanted if uid not in known]
+        if not new:
+            return frozenset()
+        self._c.execute(
+            sa.insert(r),
+            [
+                {
+                    "sop_instance_uid": uid,
+                    "sop_class_uid": wanted[uid].sop_class_uid,
+                    "series_instance_uid": wanted[uid].series_instance_uid,
+                    "study_instance_uid": wanted[uid].study_instance_uid,
+                    "reason": rejection.reason.value,
+                    "rejected_at": at,
+                    "rejected_by": rejection.note,
+                }
+                for uid in new
+            ],
+        )
+        i, se, st = t.instances, t.series, t.studies
+        hidden: set[Uid] = set()
+        for chunk in _chunks(new):
+            hidden.update(
+                Uid(uid)
+                for uid in self._c.execute(
+                    sa.select(st.c.study_instance_uid)
+                    .select_from(
+                        i.join(se, i.c.series_pk == se.c.pk).join(st, se.c.study_pk == st.c.pk)
+                    )
+                    .where(i.c.sop_instance_uid.in_(chunk))
+                    .distinct()
+                ).scalars()
+            )
+        return frozenset(hidden)
+
+    def rejection(self, sop_uid: Uid) -> RejectionRecord | None:
+        """How an instance was rejected, if it was."""
+        r = t.rejections
+        row = self._c.execute(sa.select(r).where(r.c.sop_instance_uid == sop_uid)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return RejectionRecord(
+            sop_instance_uid=Uid(m["sop_instance_uid"]),
+            series_instance_uid=Uid(m["series_instance_uid"]),
+            study_instance_uid=Uid(m["study_instance_uid"]),
+            reason=RejectionReason(m["reason"]),
+            rejected_at=aware(m["rejected_at"]),
+            rejected_by=Uid(m["rejected_by"]),
+        )
+
+
+#: Bound parameters per IN (...) list: well under every backend's limit.
+_CHUNK = 500
+
+
+def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
+    return [values[n : n + _CHUNK] for n in range(0, len(values), _CHUNK)]
+
+
+def _visible() -> sa.ColumnElement[bool]:
+    """Instances clinical use may see: neither rejected nor an IOCM rejection note."""
+    i, r = t.instances, t.rejections
+    return sa.and_(
+        i.c.rejection_note.is_(None),
+        ~sa.exists().where(r.c.sop_instance_uid == i.c.sop_instance_uid),
+    )
+
+
+def _has_visible_instance() -> sa.ColumnElement[bool]:
+    """The study (of the enclosing query) has at least one visible instance."""
+    i, se = t.instances, t.series
+    return sa.exists(
+        sa.select(i.c.pk)
+        .select_from(i.join(se, i.c.series_pk == se.c.pk))
+        .where(se.c.study_pk == t.studies.c.pk, _visible())
+    )
 
 
 def _instance_select() -> sa.Select[Any]:

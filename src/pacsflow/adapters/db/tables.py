@@ -135,6 +135,23 @@ instances = sa.Table(
     sa.Column("blob_key", sa.String(300), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("received_at", _TS, nullable=False),
+    # The reason code when the instance is an IOCM rejection note (a control object, hidden).
+    sa.Column("rejection_note", sa.String(16), nullable=True),
+)
+
+# Instances hidden by an IOCM rejection note, by SOP Instance UID: kept, never deleted here,
+# and recorded even before the instance arrives (it is then refused when it does).
+rejections = sa.Table(
+    "rejections",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("series_instance_uid", sa.String(64), nullable=False),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("rejected_at", _TS, nullable=False),
+    sa.Column("rejected_by", sa.String(64), nullable=False, index=True),
 )
 
 exceptions = sa.Table(
@@ -409,6 +426,7 @@ __all__ = [
     "procedure_steps",
     "reading_claims",
     "reconciliation_actions",
+    "rejections",
     "reports",
     "result_deliveries",
     "routing_activations",

@@ -7,7 +7,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ from pacsflow.adapters.dicom.datasets import (
     worklist_filter,
 )
 from pacsflow.adapters.dicom.matching import matches, project
+from pacsflow.adapters.dicom.rejections import read_rejection
 from pacsflow.domain import audit as atna
 from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows, move_allowed
 from pacsflow.domain.errors import (
@@ -267,7 +268,10 @@ class DicomServer:
                     status.DATASET_MISMATCH, "SOP Instance UID differs from the command's"
                 )
             arrived = arrived_instance(header, transfer_syntax, event.assoc.requestor.ae_title)
-            result = self._ingest.receive(arrived, path)
+            rejection = read_rejection(header, path)  # an IOCM rejection note (a KOS)?
+            if rejection is not None:
+                arrived = replace(arrived, rejection=rejection)
+            result = self._ingest.receive(arrived, path, requestor=self._participant(event))
             if result.status is IngestStatus.STORED:
                 with self._received_lock:
                     self._received.setdefault(id(event.assoc), set()).add(

@@ -7,6 +7,7 @@ from pydicom.dataset import Dataset
 from pacsflow.domain.errors import (
     AccessDenied,
     ConflictingState,
+    InstanceRejected,
     InvalidInput,
     PacsflowError,
     TransientError,
@@ -26,11 +27,16 @@ NO_SUCH_OBJECT_INSTANCE = 0x0112
 NOT_AUTHORIZED = 0x0124
 PROCESSING_FAILURE = 0x0110
 INVALID_ATTRIBUTE_VALUE = 0x0106
+#: C-STORE of an instance an IOCM rejection note rejected: dcm4chee-arc's "Subsequent
+#: occurrence of rejected object", in PS3.4's Refused (A7xx) range (IHE RAD-66 leaves the
+#: code to the Image Manager).
+SUBSEQUENT_OCCURRENCE_OF_REJECTED_OBJECT = 0xA771
 
 _STORE = (
     (AccessDenied, NOT_AUTHORIZED),
     (TransientError, OUT_OF_RESOURCES),
     (InvalidInput, CANNOT_UNDERSTAND),
+    (InstanceRejected, SUBSEQUENT_OCCURRENCE_OF_REJECTED_OBJECT),
     (ConflictingState, UNABLE_TO_PROCESS),
 )
 
@@ -80,6 +86,7 @@ __all__ = [
     "OUT_OF_RESOURCES",
     "PENDING",
     "PROCESSING_FAILURE",
+    "SUBSEQUENT_OCCURRENCE_OF_REJECTED_OBJECT",
     "SUCCESS",
     "UNABLE_TO_PROCESS",
     "failure",
