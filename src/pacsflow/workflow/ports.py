@@ -15,8 +15,8 @@ from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.patients import Patient, PatientIdentifier
-from pacsflow.domain.rejections import Rejection, RejectionReason
 from pacsflow.domain.reading import Claim, ReadingItem
+from pacsflow.domain.rejections import Rejection, RejectionReason
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.audit import AuditLog
