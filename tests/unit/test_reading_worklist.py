@@ -260,3 +260,15 @@ def test_a_claim_needs_a_reader_and_a_duration() -> None:
         take_claim(None, UID, "", NOW, HALF_HOUR)
     with pytest.raises(InvalidInput):
         take_claim(None, UID, "house", NOW, timedelta(0))
+
+
+def test_targets_from_configuration_names() -> None:
+    t = ReadingTargets.from_minutes({"stat": 15, " Routine ": 600})
+    assert t.for_priority(Priority.STAT) == timedelta(minutes=15)
+    assert t.for_priority(Priority.ROUTINE) == timedelta(hours=10)
+    with pytest.raises(InvalidInput):
+        ReadingTargets.from_minutes({"URGENT": 10})
+
+
+def test_blank_procedure_terms_filter_nothing() -> None:
+    assert matches(item(procedure_code="CTHEAD"), ReadingFilter(procedures=(" ", "")), NOW)

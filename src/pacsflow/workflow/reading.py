@@ -184,17 +184,19 @@ class ReadingWorklist:
             uow.commit()
 
     def _on_worklist(self, uow: UnitOfWork, study_uid: Uid) -> None:
-        if uow.reading.candidates([study_uid]):
-            status = uow.reports.statuses([study_uid]).get(study_uid, ReportStatus.UNREAD)
-            if not is_finally_reported(status):
-                return
-            raise NotOnWorklist(f"study {study_uid} is finally reported")
+        status = uow.reports.statuses([study_uid]).get(study_uid, ReportStatus.UNREAD)
+        if uow.reading.candidates([study_uid]) and not is_finally_reported(status):
+            return
         study = uow.studies.get(study_uid)
         if study is None:
             raise UnknownStudy(f"no study {study_uid}")
         if study.state is not StudyState.PUBLISHED:
             raise NotOnWorklist(f"study {study_uid} is {study.state.value}, not on the worklist")
-        raise NotOnWorklist(f"study {study_uid} is not waiting for reading")
+        if is_finally_reported(status):
+            raise NotOnWorklist(f"study {study_uid} is finally reported")
+        raise NotOnWorklist(
+            f"study {study_uid} is not waiting for reading (a prior fetched from an archive)"
+        )
 
 
 __all__ = [
