@@ -18,11 +18,12 @@ from pacsflow.domain.reading import (
     ReadingTargets,
     StudyClaimed,
 )
+from pacsflow.domain.rejections import RejectedInstance, Rejection, RejectionReason
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid, new_uid
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import InboundMessage, PriorRecord, PriorState
+from pacsflow.workflow.ports import InboundMessage, InstanceRecord, PriorRecord, PriorState
 from pacsflow.workflow.reading import (
     NotOnWorklist,
     ReadingWorklist,
@@ -36,6 +37,8 @@ HALF_HOUR = timedelta(minutes=30)
 
 
 class World:
+    last: InstanceRecord  # the instance stored last
+
     def __init__(self, tmp_path: Path) -> None:
         self.uow = memory_uow()
         self.clock = FixedClock()
@@ -46,11 +49,15 @@ class World:
         )
         self.tmp = tmp_path
 
-    def store(self, p: object, accession: str = "", study_uid: Uid | None = None) -> Uid:
-        arrived = f.arrived(f.received(p, accession=accession, study_uid=study_uid))  # type: ignore[arg-type]
+    def store(
+        self, p: object, accession: str = "", study_uid: Uid | None = None, **instance: object
+    ) -> Uid:
+        received = f.received(p, accession=accession, study_uid=study_uid)  # type: ignore[arg-type]
+        arrived = f.arrived(received, **instance)
         src = self.tmp / f"{arrived.instance.sop_instance_uid}.dcm"
         src.write_bytes(b"x")
         self.ingest.receive(arrived, src)
+        self.last = arrived.instance
         return arrived.instance.study_instance_uid
 
     def published(self, **order_kw: object) -> Order:
@@ -190,3 +197,31 @@ def test_triage_scores_and_final_reports_change_the_list(world: World) -> None:
     assert world.listed() == [first.study_instance_uid]
     with pytest.raises(NotOnWorklist, match="finally reported"):
         world.reading.claim(second.study_instance_uid, "house")
+
+
+def test_rejected_instances_do_not_count(world: World) -> None:
+    order = world.published()
+    ct = world.last
+    with world.uow() as uow:
+        patient = uow.patients.find(order.patient)
+    world.store(patient, order.accession_number, order.study_instance_uid, modality="MR")
+    mr = world.last
+    assert world.reading.entries()[0].item.modalities == ("CT", "MR")
+
+    def reject(*instances: InstanceRecord) -> None:
+        rejected = tuple(
+            RejectedInstance(
+                i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid, i.sop_class_uid
+            )
+            for i in instances
+        )
+        with world.uow() as uow:
+            uow.studies.reject(
+                Rejection(RejectionReason.QUALITY, new_uid(), rejected), world.clock.now()
+            )
+            uow.commit()
+
+    reject(mr)
+    assert world.reading.entries()[0].item.modalities == ("CT",)
+    reject(ct)
+    assert world.listed() == []

@@ -51,6 +51,15 @@ def _finally_reported() -> sa.ColumnElement[bool]:
     )
 
 
+def _visible() -> sa.ColumnElement[bool]:
+    """Instances clinical use may see: neither rejected (IOCM) nor a rejection note."""
+    i, r = t.instances, t.rejections
+    return sa.and_(
+        i.c.rejection_note.is_(None),
+        ~sa.exists().where(r.c.sop_instance_uid == i.c.sop_instance_uid),
+    )
+
+
 def _candidate_select() -> sa.Select[Any]:
     ident, pat = t.patient_identifiers, t.patients
     exc, events = t.exceptions, t.match_events
@@ -102,6 +111,9 @@ def _candidate_select() -> sa.Select[Any]:
                 events.c.kind == MatchOutcomeKind.PRIOR.value,
             ),
             ~_finally_reported(),
+            sa.exists()
+            .select_from(t.instances.join(t.series, t.instances.c.series_pk == t.series.c.pk))
+            .where(t.series.c.study_pk == _S.c.pk, _visible()),
         )
         .order_by(_S.c.pk)
     )
@@ -163,7 +175,8 @@ class SqlReadingStore:
         for start in range(0, len(study_pks), _CHUNK):
             rows = self._c.execute(
                 sa.select(t.series.c.study_pk, t.series.c.modality)
-                .where(t.series.c.study_pk.in_(study_pks[start : start + _CHUNK]))
+                .join(t.instances, t.instances.c.series_pk == t.series.c.pk)
+                .where(t.series.c.study_pk.in_(study_pks[start : start + _CHUNK]), _visible())
                 .distinct()
             )
             for pk, modality in rows:
