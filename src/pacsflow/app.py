@@ -27,6 +27,7 @@ from pacsflow.config import DicomwebDestination, Settings
 from pacsflow.domain.access import PeerRights
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
 from pacsflow.domain.jobs import RetryPolicy
+from pacsflow.domain.matching import ExceptionReason
 from pacsflow.domain.orders import StationRule
 from pacsflow.domain.prefetch import RelevanceRule
 from pacsflow.domain.reading import ReadingTargets
@@ -34,6 +35,7 @@ from pacsflow.domain.uids import Uid
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.jobs import Jobs
@@ -83,6 +85,25 @@ def jobs(settings: Settings, engine: sa.Engine | None = None) -> Jobs:
     """The job queue service over the configured database (for the CLI)."""
     engine = engine or make_engine(settings.effective_database_url)
     return Jobs(SqlUnitOfWorkFactory(engine), SystemClock())
+
+
+def exception_targets(settings: Settings) -> dict[ExceptionReason, timedelta]:
+    """The configured time targets per exception reason (the others keep their default)."""
+    return {reason: timedelta(minutes=m) for reason, m in settings.exception_targets.items()}
+
+
+def reconciliation(settings: Settings, engine: sa.Engine | None = None) -> Reconciliation:
+    """The reconciliation actions over the configured database (for the CLI)."""
+    engine = engine or make_engine(settings.effective_database_url)
+    return Reconciliation(
+        SqlUnitOfWorkFactory(engine), SystemClock(), AuditSource(settings.ae_title)
+    )
+
+
+def exception_queue(settings: Settings, engine: sa.Engine | None = None) -> ExceptionQueue:
+    """The exceptions queue (targets, candidates, daily report) over the configured database."""
+    engine = engine or make_engine(settings.effective_database_url)
+    return ExceptionQueue(SqlUnitOfWorkFactory(engine), SystemClock(), exception_targets(settings))
 
 
 def accounts(settings: Settings, engine: sa.Engine | None = None) -> Accounts:
@@ -193,6 +214,7 @@ class Pacsflow:
         )
         self.audit = AuditTrail(uow, clock, source, self.syslog)
         self.queries = Queries(uow, blobs)
+        self.exception_queue = exception_queue(settings, self.engine)
         self.reading = ReadingWorklist(
             uow,
             clock,
@@ -272,6 +294,7 @@ class Pacsflow:
                 self.routing,
                 self.prefetch,
                 reading=self.reading,
+                exception_queue=self.exception_queue,
             ),
             settings.host,
             settings.http_port,

@@ -6,12 +6,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from pacsflow.domain.matching import ExceptionReason
 
 Listener = Literal["dicom", "hl7", "http"]
 LISTENERS: tuple[Listener, ...] = ("dicom", "hl7", "http")
@@ -166,6 +168,9 @@ class Settings(BaseSettings):
     #: radiologist's claim on a study lasts.
     reading_targets: dict[str, float] = Field(default_factory=dict)
     reading_claim_minutes: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    #: Minutes to resolve an exception, per reason (e.g. {"no_order": 480}); reasons not named
+    #: keep their default: 60 for wrong-patient-like reasons, 240 for the rest.
+    exception_targets: dict[ExceptionReason, PositiveInt] = Field(default_factory=dict)
     log_level: str = "INFO"
     #: Cheap argon2 parameters so test suites can create many tokens; never in production.
     fast_hashing_for_tests: bool = False

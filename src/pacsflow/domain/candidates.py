@@ -141,7 +141,7 @@ def birth_date_variants(value: date | None) -> tuple[date, ...]:
     neighbouring digits swapped (for index lookups)."""
     if value is None:
         return ()
-    text = value.strftime("%Y%m%d")
+    text = _digits(value)
     texts = {text, text[:4] + text[6:] + text[4:6]}
     for i in range(len(text)):
         texts.update(text[:i] + d + text[i + 1 :] for d in "0123456789")
@@ -150,9 +150,18 @@ def birth_date_variants(value: date | None) -> tuple[date, ...]:
     found = set()
     for t in texts:
         parsed = _date(t)
-        if parsed is not None:
+        if parsed is not None and parsed.year >= _EARLIEST_YEAR:
             found.add(parsed)
     return tuple(sorted(found))
+
+
+#: Variants of a birth date before this year are not looked up (nobody alive was born then).
+_EARLIEST_YEAR = 1850
+
+
+def _digits(value: date) -> str:
+    """YYYYMMDD, zero-padded whatever the year (strftime does not pad years below 1000)."""
+    return f"{value.year:04d}{value.month:02d}{value.day:02d}"
 
 
 def _date(text: str) -> date | None:
@@ -245,7 +254,7 @@ def _birth_date_evidence(received: date | None, registered: date | None) -> Evid
         return None
     if received == registered:
         return Evidence("same_birth_date", SAME_BIRTH_DATE, f"birth date {registered}")
-    a, b = received.strftime("%Y%m%d"), registered.strftime("%Y%m%d")
+    a, b = _digits(received), _digits(registered)
     if (received.day, received.month) == (registered.month, registered.day) and (
         received.year == registered.year
     ):

@@ -7,12 +7,15 @@ state at the end of a past day is reconstructed exactly rather than read from to
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from pacsflow.domain.matching import ExceptionReason, MismatchSource
 
@@ -155,6 +158,25 @@ class DailyReport:
     end: datetime
     rows: tuple[ReportRow, ...]
     total: ReportRow
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain values (dates in ISO 8601), as the JSON form shows it."""
+        return {
+            "day": self.day.isoformat(),
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "total": self.total.as_dict(),
+            "rows": [r.as_dict() for r in self.rows],
+        }
+
+    def as_csv(self) -> str:
+        """The report as CSV: a header, a row per reason and source, then the `all` row."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(REPORT_COLUMNS)
+        for r in (*self.rows, self.total):
+            writer.writerow(["" if v is None else v for v in r.as_dict().values()])
+        return out.getvalue()
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from pacsflow.domain.audit import (
 )
 from pacsflow.domain.audit import study_object as audit_study
 from pacsflow.domain.errors import ConflictingState, InvalidInput
+from pacsflow.domain.exception_queue import ASSIGN_OWNER
 from pacsflow.domain.orders import AccessionNumber, OrderStatus
 from pacsflow.domain.patients import PatientIdentifier
 from pacsflow.workflow.ports import (
@@ -35,7 +36,7 @@ class Done:
 
 
 class Reconciliation:
-    """Match, assign, reject, undo: the actions on held studies."""
+    """Match, assign, reject, assign an owner, undo: the actions on held studies."""
 
     def __init__(self, uow: UnitOfWorkFactory, clock: Clock, source: AuditSource) -> None:
         self._uow = uow
@@ -96,6 +97,41 @@ class Reconciliation:
             uow.commit()
             return done
 
+    def assign_owner(self, exception_id: int, owner: str, actor: ActiveParticipant) -> Done:
+        """Name the user who works the exception; audited, and undone like any action."""
+        owner = owner.strip()
+        if not owner:
+            raise InvalidInput("name the user who works the exception", location="owner")
+        with self._uow() as uow:
+            exc = _open(uow, exception_id)
+            user = uow.accounts.user(owner)
+            if user is None or user.is_disabled:
+                raise InvalidInput(f"no active user {owner!r}", location="owner")
+            uid = exc.study_instance_uid
+            study = uow.studies.get(uid)
+            if study is None:
+                raise ConflictingState(f"study {uid} of exception {exc.id} is not indexed")
+            now = self._clock.now()
+            action_id = uow.reconciliations.add(
+                ReconciliationAction(
+                    id=0,
+                    exception_id=exc.id,
+                    study_instance_uid=uid,
+                    action=ASSIGN_OWNER,
+                    actor=actor.user_id,
+                    at=now,
+                    detail=owner,
+                    before_state=study.state,
+                    before_patient=study.patient,
+                    before_accession=study.accession_number,
+                    before_owner=exc.owner,
+                )
+            )
+            uow.exceptions.set_owner(exc.id, owner)
+            uow.audit.append(self._event(actor, uid, f"{ASSIGN_OWNER} {owner}"), now)
+            uow.commit()
+            return Done(action_id, study.state)
+
     def undo(self, action_id: int, actor: ActiveParticipant) -> StudyState:
         """Restore the study and its exception exactly as they were before the action."""
         with self._uow() as uow:
@@ -104,6 +140,8 @@ class Reconciliation:
                 raise InvalidInput(f"no reconciliation action {action_id}", location="action")
             if action.undone_at is not None:
                 raise ConflictingState(f"action {action_id} was already undone")
+            if action.action == ASSIGN_OWNER:
+                return self._undo_owner(uow, action, actor)
             exc = uow.exceptions.get(action.exception_id)
             if exc is None or exc.resolved_at is None:
                 raise ConflictingState("the exception was reopened since; undo the later action")
@@ -121,6 +159,21 @@ class Reconciliation:
             )
             uow.commit()
             return action.before_state
+
+    def _undo_owner(
+        self, uow: UnitOfWork, action: ReconciliationAction, actor: ActiveParticipant
+    ) -> StudyState:
+        exc = uow.exceptions.get(action.exception_id)
+        if exc is None or exc.owner != action.detail:
+            raise ConflictingState("the owner changed since; undo the later action")
+        now = self._clock.now()
+        uow.exceptions.set_owner(exc.id, action.before_owner)
+        uow.reconciliations.mark_undone(action.id, now)
+        uid = action.study_instance_uid
+        uow.audit.append(self._event(actor, uid, f"undo {ASSIGN_OWNER}"), now)
+        study = uow.studies.get(uid)
+        uow.commit()
+        return study.state if study is not None else action.before_state
 
     def _apply(
         self,

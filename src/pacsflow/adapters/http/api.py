@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from pacsflow import __version__
 from pacsflow.domain.access import Permission, Principal
 from pacsflow.domain.audit import ActiveParticipant, Outcome, to_dict, user_authentication
 from pacsflow.domain.audit import query as audit_query
+from pacsflow.domain.candidates import Candidate
 from pacsflow.domain.errors import (
     ConflictingState,
     Forbidden,
@@ -29,8 +31,9 @@ from pacsflow.domain.reading import Claim, ReadingFilter, StudyClaimed
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
+from pacsflow.workflow.exception_queue import ExceptionQueue, QueueItem
 from pacsflow.workflow.jobs import Jobs, UnknownJob
-from pacsflow.workflow.ports import ExceptionRecord, StudyFilter
+from pacsflow.workflow.ports import StudyFilter
 from pacsflow.workflow.prefetch import Prefetch
 from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reading import ReadingEntry, ReadingWorklist, UnknownStudy
@@ -98,6 +101,10 @@ class ExceptionOut(BaseModel):
     received_birth_date: date | None
     received_accession_number: str
     candidate_accession_number: str | None
+    owner: str
+    target_minutes: int
+    due_at: datetime
+    overdue: bool
 
 
 class OrderOut(BaseModel):
@@ -157,7 +164,8 @@ def _study(v: StudyView) -> StudyOut:
     )
 
 
-def _exception(e: ExceptionRecord, now: datetime) -> ExceptionOut:
+def _exception(item: QueueItem) -> ExceptionOut:
+    e = item.exception
     r = e.received
     return ExceptionOut(
         id=e.id,
@@ -166,7 +174,11 @@ def _exception(e: ExceptionRecord, now: datetime) -> ExceptionOut:
         source=e.source.value,
         detail=e.detail,
         opened_at=e.opened_at,
-        age_seconds=max(0, int((now - e.opened_at).total_seconds())),
+        age_seconds=int(item.age.total_seconds()),
+        owner=e.owner,
+        target_minutes=int(item.target.total_seconds() // 60),
+        due_at=item.due_at,
+        overdue=item.is_overdue,
         received_patient_id=r.patient.value,
         received_issuer=r.patient.issuer,
         received_patient_name=r.demographics.name.display(),
@@ -216,6 +228,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("POST", "/api/exceptions/{exception_id}/assign"): Permission.RECONCILE,
     ("POST", "/api/exceptions/{exception_id}/reject"): Permission.RECONCILE,
     ("POST", "/api/reconciliation/{action_id}/undo"): Permission.RECONCILE,
+    ("POST", "/api/exceptions/{exception_id}/assign-owner"): Permission.RECONCILE,
+    # Candidates show other registered patients' identities: for reconcilers only.
+    ("GET", "/api/exceptions/{exception_id}/candidates"): Permission.RECONCILE,
+    ("GET", "/api/exceptions/report"): Permission.READ_EXCEPTIONS,
     ("GET", "/api/jobs"): Permission.READ_JOBS,
     ("GET", "/api/jobs/stats"): Permission.READ_JOBS,
     ("GET", "/api/jobs/{job_id}"): Permission.READ_JOBS,
@@ -443,6 +459,78 @@ class RejectIn(BaseModel):
     reason: str
 
 
+class OwnerIn(BaseModel):
+    """Name the user who works an exception."""
+
+    owner: str = Field(max_length=64)
+
+
+class EvidenceOut(BaseModel):
+    """One reason a candidate fits (positive points) or does not (negative)."""
+
+    code: str
+    points: int
+    detail: str
+
+
+class CandidateOut(BaseModel):
+    """An order to match the held study to, or a patient to assign it to, with its score."""
+
+    kind: str
+    score: int
+    accession_number: str | None
+    order_status: str | None
+    modality: str | None
+    scheduled_start: datetime | None
+    requested_procedure_description: str | None
+    patient: PatientOut | None
+    reasons: list[EvidenceOut]
+
+
+class ReportRowOut(BaseModel):
+    """The day's figures for one reason and mismatch source (`all`: every one)."""
+
+    reason: str
+    source: str
+    opened: int
+    resolved: int
+    matched: int
+    assigned: int
+    rejected: int
+    undone: int
+    late_matched: int
+    other_actions: int
+    open_at_end: int
+    overdue_at_end: int
+    median_seconds: float | None
+    p90_seconds: float | None
+
+
+class ExceptionReportOut(BaseModel):
+    """The exceptions queue over one day (to `end`: the day's end, or now)."""
+
+    day: date
+    start: datetime
+    end: datetime
+    total: ReportRowOut
+    rows: list[ReportRowOut]
+
+
+def _candidate(c: Candidate) -> CandidateOut:
+    o = c.order
+    return CandidateOut(
+        kind=c.kind.value,
+        score=c.score,
+        accession_number=o.accession_number if o else None,
+        order_status=o.status.value if o else None,
+        modality=o.modality if o else None,
+        scheduled_start=o.scheduled_start if o else None,
+        requested_procedure_description=o.requested_procedure_description if o else None,
+        patient=_patient(c.patient) if c.patient else None,
+        reasons=[EvidenceOut(code=e.code, points=e.points, detail=e.detail) for e in c.evidence],
+    )
+
+
 class ActionOut(BaseModel):
     """The result of a reconciliation action: its id, to undo it, and the study's state."""
 
@@ -470,6 +558,7 @@ def create_app(
     prefetch: Prefetch,
     *,
     reading: ReadingWorklist,
+    exception_queue: ExceptionQueue,
 ) -> FastAPI:
     """The HTTP application over the read side of the workflow."""
     app = FastAPI(
@@ -588,9 +677,61 @@ def create_app(
         "/api/exceptions", tags=["exceptions"], dependencies=[requires(Permission.READ_EXCEPTIONS)]
     )
     def exceptions(limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[ExceptionOut]:
-        """Open exceptions, oldest first, with reason, mismatch source and age."""
-        now = datetime.now(UTC)
-        return [_exception(e, now) for e in queries.exceptions(limit)]
+        """Open exceptions, overdue first, then oldest: reason, mismatch source, owner, age,
+        target time for the reason and whether it is past it."""
+        return [_exception(i) for i in exception_queue.open(limit)]
+
+    @app.get(
+        "/api/exceptions/report",
+        tags=["exceptions"],
+        dependencies=[requires(Permission.READ_EXCEPTIONS)],
+        response_model=ExceptionReportOut,
+        responses={200: {"content": {"text/csv": {}}}},
+    )
+    def exceptions_report(
+        day: date | None = None,
+        fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+        tz: Annotated[str, Query(max_length=64)] = "UTC",
+    ) -> Any:
+        """Per reason and mismatch source: opened and resolved that day, actions (matched,
+        assigned, rejected, undone, late-matched), median and p90 time to resolution, open and
+        overdue at the end of the day (the day in tz, today by default)."""
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise InvalidInput(f"unknown time zone {tz!r}", location="tz") from exc
+        report = exception_queue.report(day, zone)
+        if fmt == "csv":
+            return Response(
+                report.as_csv(),
+                media_type="text/csv; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="exceptions-{report.day}.csv"'
+                },
+            )
+        return ExceptionReportOut.model_validate(report.as_dict())
+
+    @app.get("/api/exceptions/{exception_id}/candidates", tags=["exceptions"])
+    def exception_candidates(
+        exception_id: _Id,
+        limit: Annotated[int, Query(ge=1, le=50)] = 10,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> list[CandidateOut]:
+        """Orders and patients the held study most likely belongs to, best first, each with
+        its score (0-100) and the reasons (same or nearly the same patient ID, name, birth
+        date, accession number; scheduled near the study date; modality)."""
+        return [_candidate(c) for c in exception_queue.candidates(exception_id, limit)]
+
+    @app.post("/api/exceptions/{exception_id}/assign-owner", tags=["exceptions"])
+    def assign_owner(
+        request: Request,
+        exception_id: _Id,
+        body: OwnerIn,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> ActionOut:
+        """Name the user who works the exception (undo restores the previous owner)."""
+        done = reconciliation.assign_owner(exception_id, body.owner, who(request, caller.username))
+        return ActionOut(action_id=done.action_id, state=done.state.value)
 
     @app.get("/api/orders", tags=["orders"], dependencies=[requires(Permission.READ_ORDERS)])
     def orders(
