@@ -20,10 +20,11 @@ from pacsflow.adapters.dicom.sender import DicomSender, read_attributes
 from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
 from pacsflow.adapters.dicomweb import StowDestination, StowSender
 from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
+from pacsflow.adapters.hl7.results import Hl7Subscriber, MllpResultSender
 from pacsflow.adapters.http import HttpServer, create_app
 from pacsflow.adapters.security import Argon2Hasher, server_context
 from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
-from pacsflow.config import DicomwebDestination, Settings
+from pacsflow.config import DicomwebDestination, ResultSubscriber, Settings
 from pacsflow.domain.access import PeerRights
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
 from pacsflow.domain.jobs import RetryPolicy
@@ -31,6 +32,7 @@ from pacsflow.domain.matching import ExceptionReason
 from pacsflow.domain.orders import StationRule
 from pacsflow.domain.prefetch import RelevanceRule
 from pacsflow.domain.reading import ReadingTargets
+from pacsflow.domain.reports import status_from_code
 from pacsflow.domain.uids import Uid
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
@@ -45,6 +47,7 @@ from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.reading import ReadingWorklist
 from pacsflow.workflow.reconciliation import Reconciliation
+from pacsflow.workflow.results import DELIVER_RESULT_JOB, Results, Subscriber
 from pacsflow.workflow.routing import (
     FORWARD_JOB,
     ROUTE_INSTANCE_JOB,
@@ -160,6 +163,16 @@ def _stow(d: DicomwebDestination) -> StowDestination:
     )
 
 
+def _subscriber(r: ResultSubscriber) -> Subscriber:
+    return Subscriber(
+        name=r.name,
+        wants_reports="report" in r.events,
+        wants_images_available="images_available" in r.events,
+        statuses=frozenset(status_from_code(c) for c in r.statuses),
+        target_seconds=r.target_seconds,
+    )
+
+
 class _Senders:
     """Routing destinations by name: DICOMweb STOW-RS endpoints, else DICOM peers."""
 
@@ -233,16 +246,38 @@ class Pacsflow:
                 for r in settings.prefetch_rules
             ],
         )
+        self.results = Results(
+            uow,
+            clock,
+            [_subscriber(r) for r in settings.result_subscribers],
+            MllpResultSender(
+                {r.name: self._hl7_subscriber(r) for r in settings.result_subscribers},
+                app_name=settings.hl7_application,
+                facility=settings.hl7_facility,
+            ),
+        )
+        # What publishing a held study (reconciliation, late match) starts, in its transaction.
+        self._on_published = [
+            self.routing.on_published,
+            self.prefetch.on_published,
+            self.results.on_published,
+        ]
         self.ingest = Ingest(
             uow,
             blobs,
             clock,
-            after_store=[self.routing.on_stored, self.prefetch.on_stored],
+            after_store=[self.routing.on_stored, self.prefetch.on_stored, self.results.on_stored],
             on_duplicate=[self.routing.on_duplicate],
             audit=self.audit,
         )
         self.intake = Intake(
-            uow, clock, rules, audit_source=source, after_order=[self.prefetch.on_order]
+            uow,
+            clock,
+            rules,
+            audit_source=source,
+            after_order=[self.prefetch.on_order],
+            report_sink=self.results.record,
+            on_published=self._on_published,
         )
         self.steps = ProcedureSteps(uow, clock)
         # Job handlers by kind; every feature that causes durable work registers its own.
@@ -273,6 +308,7 @@ class Pacsflow:
         self.handlers[FORWARD_JOB] = self.routing.forward
         self.handlers[PREFETCH_JOB] = self.prefetch.search
         self.handlers[RETRIEVE_JOB] = self.prefetch.retrieve
+        self.handlers[DELIVER_RESULT_JOB] = self.results.deliver
         service = Hl7Service(
             self.intake,
             FieldMap().with_overrides(settings.hl7_fields),
@@ -283,16 +319,18 @@ class Pacsflow:
         self.hl7 = MllpServer(
             settings.host, settings.hl7_port, service.handle, ssl_context=self._tls("hl7")
         )
+        self.reconciliation = Reconciliation(uow, clock, source, on_published=self._on_published)
         self.http = HttpServer(
             create_app(
                 self.queries,
                 self.health,
                 self.accounts,
                 self.audit,
-                Reconciliation(uow, clock, source),
+                self.reconciliation,
                 self.jobs,
                 self.routing,
                 self.prefetch,
+                self.results,
                 reading=self.reading,
                 exception_queue=self.exception_queue,
             ),
@@ -311,6 +349,7 @@ class Pacsflow:
             destination_limits={
                 **{p.ae_title: p.max_concurrent_jobs for p in settings.peers},
                 **{d.name: d.max_concurrent_jobs for d in settings.dicomweb_destinations},
+                **{r.name: r.max_concurrent_jobs for r in settings.result_subscribers},
             },
         )
         self._stopped = threading.Event()
@@ -333,6 +372,25 @@ class Pacsflow:
     def _destination(self, ae_title: str) -> Destination | None:
         peer = self.settings.peer(ae_title)
         return Destination(peer.host, peer.port) if peer else None
+
+    def _hl7_subscriber(self, r: ResultSubscriber) -> Hl7Subscriber:
+        context = None
+        if r.tls:
+            context = ssl.create_default_context(
+                cafile=str(self.settings.tls_ca_file) if self.settings.tls_ca_file else None
+            )
+            if self.settings.tls_cert_file and self.settings.tls_key_file:
+                context.load_cert_chain(self.settings.tls_cert_file, self.settings.tls_key_file)
+        return Hl7Subscriber(
+            name=r.name,
+            host=r.host,
+            port=r.port,
+            version=r.version,
+            receiving_application=r.receiving_application,
+            receiving_facility=r.receiving_facility,
+            timeout=r.timeout_seconds,
+            ssl_context=context,
+        )
 
     def _rights(self, ae_title: str) -> PeerRights | None:
         peer = self.settings.peer(ae_title)

@@ -292,3 +292,37 @@ def test_an_unusable_report_is_refused_with_the_reason(node_with_ehr: Pacsflow) 
     assert ack.get("ERR-8") or ack.get("MSA-3")
     sock = socket.create_connection(("127.0.0.1", node_with_ehr.hl7.port), timeout=5)
     sock.close()
+
+
+def test_a_report_for_a_held_study_attaches_when_the_study_is_reconciled(
+    node_with_ehr: Pacsflow, ehr: Ehr, tmp_path: Path
+) -> None:
+    from pacsflow.domain.audit import ActiveParticipant
+    from tests.conftest import restamp, storescu
+    from tests.scheduling import scheduled
+
+    node = node_with_ehr
+    _, order = scheduled(node)
+    # The modality typed the patient ID wrong: the study is held, not published.
+    path, ds = restamp(
+        "CT_small.dcm",
+        tmp_path / "typo.dcm",
+        patient_id="TYPO123",
+        accession=str(order.accession_number),
+        study_uid=str(order.study_instance_uid),
+    )
+    storescu(node.dicom.port, path)
+    [held] = node.queries.exceptions(10)
+    assert _send_hl7(node, oru(order, "F", "read before reconciling", "H1")) == "AA"
+    [waiting] = node.results.reports(unattached_only=True)
+    assert "held" in waiting.flag
+    time.sleep(0.3)
+    assert ehr.messages() == []
+    node.reconciliation.match_to_order(
+        held.id, str(order.accession_number), ActiveParticipant("rita", is_requestor=True)
+    )
+    acc = str(order.accession_number)
+    assert _wait(lambda: ehr.messages() == [(acc, "F", "read before reconciling")])
+    assert node.results.reports(unattached_only=True) == []
+    assert _wait(lambda: len(ehr.messages("ORM")) == 1)  # images available, after publishing
+    assert str(ds.StudyInstanceUID) == str(order.study_instance_uid)

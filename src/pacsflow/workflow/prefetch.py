@@ -102,30 +102,45 @@ class Prefetch:
     def on_stored(
         self, uow: UnitOfWork, stored: ArrivedInstance, state: StudyState, now: datetime
     ) -> None:
-        """A newly published study (not itself a prior): fetch its priors once."""
-        if not self.is_enabled or state is not StudyState.PUBLISHED:
+        """A stored instance of a published study (ingest hook): see on_published."""
+        if state is not StudyState.PUBLISHED or stored.source_ae.strip() in self._names:
             return
         inst = stored.instance
-        key = f"prefetch:study:{inst.study_instance_uid}"
-        if stored.source_ae.strip() in self._names or uow.jobs.has_job(key, unfinished_only=False):
+        self._for_study(uow, inst.study_instance_uid, now, (inst.modality,), inst.body_part)
+
+    def on_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
+        """A held study published by reconciliation or a late match: fetch its priors."""
+        self._for_study(uow, study_uid, now, (), "")
+
+    def _for_study(
+        self,
+        uow: UnitOfWork,
+        study_uid: Uid,
+        now: datetime,
+        modalities: tuple[str, ...],
+        body_part: str,
+    ) -> None:
+        """Fetch the priors of a published study, once (not for a study that is a prior)."""
+        key = f"prefetch:study:{study_uid}"
+        if not self.is_enabled or uow.jobs.has_job(key, unfinished_only=False):
             return
-        if uow.prefetch.expected_patient(inst.study_instance_uid) is not None:
+        if uow.prefetch.expected_patient(study_uid) is not None:
             return  # a prior arriving: its own priors are not wanted
-        study = uow.studies.get(inst.study_instance_uid)
-        if study is None or study.patient is None:
+        study = uow.studies.get(study_uid)
+        if study is None or study.patient is None or study.state is not StudyState.PUBLISHED:
             return
         uow.jobs.enqueue(
             NewJob(
                 PREFETCH_JOB,
                 {
-                    "key": f"study:{inst.study_instance_uid}",
+                    "key": f"study:{study_uid}",
                     "patient_id": study.patient.value,
                     "issuer": study.patient.issuer,
-                    "modalities": [inst.modality] if inst.modality else [],
-                    "body_part": inst.body_part,
+                    "modalities": [m for m in (modalities or study.modalities) if m],
+                    "body_part": body_part,
                     "procedure_code": "",
                     "reference_date": (study.study_date or now.date()).isoformat(),
-                    "exclude": [inst.study_instance_uid],
+                    "exclude": [study_uid],
                 },
                 ordering_key=key,
             ),

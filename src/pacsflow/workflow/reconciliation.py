@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from pacsflow.domain.audit import (
     Action,
@@ -16,6 +18,7 @@ from pacsflow.domain.errors import ConflictingState, InvalidInput
 from pacsflow.domain.exception_queue import ASSIGN_OWNER
 from pacsflow.domain.orders import AccessionNumber, OrderStatus
 from pacsflow.domain.patients import PatientIdentifier
+from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
     Clock,
     ExceptionRecord,
@@ -35,13 +38,24 @@ class Done:
     state: StudyState
 
 
+#: Called inside the transaction that publishes a held study (waiting reports attach).
+OnPublished = Callable[[UnitOfWork, Uid, datetime], None]
+
+
 class Reconciliation:
     """Match, assign, reject, assign an owner, undo: the actions on held studies."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, source: AuditSource) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        source: AuditSource,
+        on_published: Sequence[OnPublished] = (),
+    ) -> None:
         self._uow = uow
         self._clock = clock
         self._source = source
+        self._on_published = tuple(on_published)
 
     def match_to_order(self, exception_id: int, accession: str, actor: ActiveParticipant) -> Done:
         """The study belongs to this order: it takes the order's patient and is published."""
@@ -209,6 +223,8 @@ class Reconciliation:
         uow.exceptions.resolve(exc.id, now, action)
         if state is StudyState.PUBLISHED:
             uow.events.record_match(uid, MatchOutcomeKind.RECONCILED, now)
+            for hook in self._on_published:  # what publishing causes, same transaction
+                hook(uow, uid, now)
         uow.audit.append(self._event(actor, uid, action), now)
         return Done(action_id, state)
 

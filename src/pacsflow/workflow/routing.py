@@ -253,6 +253,16 @@ class Routing:
                     now,
                 )
 
+    def on_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
+        """A held study published by reconciliation or a late match: route it now."""
+        if self._rules(uow) is None:
+            return
+        key = f"route-study:{study_uid}"
+        if not uow.jobs.has_job(key):
+            uow.jobs.enqueue(
+                NewJob(ROUTE_STUDY_JOB, {"study_uid": study_uid}, ordering_key=key), now
+            )
+
     def on_duplicate(self, arrived: ArrivedInstance) -> None:
         """An instance we already hold arrived again: if we had forwarded it, say so.
 

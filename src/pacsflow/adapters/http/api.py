@@ -28,16 +28,18 @@ from pacsflow.domain.jobs import Job, JobState
 from pacsflow.domain.orders import Order, OrderStatus
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.reading import Claim, ReadingFilter, StudyClaimed
+from pacsflow.domain.reports import Report, status_from_code
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
 from pacsflow.workflow.exception_queue import ExceptionQueue, QueueItem
 from pacsflow.workflow.jobs import Jobs, UnknownJob
-from pacsflow.workflow.ports import StudyFilter
+from pacsflow.workflow.ports import ReportRecord, StudyFilter
 from pacsflow.workflow.prefetch import Prefetch
 from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reading import ReadingEntry, ReadingWorklist, UnknownStudy
 from pacsflow.workflow.reconciliation import Reconciliation
+from pacsflow.workflow.results import Results
 from pacsflow.workflow.routing import Routing, UnknownVersion, VersionView
 
 HealthCheck = Callable[[], dict[str, str]]
@@ -250,6 +252,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/reading-worklist"): Permission.READ_STUDIES,
     ("POST", "/api/reading-worklist/{study_uid}/claim"): Permission.CLAIM_READING,
     ("POST", "/api/reading-worklist/{study_uid}/release"): Permission.CLAIM_READING,
+    ("POST", "/api/reports"): Permission.WRITE_REPORTS,
+    ("GET", "/api/reports"): Permission.READ_STUDIES,
+    ("GET", "/api/studies/{study_uid}/reports"): Permission.READ_STUDIES,
+    ("GET", "/api/results/deliveries"): Permission.READ_JOBS,
 }
 
 
@@ -378,6 +384,73 @@ class AlertOut(BaseModel):
     first_at: datetime
     last_at: datetime
     count: int
+
+
+class ReportIn(BaseModel):
+    """A report version from a reporting system that does not speak HL7."""
+
+    accession_number: str = Field(default="", max_length=64)
+    study_instance_uid: str = Field(default="", max_length=64)
+    #: HL7 result status: P preliminary, F final, C corrected, X cancelled, I in progress.
+    status: str = Field(max_length=1)
+    text: str = Field(default="", max_length=200_000)
+    radiologist: str = Field(default="", max_length=200)
+    patient_id: str = Field(default="", max_length=64)
+    issuer: str = Field(default="", max_length=64)
+    observed_at: datetime | None = None
+    report_id: str = Field(default="", max_length=64)
+
+
+class ReportOut(BaseModel):
+    """A kept report version: attached to its study, or flagged with why not."""
+
+    id: int
+    accession_number: str
+    study_instance_uid: str
+    status: str
+    text: str
+    radiologist: str
+    observed_at: datetime | None
+    received_at: datetime
+    source: str
+    attached_study_uid: str | None
+    flag: str
+
+
+class StudyReportsOut(BaseModel):
+    """A study's report status and its versions, oldest first."""
+
+    study_instance_uid: str
+    report_status: str
+    versions: list[ReportOut]
+
+
+class DeliveryStatsOut(BaseModel):
+    """How well results reach one subscriber."""
+
+    subscriber: str
+    total: int
+    delivered: int
+    delivered_in_time: int
+    failed: int
+    pending: int
+    success_rate: float | None
+
+
+def _report(r: ReportRecord) -> ReportOut:
+    return ReportOut(
+        id=r.id,
+        accession_number=r.report.accession_number,
+        study_instance_uid=r.report.study_instance_uid,
+        status=r.report.status.value,
+        text=r.report.text,
+        radiologist=r.report.radiologist,
+        observed_at=r.report.observed_at,
+        received_at=r.received_at,
+        source=r.source,
+        attached_study_uid=r.attached_study_uid,
+        flag=r.flag,
+    )
 
 
 class ReadingItemOut(BaseModel):
@@ -556,6 +629,7 @@ def create_app(
     jobs: Jobs,
     routing: Routing,
     prefetch: Prefetch,
+    results: Results,
     *,
     reading: ReadingWorklist,
     exception_queue: ExceptionQueue,
@@ -1021,6 +1095,69 @@ def create_app(
                 count=a.count,
             )
             for a in routing.alerts(limit)
+        ]
+
+    @app.post("/api/reports", tags=["reports"], status_code=201)
+    def post_report(
+        body: ReportIn,
+        caller: Principal = requires(Permission.WRITE_REPORTS),  # noqa: B008
+    ) -> ReportOut:
+        """Keep a report version; it attaches to its study (by UID, else accession) once the
+        study is published, and goes to the result subscribers."""
+        patient = (
+            PatientIdentifier(PatientId(body.patient_id), Issuer(body.issuer))
+            if body.patient_id
+            else None
+        )
+        report = Report(
+            accession_number=body.accession_number.strip(),
+            status=status_from_code(body.status),
+            text=body.text,
+            patient=patient,
+            study_instance_uid=body.study_instance_uid.strip(),
+            radiologist=body.radiologist,
+            observed_at=body.observed_at,
+            report_id=body.report_id,
+        )
+        return _report(results.receive(report, f"api:{caller.username}"))
+
+    @app.get("/api/reports", tags=["reports"], dependencies=[requires(Permission.READ_STUDIES)])
+    def list_reports(
+        unattached: bool = False, limit: Annotated[int, Query(ge=1, le=5000)] = 100
+    ) -> list[ReportOut]:
+        """Report versions, newest first; unattached=true: those still waiting for a study."""
+        return [_report(r) for r in results.reports(unattached_only=unattached, limit=limit)]
+
+    @app.get(
+        "/api/studies/{study_uid}/reports",
+        tags=["reports"],
+        dependencies=[requires(Permission.READ_STUDIES)],
+    )
+    def study_reports(study_uid: Annotated[str, Path(max_length=64)]) -> StudyReportsOut:
+        """A study's report status (unread, in_progress, preliminary, final, corrected)."""
+        uid = Uid(study_uid)
+        return StudyReportsOut(
+            study_instance_uid=uid,
+            report_status=results.status_of(uid).value,
+            versions=[_report(r) for r in results.reports_of(uid)],
+        )
+
+    @app.get(
+        "/api/results/deliveries", tags=["reports"], dependencies=[requires(Permission.READ_JOBS)]
+    )
+    def delivery_stats() -> list[DeliveryStatsOut]:
+        """Per subscriber: messages delivered, on time, failed, pending, and the success rate."""
+        return [
+            DeliveryStatsOut(
+                subscriber=d.subscriber,
+                total=d.total,
+                delivered=d.delivered,
+                delivered_in_time=d.delivered_in_time,
+                failed=d.failed,
+                pending=d.pending,
+                success_rate=d.success_rate,
+            )
+            for d in results.delivery_stats()
         ]
 
     @app.get(
