@@ -22,6 +22,7 @@ from pacsflow.config import DicomPeer, Settings
 from pacsflow.domain.access import Role
 from pacsflow.domain.uids import new_uid
 from tests.peers.orthanc import orthanc  # noqa: F401 (fixture)
+from tests.peers.postgres import pg_database_url, postgres_url  # noqa: F401 (fixtures)
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 

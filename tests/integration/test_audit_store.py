@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,8 +28,6 @@ from tests.fakes import FixedClock
 SOURCE = AuditSource("PACSFLOW")
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 AUDITOR = ActiveParticipant("audrey")
-#: Read at import: the autouse fixture in conftest.py clears PACSFLOW_* before each test.
-PG_URL = os.environ.get("PACSFLOW_TEST_PG_URL", "")
 
 
 def pid(value: str) -> PatientIdentifier:
@@ -64,32 +60,16 @@ def _sqlite_store(tmp_path: Path) -> Iterator[Store]:
     engine.dispose()
 
 
-@contextlib.contextmanager
-def _pg_database(admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test; its URL."""
-    name = f"pacsflow_audit_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+def _pg_store(url: str) -> Iterator[Store]:
+    upgrade(url)
+    engine = make_engine(url)
 
+    def raw(sql: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
 
-def _pg_store(admin_url: str) -> Iterator[Store]:
-    with _pg_database(admin_url) as url:
-        upgrade(url)
-        engine = make_engine(url)
-
-        def raw(sql: str) -> None:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(sql)
-
-        yield Store(engine, "postgresql", raw)
-        engine.dispose()
+    yield Store(engine, "postgresql", raw)
+    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -97,9 +77,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         yield from _sqlite_store(tmp_path)
         return
-    if not PG_URL:
-        pytest.skip("PACSFLOW_TEST_PG_URL is not set")
-    yield from _pg_store(PG_URL)
+    yield from _pg_store(request.getfixturevalue("pg_database_url"))
 
 
 def _disable_guards(store: Store) -> None:
@@ -332,14 +310,11 @@ def test_an_unmigrated_database_is_a_transient_failure(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_create_all_builds_the_same_guarded_schema(dialect: str) -> None:
+def test_create_all_builds_the_same_guarded_schema(
+    dialect: str, request: pytest.FixtureRequest
+) -> None:
     with contextlib.ExitStack() as stack:
-        if dialect == "sqlite":
-            url = "sqlite://"
-        elif PG_URL:
-            url = stack.enter_context(_pg_database(PG_URL))
-        else:
-            pytest.skip("PACSFLOW_TEST_PG_URL is not set")
+        url = "sqlite://" if dialect == "sqlite" else request.getfixturevalue("pg_database_url")
         engine = sa.create_engine(url)
         stack.callback(engine.dispose)
         metadata.create_all(engine)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pacsflow.adapters.db import SqlUnitOfWorkFactory
+from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine
+from pacsflow.adapters.db.tables import metadata
 from pacsflow.domain.errors import ConflictingState, PermanentError
 from pacsflow.domain.jobs import Job, JobState, NewJob, RetryLater, RetryPolicy
 from pacsflow.worker import Worker
@@ -17,6 +19,18 @@ from pacsflow.workflow.jobs import Jobs, UnknownJob
 from tests.fakes import FixedClock, memory_uow
 
 LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def uow(request: pytest.FixtureRequest) -> Iterator[SqlUnitOfWorkFactory]:
+    """The queue on in-memory SQLite, and on PostgreSQL (tests/peers/postgres.py)."""
+    if request.param == "sqlite":
+        yield memory_uow()
+        return
+    engine = make_engine(request.getfixturevalue("pg_database_url"))
+    metadata.create_all(engine)
+    yield SqlUnitOfWorkFactory(engine)
+    engine.dispose()
 
 
 # -- RetryPolicy ------------------------------------------------------------------------------
@@ -83,8 +97,10 @@ def _enqueue(uow: SqlUnitOfWorkFactory, clock: FixedClock, *jobs: NewJob) -> lis
     return ids
 
 
-def test_an_enqueued_job_is_claimed_once_with_its_payload_and_an_attempt_counted() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_an_enqueued_job_is_claimed_once_with_its_payload_and_an_attempt_counted(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    clock = FixedClock()
     [job_id] = _enqueue(uow, clock, NewJob("send", {"study": "1.2.3", "n": 4}))
     [job] = _claim(uow, clock)
     assert (job.id, job.payload, job.state, job.attempts) == (
@@ -97,8 +113,8 @@ def test_an_enqueued_job_is_claimed_once_with_its_payload_and_an_attempt_counted
     assert _claim(uow, clock, "w2") == []  # leased: nobody else gets it
 
 
-def test_only_due_jobs_of_the_workers_kinds_are_claimed() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_only_due_jobs_of_the_workers_kinds_are_claimed(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     later = clock.now() + timedelta(minutes=5)
     _enqueue(uow, clock, NewJob("send", run_at=later), NewJob("other"))
     assert _claim(uow, clock) == []
@@ -106,8 +122,10 @@ def test_only_due_jobs_of_the_workers_kinds_are_claimed() -> None:
     assert [j.kind for j in _claim(uow, clock)] == ["send"]
 
 
-def test_an_expired_lease_makes_the_job_claimable_again_and_the_old_owner_loses_it() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_an_expired_lease_makes_the_job_claimable_again_and_the_old_owner_loses_it(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    clock = FixedClock()
     _enqueue(uow, clock, NewJob("send"))
     [first] = _claim(uow, clock, "dead-worker")
     clock.advance(LEASE.total_seconds() + 1)
@@ -120,8 +138,8 @@ def test_an_expired_lease_makes_the_job_claimable_again_and_the_old_owner_loses_
         assert u.jobs.get(first.id).state is JobState.DONE  # type: ignore[union-attr]
 
 
-def test_a_renewed_lease_keeps_the_job() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_a_renewed_lease_keeps_the_job(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     _enqueue(uow, clock, NewJob("send"))
     [job] = _claim(uow, clock)
     clock.advance(20)
@@ -132,8 +150,8 @@ def test_a_renewed_lease_keeps_the_job() -> None:
     assert _claim(uow, clock, "w2") == []
 
 
-def test_jobs_with_one_ordering_key_run_one_at_a_time_in_order() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_jobs_with_one_ordering_key_run_one_at_a_time_in_order(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     a, b, c = _enqueue(
         uow,
         clock,
@@ -154,8 +172,8 @@ def test_jobs_with_one_ordering_key_run_one_at_a_time_in_order() -> None:
     assert [j.id for j in _claim(uow, clock)] == [b]  # a dead job stops blocking
 
 
-def test_a_destination_gets_at_most_its_limit_of_running_jobs() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_a_destination_gets_at_most_its_limit_of_running_jobs(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     _enqueue(uow, clock, *[NewJob("send", destination="ORTHANC") for _ in range(5)])
     _enqueue(uow, clock, *[NewJob("send", destination="SLOW") for _ in range(3)])
     first = _claim(uow, clock, limits={"SLOW": 1}, default_limit=2)
@@ -167,8 +185,10 @@ def test_a_destination_gets_at_most_its_limit_of_running_jobs() -> None:
     assert len(_claim(uow, clock, "w2", limits={"SLOW": 1}, default_limit=2)) == 1
 
 
-def test_retry_keeps_the_error_and_postpone_gives_the_attempt_back() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_retry_keeps_the_error_and_postpone_gives_the_attempt_back(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    clock = FixedClock()
     [job_id] = _enqueue(uow, clock, NewJob("send"))
     _claim(uow, clock)
     with uow() as u:
@@ -183,8 +203,8 @@ def test_retry_keeps_the_error_and_postpone_gives_the_attempt_back() -> None:
     assert job.attempts == 2
 
 
-def test_stats_count_depth_age_and_failing_destinations() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_stats_count_depth_age_and_failing_destinations(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     ids = _enqueue(uow, clock, NewJob("send", destination="A"), NewJob("send", destination="B"))
     clock.advance(90)
     _enqueue(uow, clock, NewJob("fetch"))
@@ -223,8 +243,8 @@ def _worker(
     return Worker(uow, clock, {"send": handler}, jitter=lambda: 0.0, **kw)  # type: ignore[arg-type]
 
 
-def test_a_failing_job_is_retried_with_backoff_then_completes() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_a_failing_job_is_retried_with_backoff_then_completes(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     handler = Recorder([TimeoutError("no answer"), ConnectionRefusedError("down")])
     worker = _worker(uow, clock, handler, policy=RetryPolicy(base=timedelta(seconds=2)))
     [job_id] = _enqueue(uow, clock, NewJob("send"))
@@ -242,8 +262,10 @@ def test_a_failing_job_is_retried_with_backoff_then_completes() -> None:
     assert job.last_error == "ConnectionRefusedError: down"
 
 
-def test_after_the_last_attempt_the_job_is_dead_lettered_and_can_be_replayed() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_after_the_last_attempt_the_job_is_dead_lettered_and_can_be_replayed(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    clock = FixedClock()
     handler = Recorder([OSError("a"), OSError("b")])
     worker = _worker(uow, clock, handler, policy=RetryPolicy(max_attempts=2))
     [job_id] = _enqueue(uow, clock, NewJob("send"))
@@ -263,8 +285,8 @@ def test_after_the_last_attempt_the_job_is_dead_lettered_and_can_be_replayed() -
     assert jobs.get(job_id).state is JobState.DONE
 
 
-def test_a_permanent_error_dead_letters_at_once() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_a_permanent_error_dead_letters_at_once(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     worker = _worker(uow, clock, Recorder([PermanentError("0xA900 refused for good")]))
     [job_id] = _enqueue(uow, clock, NewJob("send"))
     worker.drain()
@@ -273,8 +295,8 @@ def test_a_permanent_error_dead_letters_at_once() -> None:
     assert "refused for good" in job.last_error
 
 
-def test_retry_later_postpones_without_using_an_attempt() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_retry_later_postpones_without_using_an_attempt(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     handler = Recorder([RetryLater(clock.now() + timedelta(seconds=30), "study not stable")])
     worker = _worker(uow, clock, handler, policy=RetryPolicy(max_attempts=1))
     [job_id] = _enqueue(uow, clock, NewJob("send"))
@@ -286,8 +308,10 @@ def test_retry_later_postpones_without_using_an_attempt() -> None:
     assert Jobs(uow, clock).get(job_id).state is JobState.DONE
 
 
-def test_a_job_whose_worker_keeps_dying_is_dead_lettered_not_run_forever() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_a_job_whose_worker_keeps_dying_is_dead_lettered_not_run_forever(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    clock = FixedClock()
     policy = RetryPolicy(max_attempts=2)
     [job_id] = _enqueue(uow, clock, NewJob("send"))
     for _ in range(2):  # two workers claim it and die
@@ -299,8 +323,8 @@ def test_a_job_whose_worker_keeps_dying_is_dead_lettered_not_run_forever() -> No
     assert Jobs(uow, clock).get(job_id).state is JobState.DEAD
 
 
-def test_replay_dead_replays_every_dead_job_of_a_kind() -> None:
-    uow, clock = memory_uow(), FixedClock()
+def test_replay_dead_replays_every_dead_job_of_a_kind(uow: SqlUnitOfWorkFactory) -> None:
+    clock = FixedClock()
     worker = _worker(uow, clock, Recorder([PermanentError("x"), PermanentError("y")]))
     _enqueue(uow, clock, NewJob("send"), NewJob("send"))
     worker.drain()
@@ -314,8 +338,6 @@ def test_replay_dead_replays_every_dead_job_of_a_kind() -> None:
 def test_worker_threads_run_every_job_exactly_once(tmp_path: object) -> None:
     from pathlib import Path
 
-    from pacsflow.adapters.db import make_engine
-    from pacsflow.adapters.db.tables import metadata
     from pacsflow.app import SystemClock
 
     engine = make_engine(f"sqlite:///{Path(str(tmp_path)) / 'q.db'}")
