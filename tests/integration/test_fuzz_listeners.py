@@ -6,6 +6,7 @@ import socket
 import struct
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -234,6 +235,31 @@ def test_oversized_bodies_and_ids_get_4xx_before_anything_else(
         headers=auth,
     )
     assert res.status_code == 422
+
+
+def test_a_chunked_body_is_cut_off_past_the_limit_and_the_server_keeps_serving(
+    node: Pacsflow, api_token: str
+) -> None:
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
+        nonlocal sent
+        yield b'{"reason": "'
+        for _ in range(64):
+            sent += 64 * 1024
+            yield b"x" * (64 * 1024)
+        yield b'"}'
+
+    res = httpx.post(
+        f"http://127.0.0.1:{node.http.port}/api/exceptions/1/reject",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {api_token}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert res.status_code == 413
+    assert res.headers["content-type"].startswith("application/problem+json")
+    assert res.json()["title"] == "Content Too Large"
+    assert httpx.get(f"http://127.0.0.1:{node.http.port}/healthz").status_code == 200
 
 
 @pytest.mark.dcmtk

@@ -8,8 +8,10 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pacsflow import __version__
 from pacsflow.domain.access import Permission, Principal
@@ -642,6 +644,7 @@ def create_app(
             "PACS workflow manager: studies, exceptions, orders and patients. "
             "Every /api route needs `Authorization: Bearer <token>` (`pacsflow tokens create`)."
         ),
+        max_body_size=MAX_BODY_BYTES,  # also caps chunked bodies, which declare no length
     )
 
     def who(request: Request, username: str) -> ActiveParticipant:
@@ -699,6 +702,13 @@ def create_app(
         if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return _problem(413, "Content Too Large", f"bodies over {MAX_BODY_BYTES} bytes")
         return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A chunked body (no Content-Length) past max_body_size is cut off while being read.
+        if exc.status_code == 413:
+            return _problem(413, "Content Too Large", f"bodies over {MAX_BODY_BYTES} bytes")
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(PacsflowError)
     async def _on_error(_request: Request, exc: PacsflowError) -> JSONResponse:
