@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import getpass
 import logging
+import socket
 import ssl
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -54,6 +56,7 @@ from pacsflow.workflow.routing import (
     ROUTE_STUDY_JOB,
     Routing,
 )
+from pacsflow.workflow.settings_audit import record_settings
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,21 @@ def exception_targets(settings: Settings) -> dict[ExceptionReason, timedelta]:
 
 
 def reconciliation(settings: Settings, engine: sa.Engine | None = None) -> Reconciliation:
-    """The reconciliation actions over the configured database (for the CLI)."""
+    """The reconciliation actions over the configured database (for the CLI).
+
+    Publishing a held study starts what waits for it, as on a node: routing, prefetch and
+    waiting reports, enqueued in the action's transaction for the nodes' workers to run.
+    """
     engine = engine or make_engine(settings.effective_database_url)
     return Reconciliation(
-        SqlUnitOfWorkFactory(engine), SystemClock(), AuditSource(settings.ae_title)
+        SqlUnitOfWorkFactory(engine),
+        SystemClock(),
+        AuditSource(settings.ae_title),
+        on_published=[
+            routing(settings, engine).on_published,
+            prefetch(settings, engine).on_published,
+            results(settings, engine).on_published,
+        ],
     )
 
 
@@ -149,6 +163,56 @@ def routing(settings: Settings, engine: sa.Engine | None = None) -> Routing:
     )
 
 
+def prefetch(settings: Settings, engine: sa.Engine | None = None) -> Prefetch:
+    """The prefetch service: priors of a patient searched and retrieved through the job queue."""
+    engine = engine or make_engine(settings.effective_database_url)
+    return Prefetch(
+        SqlUnitOfWorkFactory(engine),
+        SystemClock(),
+        DicomArchives(settings.ae_title, settings.peer_address),
+        settings.prefetch_archives,
+        [
+            RelevanceRule(**r.model_dump() | {"modalities": tuple(r.modalities)})
+            for r in settings.prefetch_rules
+        ],
+    )
+
+
+def results(settings: Settings, engine: sa.Engine | None = None) -> Results:
+    """The result rail: reports kept and attached, deliveries to the HL7 subscribers."""
+    engine = engine or make_engine(settings.effective_database_url)
+    return Results(
+        SqlUnitOfWorkFactory(engine),
+        SystemClock(),
+        [_subscriber(r) for r in settings.result_subscribers],
+        MllpResultSender(
+            {r.name: _hl7_subscriber(settings, r) for r in settings.result_subscribers},
+            app_name=settings.hl7_application,
+            facility=settings.hl7_facility,
+        ),
+    )
+
+
+def _hl7_subscriber(settings: Settings, r: ResultSubscriber) -> Hl7Subscriber:
+    context = None
+    if r.tls:
+        context = ssl.create_default_context(
+            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+        )
+        if settings.tls_cert_file and settings.tls_key_file:
+            context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return Hl7Subscriber(
+        name=r.name,
+        host=r.host,
+        port=r.port,
+        version=r.version,
+        receiving_application=r.receiving_application,
+        receiving_facility=r.receiving_facility,
+        timeout=r.timeout_seconds,
+        ssl_context=context,
+    )
+
+
 def _stow(d: DicomwebDestination) -> StowDestination:
     verify: ssl.SSLContext | bool = d.verify_tls
     if d.ca_file is not None:
@@ -171,6 +235,30 @@ def _subscriber(r: ResultSubscriber) -> Subscriber:
         statuses=frozenset(status_from_code(c) for c in r.statuses),
         target_seconds=r.target_seconds,
     )
+
+
+_SECRET_KEYS = frozenset({"password", "bearer_token", "secret", "token"})
+
+
+def redacted_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON values, with passwords and tokens (also in URLs) masked."""
+
+    def scrub(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: scrub(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v, key) for v in value]
+        if isinstance(value, str) and value and key in _SECRET_KEYS:
+            return "***"
+        if isinstance(value, str) and "://" in value and "@" in value:
+            scheme, _, rest = value.partition("://")
+            credentials, _, host = rest.rpartition("@")
+            user = credentials.split(":", 1)[0]
+            return f"{scheme}://{user}:***@{host}" if ":" in credentials else value
+        return value
+
+    dumped: dict[str, Any] = scrub(settings.model_dump(mode="json"))
+    return dumped
 
 
 class _Senders:
@@ -236,26 +324,8 @@ class Pacsflow:
             site=settings.site,
         )
         self.routing = routing(settings, self.engine)
-        self.prefetch = Prefetch(
-            uow,
-            clock,
-            DicomArchives(settings.ae_title, settings.peer_address),
-            settings.prefetch_archives,
-            [
-                RelevanceRule(**r.model_dump() | {"modalities": tuple(r.modalities)})
-                for r in settings.prefetch_rules
-            ],
-        )
-        self.results = Results(
-            uow,
-            clock,
-            [_subscriber(r) for r in settings.result_subscribers],
-            MllpResultSender(
-                {r.name: self._hl7_subscriber(r) for r in settings.result_subscribers},
-                app_name=settings.hl7_application,
-                facility=settings.hl7_facility,
-            ),
-        )
+        self.prefetch = prefetch(settings, self.engine)
+        self.results = results(settings, self.engine)
         # What publishing a held study (reconciliation, late match) starts, in its transaction.
         self._on_published = [
             self.routing.on_published,
@@ -373,25 +443,6 @@ class Pacsflow:
         peer = self.settings.peer(ae_title)
         return Destination(peer.host, peer.port) if peer else None
 
-    def _hl7_subscriber(self, r: ResultSubscriber) -> Hl7Subscriber:
-        context = None
-        if r.tls:
-            context = ssl.create_default_context(
-                cafile=str(self.settings.tls_ca_file) if self.settings.tls_ca_file else None
-            )
-            if self.settings.tls_cert_file and self.settings.tls_key_file:
-                context.load_cert_chain(self.settings.tls_cert_file, self.settings.tls_key_file)
-        return Hl7Subscriber(
-            name=r.name,
-            host=r.host,
-            port=r.port,
-            version=r.version,
-            receiving_application=r.receiving_application,
-            receiving_facility=r.receiving_facility,
-            timeout=r.timeout_seconds,
-            ssl_context=context,
-        )
-
     def _rights(self, ae_title: str) -> PeerRights | None:
         peer = self.settings.peer(ae_title)
         if peer is None:
@@ -424,6 +475,15 @@ class Pacsflow:
         self.hl7.start()
         self.http.start()
         self.worker.start()
+        changed = record_settings(
+            SqlUnitOfWorkFactory(self.engine),
+            self.audit,
+            SystemClock(),
+            f"{self.settings.ae_title}@{socket.gethostname()}",
+            redacted_settings(self.settings),
+        )
+        if changed:
+            log.info("settings changed since the last start: %s", ", ".join(changed))
         self.audit.record(
             application_activity(
                 self.audit.source,

@@ -112,7 +112,11 @@ class PatientRepository(Protocol):
     """Registered patients, found by any of their identifiers."""
 
     def find(self, identifier: PatientIdentifier) -> Patient | None:
-        """The patient holding this identifier (issuer optional when unambiguous)."""
+        """The patient holding this identifier (issuer optional when unambiguous).
+
+        Its own identifiers come first (the primary, the others, then the aliases merged or
+        changed away), followed by the identifiers of every patient linked to it (A24).
+        """
         ...
 
     def save(self, patient: Patient, at: datetime) -> None:
@@ -123,7 +127,28 @@ class PatientRepository(Protocol):
         """Fold the patient holding `merged` into the survivor: identifiers, orders, studies.
 
         An unknown merged identifier becomes an alias of the survivor (images may still come);
-        merging what is already merged changes nothing. False when nothing changed.
+        merging what is already merged changes nothing. False when nothing changed. Links of
+        the merged patient become links of the survivor.
+        """
+        ...
+
+    def link(self, patient: PatientIdentifier, linked: PatientIdentifier, at: datetime) -> bool:
+        """Link two registered patients as one person; nothing moves. False if already so."""
+        ...
+
+    def unlink(self, patient: PatientIdentifier, unlinked: PatientIdentifier) -> bool:
+        """Remove the link between two patients. False when they were not linked directly."""
+        ...
+
+    def change_identifier(
+        self, incorrect: PatientIdentifier, correct: PatientIdentifier, at: datetime
+    ) -> bool:
+        """Replace an identifier on its patient; orders and studies carrying it follow.
+
+        The incorrect identifier stays as an alias (late images still find the patient).
+        When only the correct one is known, the incorrect one becomes its alias. False when
+        nothing changed (repeated, or neither is known). Both known on two patients is the
+        caller's conflict to refuse before calling.
         """
         ...
 
@@ -259,7 +284,11 @@ class ExceptionRecord:
 
 @dataclass(frozen=True, slots=True)
 class StudyFilter:
-    """Exact-value filters the index can apply before finer matching."""
+    """Exact-value filters the index can apply before finer matching.
+
+    `patient` selects the studies of the patient holding that identifier and of every patient
+    linked to it; an identifier merged or changed away (an alias) selects nothing.
+    """
 
     patient: PatientIdentifier | None = None
     study_instance_uids: tuple[Uid, ...] = ()
@@ -897,6 +926,10 @@ class ReportStore(Protocol):
         """Record how the delivery ended."""
         ...
 
+    def has_delivery(self, subscriber: str, event: str, study_uid: Uid) -> bool:
+        """True when this event of this study was ever queued for the subscriber."""
+        ...
+
     def delivery_stats(self, subscriber: str, target_seconds: float) -> DeliveryStats:
         """Counts of one subscriber's deliveries."""
         ...
@@ -939,6 +972,18 @@ class ReadingStore(Protocol):
         ...
 
 
+class SettingsLog(Protocol):
+    """The settings each node started with (secrets redacted), to record their changes."""
+
+    def last(self, node: str) -> str | None:
+        """The settings (JSON text) the node last started with."""
+        ...
+
+    def save(self, node: str, text: str, at: datetime) -> None:
+        """Record the settings a node starts with."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository."""
 
@@ -958,6 +1003,7 @@ class UnitOfWork(Protocol):
     prefetch: PrefetchStore
     reports: ReportStore
     reading: ReadingStore
+    settings_log: SettingsLog
 
     def __enter__(self) -> UnitOfWork:
         """Begin the transaction."""
@@ -1018,6 +1064,7 @@ __all__ = [
     "RoutingStore",
     "RuleVersion",
     "SecretHasher",
+    "SettingsLog",
     "StudyFilter",
     "StudyRecord",
     "StudyRepository",

@@ -50,6 +50,20 @@ patient_merges = sa.Table(
     sa.Column("merged_id", sa.String(64), nullable=False, index=True),
     sa.Column("merged_issuer", sa.String(64), nullable=False, server_default=""),
     sa.Column("at", _TS, nullable=False),
+    # "merge" (ADT A40) or "change" (A47): either way the merged identifier is now an alias.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="merge"),
+)
+
+# Patients that are one person (ADT A24): both records stay, with their own identifiers,
+# demographics, orders and studies; an unlink (A37) deletes the row and nothing else.
+patient_links = sa.Table(
+    "patient_links",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("patient_pk", sa.ForeignKey("patients.pk"), nullable=False, index=True),
+    sa.Column("linked_pk", sa.ForeignKey("patients.pk"), nullable=False, index=True),
+    sa.Column("at", _TS, nullable=False),
+    sa.UniqueConstraint("patient_pk", "linked_pk", name="uq_patient_links_pair"),
 )
 
 orders = sa.Table(
@@ -407,6 +421,15 @@ reading_claims = sa.Table(
     sa.Column("expires_at", _TS, nullable=False),
 )
 
+settings_log = sa.Table(
+    "settings_log",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("node", sa.String(200), nullable=False, index=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("at", _TS, nullable=False),
+)
+
 __all__ = [
     "alerts",
     "api_tokens",
@@ -420,6 +443,7 @@ __all__ = [
     "order_events",
     "orders",
     "patient_identifiers",
+    "patient_links",
     "patient_merges",
     "patients",
     "priors",
@@ -432,6 +456,7 @@ __all__ = [
     "routing_activations",
     "routing_versions",
     "series",
+    "settings_log",
     "studies",
     "users",
 ]

@@ -23,6 +23,7 @@ from pacsflow.adapters.db.repositories import (
     SqlStudyRepository,
 )
 from pacsflow.adapters.db.routing import SqlRoutingStore
+from pacsflow.adapters.db.settings_log import SqlSettingsLog
 from pacsflow.domain.errors import TransientError
 from pacsflow.workflow.audit import AuditLog
 from pacsflow.workflow.ports import (
@@ -40,6 +41,7 @@ from pacsflow.workflow.ports import (
     ReconciliationLog,
     ReportStore,
     RoutingStore,
+    SettingsLog,
     StudyRepository,
 )
 
@@ -63,6 +65,7 @@ class SqlUnitOfWork:
     prefetch: PrefetchStore
     reports: ReportStore
     reading: ReadingStore
+    settings_log: SettingsLog
 
     def __init__(self, engine: sa.Engine, *, read_only: bool = False) -> None:
         self._engine = engine
@@ -94,6 +97,7 @@ class SqlUnitOfWork:
         self.prefetch = SqlPrefetchStore(conn)
         self.reports = SqlReportStore(conn)
         self.reading = SqlReadingStore(conn)
+        self.settings_log = SqlSettingsLog(conn)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,54 @@
+"""Settings changes are configuration changes: each start records what changed (audited)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pacsflow.domain.audit import ActiveParticipant, EventTypes, security_alert
+from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.ports import Clock, UnitOfWorkFactory
+
+
+def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The top-level settings whose values differ (added and removed ones included)."""
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def record_settings(
+    uow: UnitOfWorkFactory,
+    trail: AuditTrail,
+    clock: Clock,
+    node: str,
+    current: Mapping[str, Any],
+) -> list[str]:
+    """Record the settings a node starts with; audit a change (110131) when they differ.
+
+    `current` must already have its secrets redacted. Returns the changed keys (every key on
+    the node's first start), empty when nothing changed.
+    """
+    text = json.dumps(current, sort_keys=True, default=str)
+    with uow() as u:
+        last = u.settings_log.last(node)
+        if last == text:
+            return []
+        before: Mapping[str, Any] = json.loads(last) if last else {}
+        changed = changed_keys(before, json.loads(text))
+        now = clock.now()
+        u.settings_log.save(node, text, now)
+        event = security_alert(
+            trail.source,
+            ActiveParticipant(node, user_name="pacsflow"),
+            now,
+            alert=EventTypes.SOFTWARE_CONFIGURATION,
+            resource=f"settings of {node}",
+            description=("first start: " if last is None else "changed: ") + ", ".join(changed),
+        )
+        u.audit.append(event, now)
+        u.commit()
+    trail.forward(event)
+    return changed
+
+
+__all__ = ["changed_keys", "record_settings"]
