@@ -19,6 +19,8 @@ from pacsflow.adapters.db.tables import exceptions as exceptions_table
 from pacsflow.app import Pacsflow
 from pacsflow.cli import app as cli
 from pacsflow.domain.access import Role
+from pacsflow.domain.reports import Report, ReportStatus
+from pacsflow.domain.uids import Uid
 from tests.conftest import requires_dcmtk, restamp, storescu
 from tests.scheduling import scheduled
 
@@ -139,7 +141,12 @@ def test_the_queue_from_the_cli(
     node.accounts.create_user("rita", [Role.RECONCILER])
     p, o = scheduled(node)
     pid = str(p.primary.value)
-    _send(node, tmp_path, "walkin", patient_id=pid, name_pn="Dvořák^Antonín", birth="19700102")
+    uid = _send(
+        node, tmp_path, "walkin", patient_id=pid, name_pn="Dvořák^Antonín", birth="19700102"
+    )
+    # A report that came before the study was reconciled waits for it to be published.
+    waiting = Report("", ReportStatus.PRELIMINARY, "no acute findings", study_instance_uid=uid)
+    assert node.results.receive(waiting, "test").attached_study_uid is None
 
     def ok(*args: str) -> str:
         result = runner.invoke(cli, ["exceptions", *args])
@@ -162,6 +169,8 @@ def test_the_queue_from_the_cli(
     assert "rita" in ok("list")
     assigned = ok("assign", exc_id, pid, "--issuer", "HOSP")
     assert "the study is published" in assigned
+    # ... and publishing from the CLI starts what waits for it, as on the node.
+    assert [r.attached_study_uid for r in node.results.reports_of(Uid(uid))] == [uid]
     action = assigned.split("(action ")[1].split(";")[0]
     assert ok("undo", action) == f"undid action {action}: the study is held\n"
     wrong = runner.invoke(cli, ["exceptions", "match", exc_id, "NO-SUCH-ORDER"])
