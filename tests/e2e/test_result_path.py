@@ -1,0 +1,339 @@
+"""End-to-end: the result rail through `pacsflow serve`, from the order to the EHR.
+
+An order comes in over MLLP (ORM^O01 NW), its image by DCMTK storescu, then a preliminary
+and a final report (ORU^R01, OBR-25 P then F). A subscriber configured in the node's TOML
+file, the test's EHR (an MLLP peer on loopback), gets "images available" (ORM^O01, ORC-1 SC)
+once the study is published, then the two reports. All three share one ordering key
+(subscriber and study) and the ORM is enqueued when the study is published, before any
+report can attach, so the EHR sees ORM, ORU P, ORU F in that order. A second run takes the
+EHR down before the final report, kills the node (SIGKILL) while the delivery waits to be
+retried, starts it again on the same data directory and brings the EHR back: the final
+report arrives once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pacsflow.adapters.hl7 import MllpClient
+from pacsflow.adapters.hl7.codec import parse
+from tests.conftest import requires_dcmtk, restamp, storescu
+from tests.e2e.conftest import free_port
+from tests.e2e.test_workflow_paths import ORM
+from tests.integration.test_result_rail import Ehr
+
+pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
+
+ACCESSION = "ACC1001"  # the one in ORM, as are the patient's identity and demographics
+IMPRESSION = "Impression: no acute finding."
+
+
+def _oru(status: str, text: str, control: str) -> str:
+    """A report version for ACC1001 (ORU^R01, OBR-25 status, two lines of text)."""
+    return (
+        f"MSH|^~\\&|RIS|HOSP|PACSFLOW|RAD|20261128120000||ORU^R01^ORU_R01|{control}|P|2.5.1"
+        "||||||UNICODE UTF-8\r"
+        "PID|1||12345^^^HOSP^MR||Dvořák^Antonín||19700102|M\r"
+        f"OBR|1|PL1001|RPT1001|CTCHEST^CT chest^L|||20261128115500|||||||||||{ACCESSION}"
+        f"|||||||{status}|||||||1234&House&Gregory\r"
+        f"OBX|1|TX|GDT^Report||{text}||||||{status}\r"
+        f"OBX|2|TX|GDT^Report||{IMPRESSION}||||||{status}\r"
+    )
+
+
+def _msa(ack: str) -> tuple[str, str]:
+    """MSA-1 and MSA-2 of an acknowledgement."""
+    m = parse(ack.encode())
+    return m.get("MSA-1"), m.get("MSA-2")
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _received(ehr: Ehr) -> list[tuple[str, str, str]]:
+    """What the EHR got, in order: (MSH-9.1, ORC-1 or OBR-25, OBR-18)."""
+    found = []
+    for raw in list(ehr.received):
+        m = parse(raw)
+        kind = m.get("MSH-9.1")
+        found.append((kind, m.get("ORC-1" if kind == "ORM" else "OBR-25"), m.get("OBR-18")))
+    return found
+
+
+@dataclass
+class Node:
+    """`pacsflow serve` on fixed ports over one data directory, with the EHR as subscriber."""
+
+    tmp: Path
+    ehr_port: int
+    ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
+    process: subprocess.Popen[bytes] | None = None
+    token: str = ""
+    starts: int = 0
+
+    @property
+    def config(self) -> Path:
+        return self.tmp / "pacsflow.toml"
+
+    @property
+    def dicom_port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[2]}"
+
+    def write_config(self) -> None:
+        # Fast polling and retries keep a down EHR's backlog moving within seconds; a 2 s
+        # lease lets the restarted node take over a job the killed one held.
+        self.config.write_text(
+            f"""
+data_dir = "{self.tmp / "data"}"
+ae_title = "PACSFLOW"
+dicom_port = {self.ports[0]}
+hl7_port = {self.ports[1]}
+http_port = {self.ports[2]}
+job_lease_seconds = 2
+job_max_attempts = 50
+job_poll_seconds = 0.05
+job_retry_base_seconds = 0.2
+job_retry_max_seconds = 1
+fast_hashing_for_tests = true
+
+[[result_subscribers]]
+name = "EHR"
+host = "127.0.0.1"
+port = {self.ehr_port}
+receiving_application = "EPIC"
+receiving_facility = "MAIN"
+events = ["report", "images_available"]
+timeout_seconds = 1
+""",
+            encoding="utf-8",
+        )
+
+    def _env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("PACSFLOW_")}
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "pacsflow", *args, "--config", str(self.config)],
+            env=self._env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.strip()
+
+    def start(self) -> None:
+        """Start and wait until healthy."""
+        self.starts += 1
+        log = self.tmp / f"serve-{self.starts}.log"
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pacsflow", "serve", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("pacsflow serve exited:\n" + log.read_text())
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("pacsflow serve did not become healthy:\n" + log.read_text())
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no clean shutdown of anything."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def get(self, path: str, **params: str) -> Any:
+        r = httpx.get(
+            self.url + path,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
+        assert r.is_success, r.text
+        return r.json()
+
+    def send_hl7(self, *messages: str) -> list[str]:
+        with MllpClient("127.0.0.1", self.ports[1], timeout=10) as client:
+            return [client.send(m.encode()).decode() for m in messages]
+
+    def deliveries(self) -> dict[str, Any]:
+        [stats] = self.get("/api/results/deliveries")
+        assert stats["subscriber"] == "EHR"
+        return dict(stats)
+
+    def delivery_jobs(self) -> list[dict[str, Any]]:
+        return list(self.get("/api/jobs", kind="deliver_result", limit="100"))
+
+    def jobs_done(self) -> bool:
+        """Every delivery job has finished (its ACK recorded and the job committed)."""
+        return all(j["state"] == "done" for j in self.delivery_jobs())
+
+
+@pytest.fixture
+def ehr() -> Iterator[Ehr]:
+    peer = Ehr(free_port())
+    peer.up()
+    try:
+        yield peer
+    finally:
+        peer.down()
+
+
+@pytest.fixture
+def node(tmp_path: Path, ehr: Ehr) -> Iterator[Node]:
+    n = Node(tmp_path, ehr.port)
+    n.write_config()
+    n.cli("users", "create", "e2e", "--role", "admin")
+    n.token = n.cli("tokens", "create", "e2e", "--name", "result rail e2e")
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def _order_and_image(node: Node, tmp_path: Path) -> str:
+    """The ORM^O01 NW, then its image as the modality sends it; the Study Instance UID."""
+    [ack] = node.send_hl7(ORM)
+    assert _msa(ack) == ("AA", "ORM0001")
+    path, ds = restamp(
+        "CT_small.dcm",
+        tmp_path / "ct.dcm",
+        patient_id="12345",
+        issuer="HOSP",
+        accession=ACCESSION,
+        name_pn="Dvořák^Antonín",
+        birth="19700102",
+        sex="M",
+    )
+    res = storescu(node.dicom_port, path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    [study] = node.get("/api/studies")
+    assert study["state"] == "published"
+    assert study["study_instance_uid"] == ds.StudyInstanceUID
+    return str(ds.StudyInstanceUID)
+
+
+def test_order_image_reports_reach_the_ehr_in_order_and_are_counted(
+    node: Node, ehr: Ehr, tmp_path: Path
+) -> None:
+    node.start()
+    study_uid = _order_and_image(node, tmp_path)
+    acks = node.send_hl7(
+        _oru("P", "Preliminary: small nodule.", "ORU0001"),
+        _oru("F", "Final: 4 mm nodule, benign.", "ORU0002"),
+    )
+    assert [_msa(a) for a in acks] == [("AA", "ORU0001"), ("AA", "ORU0002")]
+
+    assert _wait(lambda: len(ehr.received) >= 3), _received(ehr)
+    assert _received(ehr) == [
+        ("ORM", "SC", ACCESSION),
+        ("ORU", "P", ACCESSION),
+        ("ORU", "F", ACCESSION),
+    ]
+    orm, *orus = (parse(raw) for raw in ehr.received)
+    assert [orm.get(f"MSH-{n}") for n in (5, 6, 18)] == ["EPIC", "MAIN", "UNICODE UTF-8"]
+    assert (orm.get("ORC-5"), orm.get("ZDS-1")) == ("CM", study_uid)
+    texts = ["Preliminary: small nodule.", "Final: 4 mm nodule, benign."]
+    for oru, text in zip(orus, texts, strict=True):
+        assert [oru.get(f) for f in ("PID-3", "PID-3.4", "PID-5")] == ["12345", "HOSP", "Dvořák"]
+        assert [oru.get(f"OBR-{n}") for n in (2, 3, 4)] == ["PL1001", "RPT1001", "CTCHEST"]
+        [uid_obx, *text_obx] = oru.segments_named("OBX")
+        assert (uid_obx.get(3), uid_obx.get(5)) == ("113014", study_uid)
+        assert [s.get(5) for s in text_obx] == [text, IMPRESSION]
+
+    reports = node.get(f"/api/studies/{study_uid}/reports")
+    assert reports["report_status"] == "final"
+    versions = [(v["status"], v["text"], v["radiologist"]) for v in reports["versions"]]
+    assert versions == [
+        ("preliminary", f"{texts[0]}\n{IMPRESSION}", "House Gregory"),
+        ("final", f"{texts[1]}\n{IMPRESSION}", "House Gregory"),
+    ]
+    assert {(v["attached_study_uid"], v["flag"]) for v in reports["versions"]} == {(study_uid, "")}
+
+    assert _wait(lambda: node.deliveries()["delivered"] == 3), node.deliveries()
+    stats = node.deliveries()
+    assert (stats["total"], stats["failed"], stats["pending"]) == (3, 0, 0)
+    assert (stats["delivered_in_time"], stats["success_rate"]) == (3, 1.0)
+    assert _wait(node.jobs_done), node.delivery_jobs()
+    assert len(ehr.received) == 3  # nothing delivered twice
+
+
+def test_a_final_report_queued_while_the_ehr_is_down_survives_kill_9_and_arrives_once(
+    node: Node, ehr: Ehr, tmp_path: Path
+) -> None:
+    node.start()
+    study_uid = _order_and_image(node, tmp_path)
+    [ack] = node.send_hl7(_oru("P", "Preliminary: small nodule.", "ORU0001"))
+    assert _msa(ack) == ("AA", "ORU0001")
+    assert _wait(lambda: node.deliveries()["delivered"] == 2), node.deliveries()
+    assert _received(ehr) == [("ORM", "SC", ACCESSION), ("ORU", "P", ACCESSION)]
+
+    ehr.down()
+    [ack] = node.send_hl7(_oru("F", "Final: 4 mm nodule, benign.", "ORU0002"))
+    assert _msa(ack) == ("AA", "ORU0002")  # kept: the EHR being down is the queue's business
+
+    def final_job() -> dict[str, Any]:
+        return max(node.delivery_jobs(), key=lambda j: int(j["id"]))  # the newest
+
+    assert _wait(lambda: final_job()["attempts"] >= 2), final_job()
+    assert final_job()["state"] in ("pending", "running")
+    assert "cannot connect" in final_job()["last_error"]
+    node.kill()
+
+    node.start()  # same data directory, same ports; the EHR is still down
+    attempts_before = final_job()["attempts"]
+    assert _wait(lambda: final_job()["attempts"] > attempts_before), final_job()
+    assert node.get(f"/api/studies/{study_uid}/reports")["report_status"] == "final"
+    ehr.up()
+
+    assert _wait(lambda: len(ehr.received) >= 3), node.delivery_jobs()
+    assert _wait(node.jobs_done), node.delivery_jobs()
+    assert _received(ehr) == [
+        ("ORM", "SC", ACCESSION),
+        ("ORU", "P", ACCESSION),
+        ("ORU", "F", ACCESSION),
+    ]
+    assert [m.get("OBX-5", occurrence=1) for m in map(parse, ehr.received[1:])] == [
+        "Preliminary: small nodule.",
+        "Final: 4 mm nodule, benign.",
+    ]
+    stats = node.deliveries()
+    assert (stats["delivered"], stats["failed"], stats["pending"]) == (3, 0, 0)
