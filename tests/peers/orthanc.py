@@ -81,12 +81,15 @@ class OrthancPeer:
         modalities: Mapping[str, Modality] | None = None,
         stable_age: int = 1,
         dicomweb: bool = False,
+        extra_config: Mapping[str, object] | None = None,
     ) -> None:
         self.directory = directory
         self.aet = aet
         self.modalities: dict[str, Modality] = dict(modalities or {})
         self.stable_age = stable_age
         self.dicomweb = dicomweb
+        #: Options merged over the defaults below (``AcceptedTransferSyntaxes``, new in 1.9.0).
+        self.extra_config: dict[str, object] = dict(extra_config or {})
         self.http_port = free_port()
         self.dicom_port = free_port()
         self.config_path = directory / "orthanc.json"
@@ -127,6 +130,7 @@ class OrthancPeer:
             "StorageCompression": False,
             # Throwaway data: an fsync per instance only slows the tests down.
             "SyncStorageArea": False,
+            **self.extra_config,
         }
 
     def start(self, timeout: float = 10.0) -> None:

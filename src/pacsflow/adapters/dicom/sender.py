@@ -1,9 +1,14 @@
 """Outbound DICOM: sending stored instances to a peer by C-STORE, and reading their attributes.
 
-Transfer syntaxes: each instance is offered in the syntax it was stored in; an uncompressed
-one is also offered as explicit and implicit VR little endian, so a peer that accepts only
-implicit VR still gets it (pydicom re-encodes uncompressed data sets). A compressed instance
-whose syntax the peer refuses is reported as refused (nothing is transcoded yet).
+Transfer syntaxes (an association may propose several presentation contexts for the same
+SOP class): per SOP class one context proposes explicit and implicit VR little endian
+plus the stored uncompressed syntaxes (pydicom re-encodes uncompressed data sets losslessly),
+and each compressed (encapsulated) stored syntax gets a context of its own. A compressed
+instance goes in its stored syntax when the peer accepts that context, byte for byte; only
+when it refuses it is the pixel data decoded (pydicom with GDCM, or its own RLE decoder) and
+sent as explicit or implicit VR little endian. Decoding keeps the SOP Instance UID and never
+makes a lossy original look lossless: Lossy Image Compression stays "01", and is set to "01"
+when a lossy syntax was the only record of it (PS3.3 C.7.6.1.1.5: once "01", never reset).
 """
 
 from __future__ import annotations
@@ -11,11 +16,24 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.encaps import generate_frames
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
@@ -25,10 +43,29 @@ from pacsflow.workflow.ports import InstanceRecord
 
 log = logging.getLogger(__name__)
 
-_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_UNCOMPRESSED: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+#: Syntaxes pydicom reads and writes without decoding the pixel data.
+_REENCODABLE: tuple[str, ...] = (
+    *_UNCOMPRESSED,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+)
 #: Presentation contexts per association (PS3.8 allows 128).
 _MAX_CONTEXTS = 120
 _CONNECT_TIMEOUT = 10.0
+#: Key of the per-class context with the syntaxes pydicom can re-encode without decoding.
+_NATIVE = "native"
+#: Largest decoded pixel data pacsflow builds in memory to send one instance uncompressed;
+#: the peak while sending is about twice this (the data set, then its encoding).
+_MAX_DECODED_BYTES = 1 << 30
+#: Syntaxes that are always lossy, with the Lossy Image Compression Method (PS3.3 C.7.6.1.1.5).
+_LOSSY_METHOD = {
+    JPEGBaseline8Bit: "ISO_10918_1",
+    JPEGExtended12Bit: "ISO_10918_1",
+    JPEGLSNearLossless: "ISO_14495_1",
+}
+#: Syntaxes that may be lossy: JPEG 2000 is when its codestream uses the irreversible wavelet.
+_J2K_METHOD = {JPEG2000: "ISO_15444_1", HTJ2K: "ISO_15444_15"}
 
 
 def _nodelay(event: evt.Event) -> None:
@@ -37,10 +74,29 @@ def _nodelay(event: evt.Event) -> None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _syntaxes(stored: str) -> list[str]:
-    if stored in _UNCOMPRESSED or stored == "1.2.840.10008.1.2.2":
-        return [stored, *[ts for ts in _UNCOMPRESSED if ts != stored]]
-    return [stored]
+def _is_compressed(syntax: str) -> bool:
+    """True unless pydicom re-encodes the syntax without decoding pixel data."""
+    return syntax not in _REENCODABLE
+
+
+def _native(stored: str) -> list[str]:
+    """The syntaxes of the per-class native context an instance needs, best first."""
+    first = [stored] if stored in _REENCODABLE else []
+    return [*first, *[ts for ts in _UNCOMPRESSED if ts != stored]]
+
+
+def _contexts(inst: InstanceRecord) -> list[tuple[str, str]]:
+    """The (SOP class, context key) pairs an instance needs: its own syntax, then native."""
+    native = (str(inst.sop_class_uid), _NATIVE)
+    if _is_compressed(inst.transfer_syntax_uid):
+        return [(inst.sop_class_uid, inst.transfer_syntax_uid), native]
+    return [native]
+
+
+def _choices(inst: InstanceRecord) -> list[str]:
+    """The syntaxes an instance can be sent in, most preferred first (the stored one)."""
+    stored = inst.transfer_syntax_uid
+    return [stored, *[ts for ts in _UNCOMPRESSED if ts != stored]]
 
 
 class DicomSender:
@@ -75,10 +131,10 @@ class DicomSender:
         """As many instances as fit the presentation contexts of one association."""
         contexts: set[tuple[str, str]] = set()
         for n, inst in enumerate(instances):
-            key = (inst.sop_class_uid, inst.transfer_syntax_uid)
-            if key not in contexts and len(contexts) >= _MAX_CONTEXTS:
+            more = contexts.union(_contexts(inst))
+            if len(more) > _MAX_CONTEXTS and contexts:
                 return instances[:n], instances[n:]
-            contexts.add(key)
+            contexts = more
         return instances, []
 
     def _send_batch(
@@ -93,13 +149,17 @@ class DicomSender:
         ae.acse_timeout = 30
         ae.dimse_timeout = 120
         ae.network_timeout = 120
-        wanted: dict[str, set[str]] = {}
+        wanted: dict[tuple[str, str], list[str]] = {}
         for inst in batch:
-            wanted.setdefault(inst.sop_class_uid, set()).update(_syntaxes(inst.transfer_syntax_uid))
-        contexts = [build_context(cls, sorted(ts)) for cls, ts in wanted.items()]
-        # One context per (class, syntax) would be more precise; one per class with every
-        # syntax lets the peer pick, which keeps within 128 contexts for mixed studies.
-        ae.requested_contexts = contexts
+            for sop_class, key in _contexts(inst):
+                syntaxes = wanted.setdefault((sop_class, key), [] if key == _NATIVE else [key])
+                if key == _NATIVE:
+                    syntaxes.extend(
+                        ts for ts in _native(inst.transfer_syntax_uid) if ts not in syntaxes
+                    )
+        # A compressed syntax alone in its context: offered with the uncompressed ones, a peer
+        # that prefers uncompressed (Orthanc does) would pick those and force a transcoding.
+        ae.requested_contexts = [build_context(cls, ts) for (cls, _), ts in wanted.items()]
         assoc = ae.associate(
             host, port, ae_title=destination, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)]
         )
@@ -112,18 +172,15 @@ class DicomSender:
             }
             for inst in batch:
                 uid = inst.sop_instance_uid
-                syntaxes = [
-                    ts
-                    for ts in _syntaxes(inst.transfer_syntax_uid)
-                    if (inst.sop_class_uid, ts) in accepted
-                ]
+                choices = _choices(inst)
+                syntaxes = [ts for ts in choices if (inst.sop_class_uid, ts) in accepted]
                 if not syntaxes:
                     results[uid] = (
                         f"{destination} accepts {inst.sop_class_uid} in none of "
-                        f"{', '.join(_syntaxes(inst.transfer_syntax_uid))}"
+                        f"{', '.join(choices)}"
                     )
                     continue
-                results[uid] = self._store(assoc, inst, syntaxes[0])
+                results[uid] = self._store(assoc, destination, inst, syntaxes[0])
                 if not assoc.is_established:
                     for rest in batch:
                         results.setdefault(rest.sop_instance_uid, "association lost")
@@ -133,7 +190,7 @@ class DicomSender:
                 assoc.release()
         return results
 
-    def _store(self, assoc: object, inst: InstanceRecord, syntax: str) -> str:
+    def _store(self, assoc: object, destination: str, inst: InstanceRecord, syntax: str) -> str:
         path = self._local_path(inst)
         if path is None:
             return "the stored object is not available locally"
@@ -141,13 +198,98 @@ class DicomSender:
             # pynetdicom streams a file in its own syntax straight from disk.
             status = assoc.send_c_store(path)  # type: ignore[attr-defined]
         else:
-            ds = dcmread(path)
-            ds.file_meta.TransferSyntaxUID = UID(syntax)
-            status = assoc.send_c_store(ds)  # type: ignore[attr-defined]
+            if _is_compressed(inst.transfer_syntax_uid):
+                log.info(
+                    "transcoding a %s instance from %s to %s for %s",
+                    UID(inst.sop_class_uid).name,
+                    UID(inst.transfer_syntax_uid).name,
+                    UID(syntax).name,
+                    destination,
+                )
+                log.debug("transcoding %s", inst.sop_instance_uid)
+                ds = _decoded(path, UID(inst.transfer_syntax_uid))
+                if isinstance(ds, str):
+                    return ds
+            else:
+                ds = dcmread(path)
+            status = assoc.send_c_store(_encoded_as(ds, UID(syntax)))  # type: ignore[attr-defined]
         code = int(getattr(status, "Status", -1)) if status else -1
         if code == 0 or 0xB000 <= code < 0xC000:  # success or warning: stored
             return ""
         return f"C-STORE status {code:#06x}" if code >= 0 else "no C-STORE response"
+
+
+def _encoded_as(ds: Dataset, syntax: UID) -> Dataset:
+    """The data set to send in `syntax`: pynetdicom sends one only in the encoding it was read
+    in, so a change of VR mode or byte order goes through pydicom's writer and back."""
+    ds.file_meta.TransferSyntaxUID = syntax
+    if ds.original_encoding == (syntax.is_implicit_VR, syntax.is_little_endian):
+        return ds
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return dcmread(buffer)
+
+
+def _decoded(path: Path, stored: UID) -> Dataset | str:
+    """The stored object with its pixel data decoded (explicit VR little endian), or why not."""
+    try:
+        ds = dcmread(path)
+        if "PixelData" not in ds:  # nothing encapsulated: pydicom re-encodes the rest
+            return ds
+        size = _decoded_size(ds)
+        if size > _MAX_DECODED_BYTES:
+            return (
+                f"cannot send uncompressed: {size >> 20} MiB of decoded pixel data exceeds "
+                f"the transcoding limit of {_MAX_DECODED_BYTES >> 20} MiB"
+            )
+        method = _lossy_method(ds, stored)
+        ds.decompress(generate_instance_uid=False)
+    except Exception as exc:  # noqa: BLE001 - decoders fail in many ways; the reason is kept
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot decode its {stored.name} pixel data to send it uncompressed: {reason}"
+    if method and ds.get("LossyImageCompression") != "01":
+        ds.LossyImageCompression = "01"
+        if "LossyImageCompressionMethod" not in ds:
+            ds.LossyImageCompressionMethod = method
+    return ds
+
+
+def _decoded_size(ds: Dataset) -> int:
+    """Bytes of pixel data once decoded, from the Image Pixel module (PS3.3 C.7.6.3)."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    bits = int(ds.BitsAllocated)
+    return int(ds.Rows) * int(ds.Columns) * samples * frames * ((bits + 7) // 8)
+
+
+def _lossy_method(ds: Dataset, stored: UID) -> str:
+    """The lossy compression method the stored syntax shows, or "" when it shows none."""
+    if stored in _LOSSY_METHOD:
+        return _LOSSY_METHOD[stored]
+    if stored in _J2K_METHOD:
+        frames = generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1))
+        first = next(frames, b"")
+        return _J2K_METHOD[stored] if _is_irreversible_j2k(first) else ""
+    return ""
+
+
+def _is_irreversible_j2k(codestream: bytes) -> bool:
+    """True when a JPEG 2000 codestream uses the 9-7 irreversible wavelet (ISO 15444-1 A.6.1).
+
+    Walks the main header from SIZ to COD; the transform is the last byte of SPcod.
+    """
+    if codestream[:4] != b"\xff\x4f\xff\x51":
+        return False
+    offset = 2
+    while offset + 4 <= len(codestream):
+        marker = codestream[offset : offset + 2]
+        if marker == b"\xff\x52":
+            return len(codestream) > offset + 13 and codestream[offset + 13] == 0
+        if marker == b"\xff\x90":  # SOT: the main header ended without COD
+            return False
+        offset += 2 + int.from_bytes(codestream[offset + 2 : offset + 4], "big")
+    return False
 
 
 def read_attributes(path: Path) -> dict[str, tuple[str, ...]]:
