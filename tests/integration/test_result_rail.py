@@ -142,7 +142,7 @@ def oru(order: Order, status: str, text: str, control: str) -> bytes:
         f"MSH|^~\\&|RIS|HOSP|PACSFLOW|HOSP|20261129120000||ORU^R01^ORU_R01|{control}|P|2.5.1\r"
         f"PID|1||{order.patient.value}^^^{order.patient.issuer}||Dvořák^Antonín\r"
         f"OBR|1||R{order.accession_number}|CTCHEST^CT chest^L|||20261129115500"
-        f"|||||||||||{order.accession_number}|||||||{status}|||||||1234^House^Gregory\r"
+        f"|||||||||||{order.accession_number}|||||||{status}|||||||1234&House&Gregory\r"
         f"OBX|1|TX|GDT^Report||{text}||||||{status}\r"
         f"OBX|2|TX|GDT^Report||Impression: normal.||||||{status}\r"
     ).encode()

@@ -602,6 +602,16 @@ class JobQueue(Protocol):
         """Add a pending job (due at job.run_at, or now); its id."""
         ...
 
+    def enqueue_or_extend(
+        self, job: NewJob, list_key: str, item: object, max_items: int, now: datetime
+    ) -> int:
+        """Append item to the list payload[list_key] of a pending job of the same kind and
+        ordering key that has room, or enqueue job with [item]; the job's id.
+
+        Safe against a concurrent claim: the pending job is locked while it is extended.
+        """
+        ...
+
     def due(self, now: datetime, kinds: Collection[str]) -> bool:
         """True when some job of these kinds could be claimed now (a cheap read)."""
         ...
@@ -649,8 +659,11 @@ class JobQueue(Protocol):
         """One job."""
         ...
 
-    def has_job(self, ordering_key: str, *, unfinished_only: bool = True) -> bool:
-        """True when a job has this ordering key (only pending or running ones, by default)."""
+    def has_job(
+        self, ordering_key: str, *, unfinished_only: bool = True, pending_only: bool = False
+    ) -> bool:
+        """True when a job has this ordering key (only pending or running ones, by default;
+        only pending ones with pending_only)."""
         ...
 
     def list(
@@ -762,6 +775,10 @@ class RoutingStore(Protocol):
 
     def forwards(self, study_uid: Uid) -> Sequence[ForwardRecord]:
         """What was forwarded where for a study."""
+        ...
+
+    def pending_forwards(self, destination: str, limit: int) -> Sequence[ForwardRecord]:
+        """Forwards still queued for a destination, oldest first."""
         ...
 
     def sent_to(self, sop_uid: Uid) -> Sequence[str]:

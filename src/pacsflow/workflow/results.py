@@ -198,8 +198,11 @@ class Results:
         )
         try:
             code = self._sender.send(subscriber, message)
-        except Exception as exc:
+        except PermanentError as exc:  # refused (AE/AR): failed, until replayed
             self._settle(delivery_id, DeliveryState.FAILED, "", f"{type(exc).__name__}: {exc}")
+            raise
+        except Exception as exc:  # down or silent: still pending, retried with backoff
+            self._settle(delivery_id, DeliveryState.QUEUED, "", f"{type(exc).__name__}: {exc}")
             raise
         self._settle(delivery_id, DeliveryState.DELIVERED, code, "")
 

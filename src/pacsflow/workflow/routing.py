@@ -53,6 +53,14 @@ ROUTE_INSTANCE_JOB = "route_instance"
 ROUTE_STUDY_JOB = "route_study"
 FORWARD_JOB = "forward"
 _BATCH = 500
+_ROUTE_INSTANCES_KEY = "route-instances"
+#: Instances one forward job sends before it ends (the next job goes on).
+_MAX_PER_RUN = 5000
+
+
+def _forward_key(destination: str) -> str:
+    return f"forward:{destination}"
+
 
 #: DICOM attributes of a stored instance: keyword -> values as text.
 Attributes = Mapping[str, tuple[str, ...]]
@@ -231,13 +239,18 @@ class Routing:
         found = self._rules(uow)
         if found is None:
             return
-        number, rules = found
+        _, rules = found
         has_instance = any(r.enabled and r.trigger is Trigger.INSTANCE for r in rules.rules)
         has_stable = any(r.enabled and r.trigger is Trigger.STUDY_STABLE for r in rules.rules)
         inst = stored.instance
         if has_instance and state is StudyState.PUBLISHED:
-            uow.jobs.enqueue(
-                NewJob(ROUTE_INSTANCE_JOB, {"sop_uid": inst.sop_instance_uid, "version": number}),
+            # One route job takes a batch of arrivals: a job (three commits) per instance
+            # would cost more than the routing itself.
+            uow.jobs.enqueue_or_extend(
+                NewJob(ROUTE_INSTANCE_JOB, ordering_key=_ROUTE_INSTANCES_KEY),
+                "sop_uids",
+                inst.sop_instance_uid,
+                _BATCH,
                 now,
             )
         if has_stable or (has_instance and state is StudyState.HELD):
@@ -292,19 +305,29 @@ class Routing:
     # -- job handlers -------------------------------------------------------------------------
 
     def route_instance(self, job: Job) -> None:
-        """The route_instance job: send one instance where the instance rules say."""
-        sop_uid = Uid(str(job.payload["sop_uid"]))
+        """The route_instance job: send each arrived instance where the instance rules say."""
+        uids = [Uid(str(u)) for u in job.payload.get("sop_uids", [])]
+        if "sop_uid" in job.payload:  # a job queued before arrivals were batched
+            uids.append(Uid(str(job.payload["sop_uid"])))
         with self._uow() as uow:
             found = self._rules(uow)
-            instance = uow.studies.instance(sop_uid)
-            if found is None or instance is None:
+            if found is None:
                 return
-            study = uow.studies.get(instance.study_instance_uid)
-            if study is None or study.state is not StudyState.PUBLISHED:
-                return  # the study job routes it once reconciled
             number, rules = found
-            ctx = self._context(uow, study, self._attributes(instance))
-            self._queue(uow, number, destinations_for(rules, ctx, Trigger.INSTANCE), [instance])
+            studies: dict[Uid, StudyRecord | None] = {}
+            by_destination: dict[str, list[InstanceRecord]] = {}
+            for instance in uow.studies.instances(sop_uids=uids, is_published_only=False):
+                uid = instance.study_instance_uid
+                if uid not in studies:
+                    studies[uid] = uow.studies.get(uid)
+                study = studies[uid]
+                if study is None or study.state is not StudyState.PUBLISHED:
+                    continue  # the study job routes it once reconciled
+                ctx = self._context(uow, study, self._attributes(instance))
+                for destination in destinations_for(rules, ctx, Trigger.INSTANCE):
+                    by_destination.setdefault(destination, []).append(instance)
+            for destination, instances in by_destination.items():
+                self._queue(uow, number, frozenset({destination}), instances)
             uow.commit()
 
     def route_study(self, job: Job) -> None:
@@ -336,39 +359,49 @@ class Routing:
             uow.commit()
 
     def forward(self, job: Job) -> None:
-        """The forward job: send the instances not yet accepted by the destination."""
+        """The forward job: send everything queued for its destination, in batches.
+
+        One job runs per destination at a time (its ordering key), so instances queued while
+        it runs are picked up by the same association stream instead of one association
+        each. Refused instances stay queued with the peer's answer and the job retries.
+        """
         destination = str(job.payload["destination"])
-        wanted = [Uid(str(u)) for u in job.payload["sop_uids"]]
-        with self._uow(read_only=True) as uow:
-            study_uid = Uid(str(job.payload["study_uid"]))
-            sent = {
-                f.sop_instance_uid
-                for f in uow.routing.forwards(study_uid)
-                if f.destination == destination and f.state is ForwardState.SENT
-            }
-            todo = [
-                i
-                for i in uow.studies.instances(sop_uids=wanted, is_published_only=False)
-                if i.sop_instance_uid not in sent
-            ]
-        if not todo:
-            return
-        results = self._sender.send(destination, todo)
-        failed = {uid: why for uid, why in results.items() if why}
-        with self._uow() as uow:
-            now = self._clock.now()
-            for instance in todo:
-                uid = instance.sop_instance_uid
-                why = results.get(uid, "not sent")
-                state = ForwardState.FAILED if why else ForwardState.SENT
-                uow.routing.settle_forward(uid, destination, state, now, why)
-            uow.commit()
-        if failed:
-            first = next(iter(failed.values()))
-            raise TransientError(
-                f"{destination} refused {len(failed)} of {len(todo)} instance(s): {first}"
-            )
-        log.info("forwarded %d instance(s) to %s", len(todo), destination)
+        sent_total = 0
+        while sent_total < _MAX_PER_RUN:
+            with self._uow(read_only=True) as uow:
+                pending = uow.routing.pending_forwards(destination, _BATCH)
+                found = {
+                    i.sop_instance_uid: i
+                    for i in uow.studies.instances(
+                        sop_uids=[f.sop_instance_uid for f in pending], is_published_only=False
+                    )
+                }
+            if not pending:
+                break
+            todo = [found[f.sop_instance_uid] for f in pending if f.sop_instance_uid in found]
+            gone = [f.sop_instance_uid for f in pending if f.sop_instance_uid not in found]
+            results = self._sender.send(destination, todo) if todo else {}
+            failed = {uid: why for uid, why in results.items() if why}
+            with self._uow() as uow:
+                now = self._clock.now()
+                for uid in gone:  # rejected (IOCM) or no longer stored: never sent
+                    uow.routing.settle_forward(
+                        uid, destination, ForwardState.FAILED, now, "no longer stored or visible"
+                    )
+                for instance in todo:
+                    uid = instance.sop_instance_uid
+                    why = results.get(uid, "not sent")
+                    state = ForwardState.QUEUED if why else ForwardState.SENT
+                    uow.routing.settle_forward(uid, destination, state, now, why)
+                uow.commit()
+            sent_total += len(todo) - len(failed)
+            if failed:
+                first = next(iter(failed.values()))
+                raise TransientError(
+                    f"{destination} refused {len(failed)} of {len(todo)} instance(s): {first}"
+                )
+        if sent_total:
+            log.info("forwarded %d instance(s) to %s", sent_total, destination)
 
     def forwards(self, study_uid: Uid) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, destination, state, last error) for a study."""
@@ -403,24 +436,19 @@ class Routing:
         destinations: frozenset[str],
         instances: Sequence[InstanceRecord],
     ) -> None:
+        """Record the forwards and make sure a forward job will run for each destination."""
         now = self._clock.now()
         for destination in sorted(destinations):
-            fresh = [
-                i.sop_instance_uid
-                for i in instances
-                if uow.routing.queue_forward(i, destination, number, now)
-            ]
-            for start in range(0, len(fresh), _BATCH):
+            fresh = [i for i in instances if uow.routing.queue_forward(i, destination, number, now)]
+            key = _forward_key(destination)
+            # One waiting job per destination suffices: it sends whatever is queued then.
+            if fresh and not uow.jobs.has_job(key, pending_only=True):
                 uow.jobs.enqueue(
                     NewJob(
                         FORWARD_JOB,
-                        {
-                            "destination": destination,
-                            "study_uid": instances[0].study_instance_uid,
-                            "sop_uids": fresh[start : start + _BATCH],
-                            "version": number,
-                        },
+                        {"destination": destination},
                         destination=destination,
+                        ordering_key=key,
                     ),
                     now,
                 )

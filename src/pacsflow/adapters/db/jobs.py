@@ -99,6 +99,35 @@ class SqlJobQueue:
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
+    def enqueue_or_extend(
+        self, job: NewJob, list_key: str, item: object, max_items: int, now: datetime
+    ) -> int:
+        """Append item to a pending job's list payload, or enqueue a new job with [item]."""
+        row = self._c.execute(
+            sa.select(_J.c.pk, _J.c.payload)
+            .where(
+                _J.c.kind == job.kind,
+                _J.c.ordering_key == job.ordering_key,
+                _J.c.state == JobState.PENDING.value,
+            )
+            .order_by(_J.c.pk.desc())
+            .limit(1)
+            .with_for_update(skip_locked=True)  # PostgreSQL: never one a claim holds
+        ).first()
+        if row is not None:
+            payload = json.loads(row.payload)
+            items = payload.get(list_key, [])
+            if len(items) < max_items:
+                items.append(item)
+                payload[list_key] = items
+                self._c.execute(
+                    sa.update(_J)
+                    .where(_J.c.pk == row.pk, _J.c.state == JobState.PENDING.value)
+                    .values(payload=json.dumps(payload, sort_keys=True), updated_at=_utc(now))
+                )
+                return int(row.pk)
+        return self.enqueue(replace(job, payload={**job.payload, list_key: [item]}), now)
+
     def due(self, now: datetime, kinds: Collection[str]) -> bool:
         """True when some job of these kinds could be claimed now (a cheap read)."""
         query = sa.select(_J.c.pk).where(_due(_utc(now)), _J.c.kind.in_(list(kinds))).limit(1)
@@ -238,10 +267,15 @@ class SqlJobQueue:
         row = self._c.execute(sa.select(_J).where(_J.c.pk == job_id)).first()
         return _job(row) if row else None
 
-    def has_job(self, ordering_key: str, *, unfinished_only: bool = True) -> bool:
-        """True when a job has this ordering key (only pending or running ones, by default)."""
+    def has_job(
+        self, ordering_key: str, *, unfinished_only: bool = True, pending_only: bool = False
+    ) -> bool:
+        """True when a job has this ordering key (only pending or running ones, by default;
+        only pending ones with pending_only)."""
         query = sa.select(_J.c.pk).where(_J.c.ordering_key == ordering_key).limit(1)
-        if unfinished_only:
+        if pending_only:
+            query = query.where(_J.c.state == JobState.PENDING.value)
+        elif unfinished_only:
             query = query.where(_J.c.state.in_(_UNFINISHED))
         return self._c.execute(query).first() is not None
 

@@ -34,6 +34,20 @@ def _version(row: sa.Row[Any]) -> RuleVersion:
     )
 
 
+def _forward(r: sa.Row[Any]) -> ForwardRecord:
+    return ForwardRecord(
+        sop_instance_uid=Uid(r.sop_instance_uid),
+        study_instance_uid=Uid(r.study_instance_uid),
+        destination=r.destination,
+        blob_key=r.blob_key,
+        rule_version=r.rule_version,
+        state=ForwardState(r.state),
+        queued_at=_aware(r.queued_at),
+        sent_at=_aware(r.sent_at) if r.sent_at else None,
+        last_error=r.last_error,
+    )
+
+
 class SqlRoutingStore:
     """Routing state over one connection, inside the caller's transaction."""
 
@@ -125,20 +139,18 @@ class SqlRoutingStore:
         rows = self._c.execute(
             sa.select(f).where(f.c.study_instance_uid == study_uid).order_by(f.c.pk)
         )
-        return [
-            ForwardRecord(
-                sop_instance_uid=Uid(r.sop_instance_uid),
-                study_instance_uid=Uid(r.study_instance_uid),
-                destination=r.destination,
-                blob_key=r.blob_key,
-                rule_version=r.rule_version,
-                state=ForwardState(r.state),
-                queued_at=_aware(r.queued_at),
-                sent_at=_aware(r.sent_at) if r.sent_at else None,
-                last_error=r.last_error,
-            )
-            for r in rows
-        ]
+        return [_forward(r) for r in rows]
+
+    def pending_forwards(self, destination: str, limit: int) -> Sequence[ForwardRecord]:
+        """Forwards still queued for a destination, oldest first."""
+        f = t.forwards
+        rows = self._c.execute(
+            sa.select(f)
+            .where(f.c.destination == destination, f.c.state == ForwardState.QUEUED.value)
+            .order_by(f.c.pk)
+            .limit(limit)
+        )
+        return [_forward(r) for r in rows]
 
     def sent_to(self, sop_uid: Uid) -> Sequence[str]:
         """The destinations the instance was sent to."""

@@ -113,7 +113,7 @@ class MllpResultSender:
             obr[6] = _ts(report.observed_at)
             obr[17] = study.accession_number
             obr[24] = STATUS_CODES.get(report.status, "F")
-            obr[31] = report.radiologist
+            obr[31] = (("", report.radiologist),)  # CNN: no ID, the name as family name
             segments.append(encode_segment("OBR", obr))
             segments.append(
                 encode_segment(
@@ -153,9 +153,13 @@ class MllpResultSender:
                     )
                 )
         else:
-            segments.append(encode_segment("ORC", ["SC", "", "", "", "CM"]))
+            placer = order.placer_order_number if order else ""
+            filler = order.filler_order_number if order else ""
+            segments.append(encode_segment("ORC", ["SC", placer, filler, "", "CM"]))
             obr = [""] * 18
             obr[0] = "1"
+            obr[1] = placer
+            obr[2] = filler
             obr[3] = procedure
             obr[17] = study.accession_number
             segments.append(encode_segment("OBR", obr))
