@@ -134,7 +134,16 @@ class Ingest:
                 study = uow.studies.get(inst.study_instance_uid)
                 state = study.state if study else StudyState.HELD
                 return IngestResult(IngestStatus.DUPLICATE, state)
-            existing = uow.studies.get(inst.study_instance_uid)
+            # The study's row only: its counts would scan every instance, per instance.
+            existing = uow.studies.head(inst.study_instance_uid)
+            # A study left with no visible instance by rejections (not one rejected whole):
+            # its next instance is matched like the first of a new study, since what made it
+            # published or held was rejected with the instances (IOCM).
+            starts_over = (
+                existing is not None
+                and existing.state is not StudyState.REJECTED
+                and not uow.studies.has_visible_instance(inst.study_instance_uid)
+            )
             now = self._clock.now()
             uow.studies.add_instance(stored, now)
             prior_of = (
@@ -152,7 +161,7 @@ class Ingest:
                 uid = inst.study_instance_uid
                 uow.studies.set_match(uid, state, prior_of, arrived.identity.accession_number)
                 uow.events.record_match(uid, MatchOutcomeKind.PRIOR, now)
-            elif existing is None or _starts_over(existing):
+            elif existing is None or starts_over:
                 outcome = self._match_new_study(uow, arrived.identity)
                 state = StudyState.PUBLISHED if isinstance(outcome, Matched) else StudyState.HELD
             else:
@@ -236,15 +245,6 @@ class Ingest:
                 self._clock.now(),
             )
         return StudyState.HELD
-
-
-def _starts_over(study: StudyRecord) -> bool:
-    """True for a study left with no visible instance by rejections (not one rejected whole).
-
-    Its next instance is matched like the first of a new study: what made it published or
-    held was rejected with the instances (IOCM), and any exception it had is closed.
-    """
-    return study.instance_count == 0 and study.state is not StudyState.REJECTED
 
 
 def decide(uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:

@@ -321,6 +321,14 @@ class StudyRepository(Protocol):
         patient: PatientIdentifier | None,
         accession: str,
     ) -> None:
+    def head(self, study_uid: Uid) -> StudyRecord | None:
+        """One study without its counts and modalities (cheap: the ingest hot path)."""
+        ...
+
+    def has_visible_instance(self, study_uid: Uid) -> bool:
+        """True when the study has an instance that is neither rejected nor a rejection note."""
+        ...
+
         """Record which patient and order a study belongs to, and whether it is visible."""
         ...
 

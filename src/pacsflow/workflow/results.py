@@ -136,7 +136,7 @@ class Results:
 
     def on_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
         """A published study gets its waiting reports and, once, "images available"."""
-        study = uow.studies.get(study_uid)
+        study = uow.studies.head(study_uid)  # runs per stored instance: no counts
         if study is None or study.state is not StudyState.PUBLISHED:
             return
         for waiting in uow.reports.unattached_for(study.accession_number, study_uid):

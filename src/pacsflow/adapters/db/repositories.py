@@ -565,6 +565,24 @@ class SqlStudyRepository:
             series_instance_uid=Uid(m["series_instance_uid"]),
             study_instance_uid=Uid(m["study_instance_uid"]),
             reason=RejectionReason(m["reason"]),
+    def head(self, study_uid: Uid) -> StudyRecord | None:
+        """One study without its counts and modalities (no scan of its instances)."""
+        row = self._c.execute(
+            sa.select(t.studies).where(t.studies.c.study_instance_uid == study_uid)
+        ).first()
+        return _study(row, (set(), 0, 0)) if row else None
+
+    def has_visible_instance(self, study_uid: Uid) -> bool:
+        """True when the study has an instance that is neither rejected nor a rejection note."""
+        q = (
+            sa.select(t.instances.c.pk)
+            .join(t.series, t.instances.c.series_pk == t.series.c.pk)
+            .join(t.studies, t.series.c.study_pk == t.studies.c.pk)
+            .where(t.studies.c.study_instance_uid == study_uid, _visible())
+            .limit(1)
+        )
+        return self._c.execute(q).first() is not None
+
             rejected_at=aware(m["rejected_at"]),
             rejected_by=Uid(m["rejected_by"]),
         )
