@@ -349,7 +349,7 @@ class Pacsflow:
             report_sink=self.results.record,
             on_published=self._on_published,
         )
-        self.steps = ProcedureSteps(uow, clock)
+        self.steps = ProcedureSteps(uow, clock, on_completed=[self.routing.on_procedure_completed])
         # Job handlers by kind; every feature that causes durable work registers its own.
         self.handlers: dict[str, Handler] = {}
         self.jobs = Jobs(uow, clock, wake=self._wake_worker)

@@ -241,3 +241,43 @@ def test_a_forwarded_study_sent_back_is_stored_once_and_raises_an_alert(routed: 
     time.sleep(0.5)
     assert routed.orthanc.count_instances() == 1  # not forwarded again: the loop stops
     assert [j.kind for j in routed.node.jobs.list(kind=FORWARD_JOB)] == [FORWARD_JOB]
+
+
+STABLE_CT = """
+rules:
+  - name: whole-ct-studies
+    trigger: study_stable
+    when: {ModalitiesInStudy: CT}
+    send_to: [ORTHANC]
+"""
+
+
+def test_mpps_completed_makes_a_study_stable_at_once(routed: Routed) -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
+
+    from pacsflow.domain.uids import new_uid
+
+    routed.save(STABLE_CT)  # routing_stable_seconds is 60 here: without MPPS it would wait
+    sop, order = send_scheduled(routed.node, routed.tmp, "CT_small.dcm", "ct")
+    time.sleep(1.0)
+    assert sop not in routed.orthanc.instances()
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", routed.node.dicom.port, ae_title="PACSFLOW")
+    assert assoc.is_established
+    try:
+        step = new_uid()
+        attrs, ref = Dataset(), Dataset()
+        ref.AccessionNumber = order.accession_number
+        ref.StudyInstanceUID = order.study_instance_uid
+        attrs.ScheduledStepAttributesSequence = [ref]
+        attrs.PerformedProcedureStepStatus = "IN PROGRESS"
+        assert assoc.send_n_create(attrs, ModalityPerformedProcedureStep, step)[0].Status == 0
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        assert assoc.send_n_set(done, ModalityPerformedProcedureStep, step)[0].Status == 0
+    finally:
+        assoc.release()
+    assert _wait(lambda: sop in routed.orthanc.instances(), timeout=15), routed.node.jobs.list()

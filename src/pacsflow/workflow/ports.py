@@ -668,6 +668,11 @@ class JobQueue(Protocol):
         ...
 
     def has_job(
+    def expedite(self, ordering_key: str, now: datetime, payload: Mapping[str, object]) -> int:
+        """Make the pending jobs with this ordering key due now, merging payload into theirs;
+        how many there were."""
+        ...
+
         self, ordering_key: str, *, unfinished_only: bool = True, pending_only: bool = False
     ) -> bool:
         """True when a job has this ordering key (only pending or running ones, by default;

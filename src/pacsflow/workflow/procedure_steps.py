@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from pacsflow.domain.errors import InvalidInput, UnknownProcedureStep
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
@@ -29,9 +31,15 @@ _ORDER_STATUS = {
 class ProcedureSteps:
     """Tracks performed steps and moves their orders along."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        on_completed: Sequence[Callable[[UnitOfWork, Uid, datetime], None]] = (),
+    ) -> None:
         self._uow = uow
         self._clock = clock
+        self._on_completed = tuple(on_completed)
 
     def start(self, step: PerformedStep) -> None:
         """A modality began a procedure step (N-CREATE, status IN PROGRESS)."""
@@ -66,8 +74,13 @@ class ProcedureSteps:
                         location="PerformedProcedureStepStatus",
                     ) from exc
                 step = replace(step, status=new.value)
-                uow.procedure_steps.save(step, self._clock.now())
+                now = self._clock.now()
+                uow.procedure_steps.save(step, now)
                 self._move_order(uow, step, new)
+                study_uid = _study_of(uow, step)
+                if new is StepStatus.COMPLETED and study_uid:
+                    for hook in self._on_completed:  # the study is complete: what waits starts
+                        hook(uow, study_uid, now)
             uow.commit()
             return step
 
@@ -80,6 +93,14 @@ class ProcedureSteps:
             now = self._clock.now()
             uow.orders.save(order.with_status(target), now)
             uow.events.record_order_event(order.accession_number, target.value, now)
+
+
+def _study_of(uow: UnitOfWork, step: PerformedStep) -> Uid | None:
+    """The study a step produced: its own Study Instance UID, else its order's."""
+    if step.study_instance_uid:
+        return Uid(step.study_instance_uid)
+    order = _order_of(uow, step)
+    return order.study_instance_uid if order and order.study_instance_uid else None
 
 
 def _order_of(uow: UnitOfWork, step: PerformedStep) -> Order | None:

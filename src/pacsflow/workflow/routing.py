@@ -276,6 +276,24 @@ class Routing:
                 NewJob(ROUTE_STUDY_JOB, {"study_uid": study_uid}, ordering_key=key), now
             )
 
+    def on_procedure_completed(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
+        """MPPS COMPLETED: the study is complete, its study_stable rules run now."""
+        found = self._rules(uow)
+        if found is None or not any(
+            r.enabled and r.trigger is Trigger.STUDY_STABLE for r in found[1].rules
+        ):
+            return
+        key = f"route-study:{study_uid}"
+        if not uow.jobs.expedite(key, now, {"completed": True}):
+            uow.jobs.enqueue(
+                NewJob(
+                    ROUTE_STUDY_JOB,
+                    {"study_uid": study_uid, "completed": True},
+                    ordering_key=key,
+                ),
+                now,
+            )
+
     def on_duplicate(self, arrived: ArrivedInstance) -> None:
         """An instance we already hold arrived again: if we had forwarded it, say so.
 
@@ -342,7 +360,8 @@ class Routing:
             if study.state is StudyState.HELD:
                 raise RetryLater(now + self.stable_after, "held: waits for reconciliation")
             last = uow.studies.last_received(study_uid)
-            if last is not None and now - last < self.stable_after:
+            is_completed = bool(job.payload.get("completed"))  # MPPS COMPLETED: no waiting
+            if not is_completed and last is not None and now - last < self.stable_after:
                 raise RetryLater(last + self.stable_after, "instances still arriving")
             number, rules = found
             instances = list(uow.studies.instances(study_uids=[study_uid]))

@@ -99,6 +99,26 @@ class SqlJobQueue:
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
+    def expedite(self, ordering_key: str, now: datetime, payload: Mapping[str, object]) -> int:
+        """Make the pending jobs with this ordering key due now, with payload merged in."""
+        rows = self._c.execute(
+            sa.select(_J.c.pk, _J.c.payload)
+            .where(_J.c.ordering_key == ordering_key, _J.c.state == JobState.PENDING.value)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for row in rows:
+            merged = {**json.loads(row.payload), **payload}
+            self._c.execute(
+                sa.update(_J)
+                .where(_J.c.pk == row.pk, _J.c.state == JobState.PENDING.value)
+                .values(
+                    payload=json.dumps(merged, sort_keys=True),
+                    run_at=_utc(now),
+                    updated_at=_utc(now),
+                )
+            )
+        return len(rows)
+
     def enqueue_or_extend(
         self, job: NewJob, list_key: str, item: object, max_items: int, now: datetime
     ) -> int:
