@@ -46,7 +46,7 @@ from pacsflow.workflow.jobs import Jobs
 from pacsflow.workflow.ports import InstanceRecord
 from pacsflow.workflow.prefetch import PREFETCH_JOB, RETRIEVE_JOB, Prefetch
 from pacsflow.workflow.procedure_steps import ProcedureSteps
-from pacsflow.workflow.queries import Queries
+from pacsflow.workflow.queries import MergedIdQueries, Queries
 from pacsflow.workflow.reading import ReadingWorklist
 from pacsflow.workflow.reconciliation import Reconciliation
 from pacsflow.workflow.results import DELIVER_RESULT_JOB, Results, Subscriber
@@ -314,7 +314,7 @@ class Pacsflow:
             else None
         )
         self.audit = AuditTrail(uow, clock, source, self.syslog)
-        self.queries = Queries(uow, blobs)
+        self.queries = Queries(uow, blobs, MergedIdQueries(settings.merged_id_queries))
         self.exception_queue = exception_queue(settings, self.engine)
         self.reading = ReadingWorklist(
             uow,

@@ -27,7 +27,7 @@ from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.jobs import Jobs
-from pacsflow.workflow.reconciliation import Done, Reconciliation
+from pacsflow.workflow.reconciliation import Correction, Done, Reconciliation
 from pacsflow.workflow.routing import Routing
 
 app = typer.Typer(
@@ -68,12 +68,22 @@ app.add_typer(routing_app, name="routing")
 exceptions_app = typer.Typer(
     help=(
         "Work the exceptions queue (held studies, see docs/matching.md): list it overdue "
-        "first, see candidate orders and patients, match, assign, reject, name an owner, undo, "
-        "and print the daily report. Actions are audited as you (<user>@cli)."
+        "first, see candidate orders and patients, match, assign, correct identifiers, reject, "
+        "name an owner, undo, and print the daily report. Actions are audited as you "
+        "(<user>@cli)."
     ),
     no_args_is_help=True,
 )
 app.add_typer(exceptions_app, name="exceptions")
+studies_app = typer.Typer(
+    help=(
+        "Reconcile a study, held or published (see docs/matching.md): correct its identifiers, "
+        "split a series off to another study. Undo with `pacsflow exceptions undo`. Actions "
+        "are audited as you (<user>@cli)."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(studies_app, name="studies")
 
 ConfigOption = Annotated[
     Path | None,
@@ -776,6 +786,106 @@ def exceptions_reject(
     except PacsflowError as exc:
         _fail(exc)
     _done(f"rejected exception {exception_id}", done)
+
+
+PatientIdOption = Annotated[
+    str | None, typer.Option("--patient-id", help="The patient ID to set.", show_default=False)
+]
+IssuerOption = Annotated[
+    str | None,
+    typer.Option(help="The issuer of the patient ID to set ('' clears it).", show_default=False),
+]
+AccessionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--accession", help="The accession number to set ('' clears it).", show_default=False
+    ),
+]
+StudyArgument = Annotated[str, typer.Argument(metavar="STUDY_UID", help="The Study Instance UID.")]
+
+
+@exceptions_app.command("correct")
+def exceptions_correct(
+    exception_id: ExceptionArgument,
+    patient_id: PatientIdOption = None,
+    issuer: IssuerOption = None,
+    accession: AccessionOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Correct a held study's identifiers and match it again.
+
+    Published when it now matches an order and patient, else held for the
+    reason matching gives now. Identifiers not given keep their value.
+    """
+    correction = Correction(patient_id, issuer, accession)
+    try:
+        done = _reconciliation(config).correct(exception_id, correction, _cli_actor())
+    except PacsflowError as exc:
+        _fail(exc)
+    _done(f"corrected exception {exception_id} ({correction.describe()})", done)
+
+
+@studies_app.command("correct")
+def studies_correct(
+    study_uid: StudyArgument,
+    patient_id: PatientIdOption = None,
+    issuer: IssuerOption = None,
+    accession: AccessionOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Correct a study's identifiers (held or published) and match it again.
+
+    A published study that no longer matches is held, with a new exception.
+    """
+    correction = Correction(patient_id, issuer, accession)
+    try:
+        done = _reconciliation(config).correct_study(study_uid, correction, _cli_actor())
+    except PacsflowError as exc:
+        _fail(exc)
+    _done(f"corrected study {study_uid} ({correction.describe()})", done)
+
+
+@studies_app.command("split")
+def studies_split(
+    study_uid: StudyArgument,
+    series_uid: Annotated[
+        str, typer.Argument(metavar="SERIES_UID", help="The Series Instance UID to move.")
+    ],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="STUDY_UID",
+            help="An existing study to move the series to (default: a new study).",
+            show_default=False,
+        ),
+    ] = None,
+    patient_id: PatientIdOption = None,
+    issuer: IssuerOption = None,
+    accession: AccessionOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Move one series out of a study, to an existing study or a new one.
+
+    A new study takes the source's identity with the identifiers given and is
+    matched like a new arrival. The files stay as received: retrievals carry
+    the new Study Instance UID from the index.
+    """
+    try:
+        done = _reconciliation(config).split(
+            study_uid,
+            series_uid,
+            _cli_actor(),
+            target_study_uid=to,
+            correction=Correction(patient_id, issuer, accession),
+        )
+    except PacsflowError as exc:
+        _fail(exc)
+    typer.echo(
+        f"moved series {series_uid} to study {done.target_study_uid} "
+        f"({done.target_state.value}); study {study_uid} is {done.state.value} "
+        f"(action {done.action_id}; `pacsflow exceptions undo {done.action_id}` reverts it)"
+    )
 
 
 @exceptions_app.command("undo")

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     #: Minutes to resolve an exception, per reason (e.g. {"no_order": 480}); reasons not named
     #: keep their default: 60 for wrong-patient-like reasons, 240 for the rest.
     exception_targets: dict[ExceptionReason, PositiveInt] = Field(default_factory=dict)
+    #: A query (C-FIND, C-MOVE/C-GET by Patient ID, the API) by a patient identifier merged or
+    #: changed away (ADT A40/A47): "nothing" finds nothing, "redirect" finds the survivor's.
+    merged_id_queries: Literal["nothing", "redirect"] = "nothing"
     log_level: str = "INFO"
     #: Cheap argon2 parameters so test suites can create many tokens; never in production.
     fast_hashing_for_tests: bool = False

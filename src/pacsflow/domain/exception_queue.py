@@ -23,6 +23,14 @@ from pacsflow.domain.matching import ExceptionReason, MismatchSource
 ASSIGN_OWNER = "assign_owner"
 #: How an exception is closed when a late order or registration explains it.
 LATE_MATCH = "late_match"
+#: Corrected identifiers that match now: the study is published, its exception resolved.
+CORRECT = "correct"
+#: Corrected identifiers that still do not match: the exception stays open, with its new reason.
+CORRECT_HELD = "correct_held"
+#: A series moved to another study (the source's exception, if any, stays open).
+SPLIT = "split"
+#: Actions that leave the exception they are recorded on open.
+NON_RESOLVING = frozenset({ASSIGN_OWNER, CORRECT_HELD, SPLIT})
 
 _HOUR = timedelta(hours=1)
 
@@ -104,7 +112,7 @@ def resolution_as_of(history: ExceptionHistory, moment: datetime) -> tuple[datet
     found.extend(
         (a.at, a.action)
         for a in history.actions
-        if a.action != ASSIGN_OWNER
+        if a.action not in NON_RESOLVING
         and a.at < moment
         and (a.undone_at is None or a.undone_at >= moment)
     )
@@ -251,9 +259,13 @@ def daily_report(
 
 __all__ = [
     "ASSIGN_OWNER",
+    "CORRECT",
+    "CORRECT_HELD",
     "DEFAULT_TARGETS",
     "LATE_MATCH",
+    "NON_RESOLVING",
     "REPORT_COLUMNS",
+    "SPLIT",
     "ActionFact",
     "DailyReport",
     "ExceptionHistory",

@@ -152,6 +152,10 @@ class PatientRepository(Protocol):
         """
         ...
 
+    def is_alias(self, identifier: PatientIdentifier) -> bool:
+        """True when the identifier was merged or changed away: an alias of another record."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class WorklistFilter:
@@ -266,6 +270,17 @@ class RejectionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldReason:
+    """Why an exception holds its study, and the identity that was matched (undo restores it)."""
+
+    reason: ExceptionReason
+    source: MismatchSource
+    detail: str
+    received: ReceivedIdentity
+    candidate_order: AccessionNumber | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ExceptionRecord:
     """A study held for reconciliation."""
 
@@ -306,6 +321,14 @@ class StudyRepository(Protocol):
         """One study."""
         ...
 
+    def head(self, study_uid: Uid) -> StudyRecord | None:
+        """One study without its counts and modalities (cheap: the ingest hot path)."""
+        ...
+
+    def has_visible_instance(self, study_uid: Uid) -> bool:
+        """True when the study has an instance that is neither rejected nor a rejection note."""
+        ...
+
     def has_instance(self, sop_uid: Uid) -> bool:
         """True when the instance is already indexed."""
         ...
@@ -321,14 +344,6 @@ class StudyRepository(Protocol):
         patient: PatientIdentifier | None,
         accession: str,
     ) -> None:
-    def head(self, study_uid: Uid) -> StudyRecord | None:
-        """One study without its counts and modalities (cheap: the ingest hot path)."""
-        ...
-
-    def has_visible_instance(self, study_uid: Uid) -> bool:
-        """True when the study has an instance that is neither rejected nor a rejection note."""
-        ...
-
         """Record which patient and order a study belongs to, and whether it is visible."""
         ...
 
@@ -369,6 +384,27 @@ class StudyRepository(Protocol):
 
     def rejection(self, sop_uid: Uid) -> RejectionRecord | None:
         """How an instance was rejected, if it was."""
+        ...
+
+    def series_study(self, series_uid: Uid) -> Uid | None:
+        """The study a series is indexed under (None when no such series)."""
+        ...
+
+    def copy_study(self, source_uid: Uid, new_uid: Uid, at: datetime) -> None:
+        """Index a new study without series: the source's received identity and attributes,
+        held, belonging to nobody yet (a split fills and matches it)."""
+        ...
+
+    def move_series(self, series_uid: Uid, target_uid: Uid) -> None:
+        """File a series, its instances and their rejection records under another study.
+
+        Index only: the stored objects stay as received (the Study Instance UID is coerced
+        from the index when they leave).
+        """
+        ...
+
+    def remove_study(self, study_uid: Uid) -> None:
+        """Remove a study that has no series left, with its exceptions, from the index."""
         ...
 
 
@@ -418,6 +454,10 @@ class ExceptionRepository(Protocol):
         """Name who works an exception (empty: nobody)."""
         ...
 
+    def rehold(self, exception_id: int, hold: HoldReason) -> None:
+        """Say anew why an open exception holds its study (its identifiers were corrected)."""
+        ...
+
 
 class ExceptionIndex(Protocol):
     """Searches the exceptions queue needs beyond the repositories: candidates, history."""
@@ -456,10 +496,15 @@ class ExceptionIndex(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReconciliationAction:
-    """What a person did to an exception, with what the study was before (for undo)."""
+    """What a person did to a study or its exception, with what was before (for undo).
+
+    exception_id is the exception acted on (None for a study without an open exception);
+    opened_exception_id one the action opened. A split names the series it moved, the study
+    it moved it to, and whether it created that study.
+    """
 
     id: int
-    exception_id: int
+    exception_id: int | None
     study_instance_uid: Uid
     action: str
     actor: str
@@ -470,6 +515,11 @@ class ReconciliationAction:
     before_accession: str
     undone_at: datetime | None = None
     before_owner: str = ""
+    before_hold: HoldReason | None = None
+    opened_exception_id: int | None = None
+    series_instance_uid: Uid | None = None
+    target_study_uid: Uid | None = None
+    is_new_target: bool = False
 
 
 class ReconciliationLog(Protocol):
@@ -485,6 +535,14 @@ class ReconciliationLog(Protocol):
 
     def mark_undone(self, action_id: int, at: datetime) -> None:
         """Record that an action was undone."""
+        ...
+
+    def later(self, action_id: int, study_uids: Sequence[Uid]) -> Sequence[ReconciliationAction]:
+        """Actions after this one, not undone, on (or splitting into) any of these studies."""
+        ...
+
+    def has_actions(self, exception_id: int) -> bool:
+        """True when any action (undone or not) was recorded on the exception."""
         ...
 
 
@@ -610,6 +668,11 @@ class JobQueue(Protocol):
         """Add a pending job (due at job.run_at, or now); its id."""
         ...
 
+    def expedite(self, ordering_key: str, now: datetime, payload: Mapping[str, object]) -> int:
+        """Make the pending jobs with this ordering key due now, merging payload into theirs;
+        how many there were."""
+        ...
+
     def enqueue_or_extend(
         self, job: NewJob, list_key: str, item: object, max_items: int, now: datetime
     ) -> int:
@@ -668,11 +731,6 @@ class JobQueue(Protocol):
         ...
 
     def has_job(
-    def expedite(self, ordering_key: str, now: datetime, payload: Mapping[str, object]) -> int:
-        """Make the pending jobs with this ordering key due now, merging payload into theirs;
-        how many there were."""
-        ...
-
         self, ordering_key: str, *, unfinished_only: bool = True, pending_only: bool = False
     ) -> bool:
         """True when a job has this ordering key (only pending or running ones, by default;
@@ -1071,6 +1129,7 @@ __all__ = [
     "ExceptionRepository",
     "ForwardRecord",
     "ForwardState",
+    "HoldReason",
     "InboundMessage",
     "InstanceRecord",
     "JobQueue",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pacsflow.domain.orders import Order, OrderStatus
@@ -15,9 +16,17 @@ from pacsflow.workflow.ports import (
     InstanceRecord,
     StudyFilter,
     StudyRecord,
+    UnitOfWork,
     UnitOfWorkFactory,
     WorklistFilter,
 )
+
+
+class MergedIdQueries(enum.StrEnum):
+    """What a query by a patient identifier merged or changed away (ADT A40/A47) finds."""
+
+    NOTHING = "nothing"  # nothing: the identifier no longer names a patient (IHE PIR)
+    REDIRECT = "redirect"  # what the patient it was merged into has
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +48,15 @@ class StudyView:
 class Queries:
     """Answers the questions modalities, workstations and people ask."""
 
-    def __init__(self, uow: UnitOfWorkFactory, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        blobs: BlobStore,
+        merged_id_queries: MergedIdQueries = MergedIdQueries.NOTHING,
+    ) -> None:
         self._uow = uow
         self._blobs = blobs
+        self._merged_id_queries = merged_id_queries
 
     def local_file(self, instance: InstanceRecord) -> Path | None:
         """The stored file of an instance, when the blob store keeps local files."""
@@ -58,9 +73,18 @@ class Queries:
             return items
 
     def studies(self, flt: StudyFilter) -> list[StudyView]:
-        """Studies (published only unless asked otherwise) with their indexed patient."""
+        """Studies (published only unless asked otherwise) with their indexed patient.
+
+        A patient identifier merged away finds the survivor's studies, or nothing, as
+        configured (merged_id_queries).
+        """
         with self._uow(read_only=True) as uow:
-            views = []
+            if flt.patient is not None and uow.patients.is_alias(flt.patient):
+                survivor = self._survivor(uow, flt.patient)
+                if survivor is None:
+                    return []
+                flt = replace(flt, patient=survivor.primary)
+            views: list[StudyView] = []
             cache: dict[PatientIdentifier, Patient | None] = {}
             for study in uow.studies.find(flt):
                 patient = None
@@ -108,9 +132,22 @@ class Queries:
             return uow.orders.list(status=status, limit=limit)
 
     def patient(self, identifier: PatientIdentifier) -> Patient | None:
-        """A registered patient."""
+        """The registered patient holding an identifier (one merged away: the survivor)."""
         with self._uow(read_only=True) as uow:
             return uow.patients.find(identifier)
+
+    def patient_as_queried(self, identifier: PatientIdentifier) -> Patient | None:
+        """The patient a query by this identifier finds: by one merged away, the survivor or
+        nothing, as configured (merged_id_queries)."""
+        with self._uow(read_only=True) as uow:
+            if uow.patients.is_alias(identifier):
+                return self._survivor(uow, identifier)
+            return uow.patients.find(identifier)
+
+    def _survivor(self, uow: UnitOfWork, alias: PatientIdentifier) -> Patient | None:
+        if self._merged_id_queries is MergedIdQueries.NOTHING:
+            return None
+        return uow.patients.find(alias)
 
     def instance_known(self, sop_uid: Uid) -> bool:
         """True when the instance is stored and indexed (for storage commitment)."""
@@ -118,4 +155,4 @@ class Queries:
             return uow.studies.has_instance(sop_uid)
 
 
-__all__ = ["Queries", "StudyView", "WorklistItem"]
+__all__ = ["MergedIdQueries", "Queries", "StudyView", "WorklistItem"]

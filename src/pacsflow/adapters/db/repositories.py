@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
     ArrivedInstance,
     ExceptionRecord,
+    HoldReason,
     InboundMessage,
     InstanceRecord,
     JournalEntry,
@@ -75,6 +77,16 @@ class SqlPatientRepository:
         """The patient holding this identifier (issuer optional when unambiguous)."""
         pk = self._pk(identifier)
         return None if pk is None else self._load(pk)
+
+    def is_alias(self, identifier: PatientIdentifier) -> bool:
+        """True when the identifier was merged or changed away (see the port)."""
+        ids = t.patient_identifiers.c
+        rows = self._c.execute(
+            sa.select(ids.issuer, ids.position).where(ids.value == identifier.value)
+        ).all()
+        if identifier.issuer:
+            rows = [r for r in rows if r.issuer in (identifier.issuer, "")]
+        return bool(rows) and all(r.position >= _ALIAS_POSITION for r in rows)
 
     def _load(self, pk: int) -> Patient:
         p = self._c.execute(sa.select(t.patients).where(t.patients.c.pk == pk)).one()
@@ -323,6 +335,24 @@ class SqlStudyRepository:
         rows = self._records(t.studies.c.study_instance_uid == study_uid, limit=1)
         return rows[0] if rows else None
 
+    def head(self, study_uid: Uid) -> StudyRecord | None:
+        """One study without its counts and modalities (no scan of its instances)."""
+        row = self._c.execute(
+            sa.select(t.studies).where(t.studies.c.study_instance_uid == study_uid)
+        ).first()
+        return _study(row, (set(), 0, 0)) if row else None
+
+    def has_visible_instance(self, study_uid: Uid) -> bool:
+        """True when the study has an instance that is neither rejected nor a rejection note."""
+        q = (
+            sa.select(t.instances.c.pk)
+            .join(t.series, t.instances.c.series_pk == t.series.c.pk)
+            .join(t.studies, t.series.c.study_pk == t.studies.c.pk)
+            .where(t.studies.c.study_instance_uid == study_uid, _visible())
+            .limit(1)
+        )
+        return self._c.execute(q).first() is not None
+
     def has_instance(self, sop_uid: Uid) -> bool:
         """True when the instance is already indexed."""
         q = sa.select(t.instances.c.pk).where(t.instances.c.sop_instance_uid == sop_uid)
@@ -565,27 +595,74 @@ class SqlStudyRepository:
             series_instance_uid=Uid(m["series_instance_uid"]),
             study_instance_uid=Uid(m["study_instance_uid"]),
             reason=RejectionReason(m["reason"]),
-    def head(self, study_uid: Uid) -> StudyRecord | None:
-        """One study without its counts and modalities (no scan of its instances)."""
-        row = self._c.execute(
-            sa.select(t.studies).where(t.studies.c.study_instance_uid == study_uid)
-        ).first()
-        return _study(row, (set(), 0, 0)) if row else None
-
-    def has_visible_instance(self, study_uid: Uid) -> bool:
-        """True when the study has an instance that is neither rejected nor a rejection note."""
-        q = (
-            sa.select(t.instances.c.pk)
-            .join(t.series, t.instances.c.series_pk == t.series.c.pk)
-            .join(t.studies, t.series.c.study_pk == t.studies.c.pk)
-            .where(t.studies.c.study_instance_uid == study_uid, _visible())
-            .limit(1)
-        )
-        return self._c.execute(q).first() is not None
-
             rejected_at=aware(m["rejected_at"]),
             rejected_by=Uid(m["rejected_by"]),
         )
+
+    def series_study(self, series_uid: Uid) -> Uid | None:
+        """The study a series is indexed under."""
+        se, st = t.series, t.studies
+        uid = self._c.execute(
+            sa.select(st.c.study_instance_uid)
+            .join(se, se.c.study_pk == st.c.pk)
+            .where(se.c.series_instance_uid == series_uid)
+        ).scalar()
+        return None if uid is None else Uid(uid)
+
+    def copy_study(self, source_uid: Uid, new_uid: Uid, at: datetime) -> None:
+        """Index a new empty study like the source (see the port)."""
+        s = t.studies
+        row = self._c.execute(sa.select(s).where(s.c.study_instance_uid == source_uid)).one()
+        kept = {
+            c.name: row._mapping[c.name]
+            for c in s.columns
+            if c.name.startswith("received_")
+            or c.name
+            in (
+                "study_date",
+                "study_time",
+                "study_description",
+                "study_id",
+                "referring_physician",
+                "source_ae",
+                "created_at",  # when its images arrived, not when they were split off
+            )
+        }
+        self._c.execute(
+            sa.insert(s).values(
+                **kept,
+                study_instance_uid=new_uid,
+                state=StudyState.HELD.value,
+                accession_number=row._mapping["accession_number"],
+                updated_at=at,
+            )
+        )
+
+    def move_series(self, series_uid: Uid, target_uid: Uid) -> None:
+        """File a series under another study (see the port)."""
+        target_pk = self._c.execute(
+            sa.select(t.studies.c.pk).where(t.studies.c.study_instance_uid == target_uid)
+        ).scalar_one()
+        self._c.execute(
+            sa.update(t.series)
+            .where(t.series.c.series_instance_uid == series_uid)
+            .values(study_pk=target_pk)
+        )
+        self._c.execute(
+            sa.update(t.rejections)
+            .where(t.rejections.c.series_instance_uid == series_uid)
+            .values(study_instance_uid=target_uid)
+        )
+
+    def remove_study(self, study_uid: Uid) -> None:
+        """Remove a study without series, and its exceptions, from the index."""
+        pk = self._c.execute(
+            sa.select(t.studies.c.pk).where(t.studies.c.study_instance_uid == study_uid)
+        ).scalar_one()
+        if self._c.execute(sa.select(t.series.c.pk).where(t.series.c.study_pk == pk)).first():
+            raise ValueError(f"study {study_uid} still has series")
+        self._c.execute(sa.delete(t.exceptions).where(t.exceptions.c.study_pk == pk))
+        self._c.execute(sa.delete(t.studies).where(t.studies.c.pk == pk))
 
 
 #: Bound parameters per IN (...) list: well under every backend's limit.
@@ -809,6 +886,28 @@ class SqlExceptionRepository:
             sa.update(t.exceptions).where(t.exceptions.c.pk == exception_id).values(owner=owner)
         )
 
+    def rehold(self, exception_id: int, hold: HoldReason) -> None:
+        """Say anew why an open exception holds its study."""
+        received = hold.received
+        name = received.demographics.name
+        self._c.execute(
+            sa.update(t.exceptions)
+            .where(t.exceptions.c.pk == exception_id)
+            .values(
+                reason=hold.reason.value,
+                source=hold.source.value,
+                detail=hold.detail,
+                candidate_accession=hold.candidate_order,
+                received_patient_id=received.patient.value,
+                received_issuer=received.patient.issuer,
+                received_family_name=name.family,
+                received_given_name=name.given,
+                received_birth_date=received.demographics.birth_date,
+                received_sex=received.demographics.sex,
+                received_accession=received.accession_number,
+            )
+        )
+
     def list_open(self, limit: int = 500) -> Sequence[ExceptionRecord]:
         """Open exceptions, oldest first."""
         rows = self._c.execute(
@@ -864,6 +963,11 @@ class SqlReconciliationLog:
                     before_issuer=before.issuer if before else None,
                     before_accession=action.before_accession,
                     before_owner=action.before_owner,
+                    before_hold=_hold_json(action.before_hold),
+                    opened_exception_pk=action.opened_exception_id,
+                    series_instance_uid=action.series_instance_uid,
+                    target_study_uid=action.target_study_uid,
+                    is_new_target=action.is_new_target,
                 )
                 .returning(t.reconciliation_actions.c.pk)
             ).scalar_one()
@@ -874,28 +978,28 @@ class SqlReconciliationLog:
         row = self._c.execute(
             sa.select(t.reconciliation_actions).where(t.reconciliation_actions.c.pk == action_id)
         ).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return ReconciliationAction(
-            id=int(m["pk"]),
-            exception_id=int(m["exception_pk"]),
-            study_instance_uid=Uid(m["study_instance_uid"]),
-            action=m["action"],
-            actor=m["actor"],
-            at=aware(m["at"]),
-            detail=m["detail"],
-            before_state=StudyState(m["before_state"]),
-            before_patient=(
-                PatientIdentifier(
-                    PatientId(m["before_patient_id"]), Issuer(m["before_issuer"] or "")
-                )
-                if m["before_patient_id"] is not None
-                else None
-            ),
-            before_accession=m["before_accession"],
-            undone_at=aware(m["undone_at"]) if m["undone_at"] else None,
-            before_owner=m["before_owner"],
+        return None if row is None else _action(row)
+
+    def later(self, action_id: int, study_uids: Sequence[Uid]) -> Sequence[ReconciliationAction]:
+        """Actions after this one, not undone, on (or splitting into) any of these studies."""
+        a = t.reconciliation_actions.c
+        rows = self._c.execute(
+            sa.select(t.reconciliation_actions)
+            .where(
+                a.pk > action_id,
+                a.undone_at.is_(None),
+                sa.or_(a.study_instance_uid.in_(study_uids), a.target_study_uid.in_(study_uids)),
+            )
+            .order_by(a.pk)
+        ).all()
+        return [_action(r) for r in rows]
+
+    def has_actions(self, exception_id: int) -> bool:
+        """True when any action was recorded on the exception."""
+        a = t.reconciliation_actions.c
+        return (
+            self._c.execute(sa.select(a.pk).where(a.exception_pk == exception_id).limit(1)).first()
+            is not None
         )
 
     def mark_undone(self, action_id: int, at: datetime) -> None:
@@ -905,6 +1009,81 @@ class SqlReconciliationLog:
             .where(t.reconciliation_actions.c.pk == action_id)
             .values(undone_at=at)
         )
+
+
+def _action(row: sa.Row[Any]) -> ReconciliationAction:
+    m = row._mapping
+    return ReconciliationAction(
+        id=int(m["pk"]),
+        exception_id=int(m["exception_pk"]) if m["exception_pk"] is not None else None,
+        study_instance_uid=Uid(m["study_instance_uid"]),
+        action=m["action"],
+        actor=m["actor"],
+        at=aware(m["at"]),
+        detail=m["detail"],
+        before_state=StudyState(m["before_state"]),
+        before_patient=(
+            PatientIdentifier(PatientId(m["before_patient_id"]), Issuer(m["before_issuer"] or ""))
+            if m["before_patient_id"] is not None
+            else None
+        ),
+        before_accession=m["before_accession"],
+        undone_at=aware(m["undone_at"]) if m["undone_at"] else None,
+        before_owner=m["before_owner"],
+        before_hold=_hold_from_json(m["before_hold"]),
+        opened_exception_id=m["opened_exception_pk"],
+        series_instance_uid=Uid(m["series_instance_uid"]) if m["series_instance_uid"] else None,
+        target_study_uid=Uid(m["target_study_uid"]) if m["target_study_uid"] else None,
+        is_new_target=bool(m["is_new_target"]),
+    )
+
+
+def _hold_json(hold: HoldReason | None) -> str | None:
+    """A hold reason as the JSON text kept with an action (None stays NULL)."""
+    if hold is None:
+        return None
+    r = hold.received
+    d = r.demographics
+    return json.dumps(
+        {
+            "reason": hold.reason.value,
+            "source": hold.source.value,
+            "detail": hold.detail,
+            "candidate_order": hold.candidate_order,
+            "patient_id": r.patient.value,
+            "issuer": r.patient.issuer,
+            "family_name": d.name.family,
+            "given_name": d.name.given,
+            "birth_date": d.birth_date.isoformat() if d.birth_date else None,
+            "sex": d.sex,
+            "accession_number": r.accession_number,
+            "study_instance_uid": r.study_instance_uid,
+        },
+        sort_keys=True,
+    )
+
+
+def _hold_from_json(text: str | None) -> HoldReason | None:
+    if not text:
+        return None
+    v = json.loads(text)
+    birth = v["birth_date"]
+    return HoldReason(
+        reason=ExceptionReason(v["reason"]),
+        source=MismatchSource(v["source"]),
+        detail=v["detail"],
+        received=ReceivedIdentity(
+            patient=PatientIdentifier(PatientId(v["patient_id"]), Issuer(v["issuer"])),
+            demographics=Demographics(
+                name=PersonName(family=v["family_name"], given=v["given_name"]),
+                birth_date=date.fromisoformat(birth) if birth else None,
+                sex=v["sex"],
+            ),
+            accession_number=v["accession_number"],
+            study_instance_uid=Uid(v["study_instance_uid"]),
+        ),
+        candidate_order=AccessionNumber(v["candidate_order"]) if v["candidate_order"] else None,
+    )
 
 
 class SqlEventLog:

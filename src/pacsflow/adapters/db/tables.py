@@ -194,8 +194,9 @@ reconciliation_actions = sa.Table(
     "reconciliation_actions",
     metadata,
     sa.Column("pk", sa.Integer, primary_key=True),
-    sa.Column("exception_pk", sa.ForeignKey("exceptions.pk"), nullable=False, index=True),
-    sa.Column("study_instance_uid", sa.String(64), nullable=False),
+    # NULL: an action on a study without an open exception (a correction or a split).
+    sa.Column("exception_pk", sa.ForeignKey("exceptions.pk"), nullable=True, index=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("actor", sa.String(64), nullable=False),
     sa.Column("at", _TS, nullable=False),
@@ -206,6 +207,16 @@ reconciliation_actions = sa.Table(
     sa.Column("before_accession", sa.String(64), nullable=False, server_default=""),
     sa.Column("undone_at", _TS, nullable=True),
     sa.Column("before_owner", sa.String(64), nullable=False, server_default=""),
+    # Why the exception held the study before a correction that left it held (JSON: reason,
+    # source, detail, candidate, received identity), restored by undo.
+    sa.Column("before_hold", sa.Text, nullable=True),
+    # The exception the action opened (a published study held again, a new study of a split);
+    # no foreign key: undoing a split removes that exception with its study.
+    sa.Column("opened_exception_pk", sa.Integer, nullable=True),
+    # A split: the series moved, the study it went to, and whether the split created it.
+    sa.Column("series_instance_uid", sa.String(64), nullable=True),
+    sa.Column("target_study_uid", sa.String(64), nullable=True, index=True),
+    sa.Column("is_new_target", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 match_events = sa.Table(

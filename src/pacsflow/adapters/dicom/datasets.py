@@ -259,9 +259,10 @@ def set_patient(ds: Dataset, patient: Patient) -> None:
         ds.OtherPatientIDsSequence = others
 
 
-def coerce_identity(ds: Dataset, patient: Patient, accession: str) -> None:
+def coerce_identity(ds: Dataset, patient: Patient, accession: str, study_uid: str) -> None:
     """Replace a stored object's identity with the index's before it leaves pacsflow.
 
+    The study too: a series split off to another study leaves with that study's UID.
     When the new identity needs more than ASCII, every text value is decoded first and the
     whole data set is declared UTF-8, so values in the old character set are re-encoded too.
     """
@@ -272,6 +273,7 @@ def coerce_identity(ds: Dataset, patient: Patient, accession: str) -> None:
         ds.SpecificCharacterSet = UTF8
     set_patient(ds, patient)
     ds.AccessionNumber = accession
+    ds.StudyInstanceUID = study_uid
 
 
 def _exact(ds: Dataset, keyword: str) -> str:

@@ -378,16 +378,18 @@ class DicomServer:
                 raise
             self._audit_query(event, model, query, atna.Outcome.SUCCESS)
             candidates: Iterator[Dataset]
+            keys = query
             if is_worklist:
                 items = self._queries.worklist(worklist_filter(query))
                 candidates = (worklist_dataset(item) for item in items)
             else:
                 candidates = self._qr_candidates(query)
+                keys = _identity_resolved(query)
             for candidate in candidates:
                 if event.is_cancelled:
                     yield status.CANCEL, None
                     return
-                if matches(query, candidate):
+                if matches(keys, candidate):
                     yield status.PENDING, with_character_set(project(query, candidate))
             yield status.SUCCESS, None
         except Forbidden as exc:
@@ -403,9 +405,12 @@ class DicomServer:
         patient_id = str(query.get("PatientID", "") or "")
         uids = [u for u in str(query.get("StudyInstanceUID", "") or "").split("\\") if u]
         accession = str(query.get("AccessionNumber", "") or "")
+        issuer = str(query.get("IssuerOfPatientID", "") or "")
         flt = StudyFilter(
             patient=(
-                PatientIdentifier(PatientId(patient_id), Issuer(""))
+                PatientIdentifier(
+                    PatientId(patient_id), Issuer("" if any(c in issuer for c in "*?") else issuer)
+                )
                 if patient_id and not any(c in patient_id for c in "*?")
                 else None
             ),
@@ -486,7 +491,7 @@ class DicomServer:
             ds = dcmread(path, defer_size="1 MB")
             view = views[uid]
             if view is not None and view.patient is not None:
-                coerce_identity(ds, view.patient, view.study.accession_number)
+                coerce_identity(ds, view.patient, view.study.accession_number, uid)
             yield ds
 
     def _on_move(self, event: Event) -> Iterator[Any]:
@@ -664,6 +669,26 @@ def ensure_reachable(host: str, port: int, ae_title: str, timeout: float = 5.0) 
             pass
     except OSError as exc:
         raise TransientError(f"cannot reach {ae_title} at {host}:{port}: {exc}") from exc
+
+
+def _identity_resolved(query: Dataset) -> Dataset:
+    """The query keys left to match once the index has chosen the studies of its Patient ID.
+
+    An exact Patient ID (with its issuer) selects the studies of the patient holding it and of
+    the patients linked to it (ADT A24); each answer carries its own patient's identity, which
+    may be a linked patient's ID, so the ID is not matched again (it is still returned).
+    """
+    patient_id = str(query.get("PatientID", "") or "")
+    if not patient_id or any(c in patient_id for c in "*?"):
+        return query
+    keys = Dataset()
+    keys.update(query)  # shares the elements: replace the two below, never assign into them
+    del keys.PatientID
+    keys.PatientID = ""
+    if "IssuerOfPatientID" in keys:
+        del keys.IssuerOfPatientID
+        keys.IssuerOfPatientID = ""
+    return keys
 
 
 def _request_uid(event: Event, keyword: str) -> str:

@@ -40,7 +40,7 @@ from pacsflow.workflow.ports import ReportRecord, StudyFilter
 from pacsflow.workflow.prefetch import Prefetch
 from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reading import ReadingEntry, ReadingWorklist, UnknownStudy
-from pacsflow.workflow.reconciliation import Reconciliation
+from pacsflow.workflow.reconciliation import Correction, Reconciliation
 from pacsflow.workflow.results import Results
 from pacsflow.workflow.routing import Routing, UnknownVersion, VersionView
 
@@ -233,6 +233,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Permission | None] = {
     ("POST", "/api/exceptions/{exception_id}/reject"): Permission.RECONCILE,
     ("POST", "/api/reconciliation/{action_id}/undo"): Permission.RECONCILE,
     ("POST", "/api/exceptions/{exception_id}/assign-owner"): Permission.RECONCILE,
+    ("POST", "/api/exceptions/{exception_id}/correct"): Permission.RECONCILE,
+    ("POST", "/api/studies/{study_uid}/correct"): Permission.RECONCILE,
+    ("POST", "/api/studies/{study_uid}/split"): Permission.RECONCILE,
     # Candidates show other registered patients' identities: for reconcilers only.
     ("GET", "/api/exceptions/{exception_id}/candidates"): Permission.RECONCILE,
     ("GET", "/api/exceptions/report"): Permission.READ_EXCEPTIONS,
@@ -540,6 +543,35 @@ class OwnerIn(BaseModel):
     owner: str = Field(max_length=64)
 
 
+class CorrectIn(BaseModel):
+    """Identifiers to set on a study (a field left out keeps its value)."""
+
+    patient_id: str | None = Field(default=None, max_length=64)
+    issuer: str | None = Field(default=None, max_length=64)
+    accession_number: str | None = Field(default=None, max_length=64)
+
+    def correction(self) -> Correction:
+        """The correction the workflow applies."""
+        return Correction(self.patient_id, self.issuer, self.accession_number)
+
+
+class SplitIn(CorrectIn):
+    """Move a series to another study: an existing one, or a new one (its identity: the
+    source's, with the identifiers given here)."""
+
+    series_instance_uid: str = Field(max_length=64)
+    target_study_uid: str | None = Field(default=None, max_length=64)
+
+
+class SplitOut(BaseModel):
+    """The result of a split: its id (to undo it), and where the series went."""
+
+    action_id: int
+    state: str
+    target_study_uid: str
+    target_state: str
+
+
 class EvidenceOut(BaseModel):
     """One reason a candidate fits (positive points) or does not (negative)."""
 
@@ -833,7 +865,7 @@ def create_app(
     def patient(patient_id: str, issuer: str = "") -> PatientDetailOut:
         """A registered patient and their published studies."""
         identifier = PatientIdentifier(PatientId(patient_id), Issuer(issuer))
-        found = queries.patient(identifier)
+        found = queries.patient_as_queried(identifier)
         if found is None:
             raise _NotFound(f"no patient {patient_id}" + (f" of issuer {issuer}" if issuer else ""))
         views = queries.studies(StudyFilter(patient=found.primary, limit=1000))
@@ -898,6 +930,57 @@ def create_app(
         """Hide the held study from clinical use for good (kept, with the reason)."""
         done = reconciliation.reject(exception_id, body.reason, who(request, caller.username))
         return ActionOut(action_id=done.action_id, state=done.state.value)
+
+    @app.post("/api/exceptions/{exception_id}/correct", tags=["exceptions"])
+    def correct(
+        request: Request,
+        exception_id: _Id,
+        body: CorrectIn,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> ActionOut:
+        """Correct the held study's patient ID, issuer or accession number and match it again:
+        published when it matches now, else held for the new reason."""
+        done = reconciliation.correct(
+            exception_id, body.correction(), who(request, caller.username)
+        )
+        return ActionOut(action_id=done.action_id, state=done.state.value)
+
+    @app.post("/api/studies/{study_uid}/correct", tags=["studies"])
+    def correct_study(
+        request: Request,
+        study_uid: Annotated[str, Path(max_length=64)],
+        body: CorrectIn,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> ActionOut:
+        """Correct a study's identifiers, held or published, and match it again (a published
+        study that no longer matches is held)."""
+        done = reconciliation.correct_study(
+            study_uid, body.correction(), who(request, caller.username)
+        )
+        return ActionOut(action_id=done.action_id, state=done.state.value)
+
+    @app.post("/api/studies/{study_uid}/split", tags=["studies"])
+    def split(
+        request: Request,
+        study_uid: Annotated[str, Path(max_length=64)],
+        body: SplitIn,
+        caller: Principal = requires(Permission.RECONCILE),  # noqa: B008
+    ) -> SplitOut:
+        """Move one series out of the study: to target_study_uid, or to a new study matched
+        like a new arrival (with the identifiers given). Undo moves it back."""
+        done = reconciliation.split(
+            study_uid,
+            body.series_instance_uid,
+            who(request, caller.username),
+            target_study_uid=body.target_study_uid,
+            correction=body.correction(),
+        )
+        return SplitOut(
+            action_id=done.action_id,
+            state=done.state.value,
+            target_study_uid=done.target_study_uid,
+            target_state=done.target_state.value,
+        )
 
     @app.post("/api/reconciliation/{action_id}/undo", tags=["exceptions"])
     def undo(
