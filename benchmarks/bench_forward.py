@@ -41,35 +41,33 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from _common import (
-    PACSFLOW,
     REPO,
+    Orthanc,
+    PacsflowNode,
     dcmtk_env,
     ensure_netns,
-    free_ports,
-    http_json,
+    hl7,
+    keep_if_failed,
     machine,
-    pacsflow_env,
     proc_status,
-    stop,
-    wait_http_ok,
+    scratch,
+    start_orthanc,
 )
-from bench_ingest import ORTHANC_CONFIG, ensure_corpus, study_dirs, warm_cache
+from bench_ingest import add_corpus_arguments, ensure_corpus, study_dirs, warm_cache
 from pydicom import dcmread
-
-from pacsflow.adapters.hl7.mllp import MllpClient
 
 FORWARD_ALL = """\
 rules:
@@ -90,145 +88,42 @@ class Knobs:
     poll: float
 
 
-class Orthanc:
-    """A fresh Orthanc 1.10 in its own directory (bench_ingest's configuration)."""
-
-    aet = "ORTHANC"
-
-    def __init__(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.dicom_port, self.http_port = free_ports(2)
-        cfg = dict(ORTHANC_CONFIG, DicomPort=self.dicom_port, HttpPort=self.http_port)
-        (run_dir / "orthanc.json").write_text(json.dumps(cfg, indent=1))
-        self._log = (run_dir / "orthanc.log").open("wb")
-        self.proc = subprocess.Popen(
-            ["Orthanc", str(run_dir / "orthanc.json")],
-            cwd=run_dir,
-            stdout=self._log,
-            stderr=self._log,
-            env=dcmtk_env(),
-            start_new_session=True,
-        )
-        wait_http_ok(self.proc, f"http://127.0.0.1:{self.http_port}/system")
-
-    def count(self) -> int:
-        """CountInstances of /statistics."""
-        return int(http_json(f"http://127.0.0.1:{self.http_port}/statistics")["CountInstances"])
-
-    def stop(self) -> None:
-        """Stop it by PID (SIGTERM; a clean stop takes ~3 s)."""
-        stop(self.proc)
-        self._log.close()
-
-
-class Node:
-    """`pacsflow serve` on a data dir, with one peer (the Orthanc) and the job knobs."""
-
-    def __init__(self, run_dir: Path, orthanc_port: int, knobs: Knobs, *, workers: int) -> None:
-        self.run_dir = run_dir
-        self.data = run_dir / "data"
-        self.dicom_port, self.hl7_port, self.http_port = free_ports(3)
-        env = pacsflow_env(self.data, self.dicom_port, self.hl7_port, self.http_port)
-        peer = {
-            "ae_title": "ORTHANC",
-            "host": "127.0.0.1",
-            "port": orthanc_port,
-            "max_concurrent_jobs": knobs.peer_jobs,
-        }
-        env.update(
-            {
-                "PACSFLOW_PEERS": json.dumps([peer]),
-                "PACSFLOW_JOB_WORKERS": str(workers),
-                "PACSFLOW_JOB_POLL_SECONDS": str(knobs.poll),
-            }
-        )
-        self.env = env
-        self._log = (run_dir / "pacsflow.log").open("ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str) -> str:
-        """Run a `pacsflow` command on this data dir; its stdout."""
-        done = subprocess.run(
-            [str(PACSFLOW), *args], env=self.env, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"pacsflow {' '.join(args)}: {done.stderr.strip()}")
-        return done.stdout.strip()
-
-    def serve(self) -> float:
-        """Start `pacsflow serve`; the perf_counter time its health check first answered."""
-        self.proc = subprocess.Popen(
-            [str(PACSFLOW), "serve"],
-            cwd=self.run_dir,
-            stdout=self._log,
-            stderr=self._log,
-            env=self.env,
-            start_new_session=True,
-        )
-        wait_http_ok(self.proc, f"http://127.0.0.1:{self.http_port}/healthz")
-        return time.perf_counter()
+class Node(PacsflowNode):
+    """`pacsflow serve` forwarding to one Orthanc: its rules, orders and counts."""
 
     def activate_rules(self, token: str) -> None:
         """Save and activate FORWARD_ALL over the API."""
-        body = json.dumps({"text": FORWARD_ALL, "activate": True, "comment": "bench"}).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}/api/routing/versions",
-            body,
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            if r.status != 201:
-                raise RuntimeError(f"routing rules not saved: HTTP {r.status}")
+        body = {"text": FORWARD_ALL, "activate": True, "comment": "bench"}
+        self.api(token, "/api/routing/versions", body, expect=201)
 
     def place_orders(self, dirs: list[Path]) -> None:
         """One ORM^O01 new order per study, with the study's own identifiers."""
-        client = MllpClient("127.0.0.1", self.hl7_port, timeout=30)
-        try:
+        with self.mllp() as client:
             for i, d in enumerate(dirs):
                 first = min(d.rglob("*.dcm"))
                 reply = client.send(orm(i, dcmread(first, stop_before_pixels=True)))
                 if b"MSA|AA" not in reply:
                     raise RuntimeError(f"order for {d.name} refused: {reply[:300]!r}")
-        finally:
-            client.close()
 
     def counts(self) -> dict[str, Any]:
         """Instances indexed, forwards by state, jobs by kind and state (read from SQLite)."""
-        db = sqlite3.connect(f"file:{self.data / 'pacsflow.db'}?mode=ro", uri=True)
-        try:
-            (instances,) = db.execute("SELECT count(*) FROM instances").fetchone()
-            forwards = dict(db.execute("SELECT state, count(*) FROM forwards GROUP BY state"))
-            jobs = {
-                f"{kind}:{state}": n
-                for kind, state, n in db.execute(
-                    "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state"
-                )
-            }
-            held = db.execute("SELECT count(*) FROM studies WHERE state != 'published'").fetchone()[
-                0
-            ]
-        finally:
-            db.close()
+        [(instances,)] = self.sql("SELECT count(*) FROM instances")
+        forwards = dict(self.sql("SELECT state, count(*) FROM forwards GROUP BY state"))
+        jobs = {
+            f"{kind}:{state}": n
+            for kind, state, n in self.sql(
+                "SELECT kind, state, count(*) FROM jobs GROUP BY kind, state"
+            )
+        }
+        [(held,)] = self.sql("SELECT count(*) FROM studies WHERE state != 'published'")
         return {"instances": instances, "forwards": forwards, "jobs": jobs, "held_studies": held}
-
-    def stop(self) -> None:
-        """Stop the server by PID."""
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
-
-    def close(self) -> None:
-        """Stop and close the log."""
-        self.stop()
-        self._log.close()
 
 
 def orm(i: int, ds: Any) -> bytes:
     """An ORM^O01 new order matching a study: PID from its patient, OBR-18 and ZDS from it."""
     ts = time.strftime("%Y%m%d%H%M%S")
     acc = str(ds.AccessionNumber)
-    segments = [
+    return hl7(
         f"MSH|^~\\&|RIS|RADIOLOGY|PACSFLOW|RADIOLOGY|{ts}||ORM^O01|FWD{ts}{i:05d}|P|2.3.1",
         f"PID|1||{ds.PatientID}^^^HOSP^MR||{ds.PatientName}||{ds.PatientBirthDate}|{ds.PatientSex}",
         "PV1|1|O||||||5678^WELBY^MARCUS^A^^DR",
@@ -236,8 +131,7 @@ def orm(i: int, ds: Any) -> bytes:
         f"OBR|1|PLC{acc}^EPIC|FIL{acc}^RIS|BENCH^bench study^LOCAL|||"
         f"|||||||||9999^HOUSE^GREGORY||{acc}|RP{i}|SPS{i}||||{ds.Modality}|||^^^{ts}^^S",
         f"ZDS|{ds.StudyInstanceUID}^^Application^DICOM",
-    ]
-    return ("\r".join(segments) + "\r").encode()
+    )
 
 
 @dataclass
@@ -309,7 +203,7 @@ def rate(n: int, seconds: float) -> float:
 
 def run_direct(dirs: list[Path], n: int, run_dir: Path, a: argparse.Namespace) -> dict[str, Any]:
     """storescu -> Orthanc."""
-    orthanc = Orthanc(run_dir / "orthanc")
+    orthanc = start_orthanc(run_dir / "orthanc")
     try:
         before = proc_status(orthanc.proc.pid)
         t0 = time.perf_counter()
@@ -330,42 +224,66 @@ def run_direct(dirs: list[Path], n: int, run_dir: Path, a: argparse.Namespace) -
     }
 
 
-def setup_node(
-    run_dir: Path, orthanc_port: int, dirs: list[Path], knobs: Knobs, *, workers: int
-) -> Node:
-    """A started pacsflow with an admin token, the rules active and one order per study."""
-    node = Node(run_dir, orthanc_port, knobs, workers=workers)
-    node.cli("users", "create", "bench", "--role", "admin")
-    token = node.cli("tokens", "create", "bench", "--name", "bench_forward", "--days", "1")
-    node.serve()
-    node.activate_rules(token.splitlines()[-1].strip())
-    node.place_orders(dirs)
-    return node
+@contextmanager
+def relay(
+    run_dir: Path, dirs: list[Path], knobs: Knobs, *, workers: int
+) -> Iterator[tuple[Orthanc, Node]]:
+    """A fresh Orthanc and a started pacsflow toward it (admin token, the rules active and one
+    order per study); both stopped after."""
+    orthanc = start_orthanc(run_dir / "orthanc")
+    node: Node | None = None
+    try:
+        peer = {
+            "ae_title": "ORTHANC",
+            "host": "127.0.0.1",
+            "port": orthanc.dicom_port,
+            "max_concurrent_jobs": knobs.peer_jobs,
+        }
+        node = Node.from_env(
+            run_dir,
+            peers=json.dumps([peer]),
+            job_workers=str(workers),
+            job_poll_seconds=str(knobs.poll),
+        )
+        token = node.create_token("bench", "admin", "--name", "bench_forward", "--days", "1")
+        node.serve()
+        node.activate_rules(token)
+        node.place_orders(dirs)
+        yield orthanc, node
+    finally:
+        if node is not None:
+            node.close()
+        orthanc.stop()
+
+
+def pacsflow_side(node: Node, orthanc: Orthanc, before: dict[str, float]) -> dict[str, Any]:
+    """pacsflow's CPU since before and peak RSS, then stopped, its counts; Orthanc's count."""
+    assert node.proc is not None
+    after = proc_status(node.proc.pid)
+    stored = orthanc.count()
+    node.stop()
+    return {
+        "pacsflow_cpu_s": round(after.get("cpu_s", 0) - before.get("cpu_s", 0), 2),
+        "pacsflow_hwm_mib": round(after.get("VmHWM", 0) / 1024, 1),
+        "pacsflow": node.counts(),
+        "orthanc_stored": stored,
+    }
 
 
 def run_relay(
     dirs: list[Path], n: int, run_dir: Path, knobs: Knobs, a: argparse.Namespace
 ) -> dict[str, Any]:
     """storescu -> pacsflow -> Orthanc, end to end."""
-    orthanc = Orthanc(run_dir / "orthanc")
-    node: Node | None = None
-    try:
-        node = setup_node(run_dir, orthanc.dicom_port, dirs, knobs, workers=knobs.workers)
+    with relay(run_dir, dirs, knobs, workers=knobs.workers) as (orthanc, node):
         assert node.proc is not None
         before = proc_status(node.proc.pid)
         t0 = time.perf_counter()
         client = storescu("PACSFLOW", node.dicom_port, dirs, run_dir / "storescu.log")
         timed = watch(orthanc, n, t0, a.timeout, client)
-        after = proc_status(node.proc.pid)
-        stored = orthanc.count()
-        node.stop()
-        counts = node.counts()
-    finally:
-        if node is not None:
-            node.close()
-        orthanc.stop()
+        side = pacsflow_side(node, orthanc, before)
     wall = (timed.done or time.perf_counter()) - t0
     client_s = timed.client_exit - t0
+    counts = side["pacsflow"]
     return {
         "wall_s": round(wall, 3),
         "inst_per_s": rate(n, wall) if timed.done else 0.0,
@@ -373,12 +291,9 @@ def run_relay(
         "ingest_inst_per_s": rate(n, client_s),
         "orthanc_at_ingest_end": timed.at_client_exit,
         "first_at_orthanc_s": round(timed.first - t0, 3) if timed.first else None,
-        "pacsflow_cpu_s": round(after.get("cpu_s", 0) - before.get("cpu_s", 0), 2),
-        "pacsflow_hwm_mib": round(after.get("VmHWM", 0) / 1024, 1),
-        "pacsflow": counts,
-        "orthanc_stored": stored,
+        **side,
         "ok": timed.client_rc == 0
-        and stored == n
+        and side["orthanc_stored"] == n
         and counts["instances"] == n
         and counts["forwards"].get("sent") == n,
     }
@@ -388,10 +303,7 @@ def run_forward(
     dirs: list[Path], n: int, run_dir: Path, knobs: Knobs, a: argparse.Namespace
 ) -> dict[str, Any]:
     """Ingest with no job worker, then restart pacsflow with workers: forwarding alone."""
-    orthanc = Orthanc(run_dir / "orthanc")
-    node: Node | None = None
-    try:
-        node = setup_node(run_dir, orthanc.dicom_port, dirs, knobs, workers=0)
+    with relay(run_dir, dirs, knobs, workers=0) as (orthanc, node):
         t_load = time.perf_counter()
         rc = storescu("PACSFLOW", node.dicom_port, dirs, run_dir / "storescu.log").wait(a.timeout)
         load_s = time.perf_counter() - t_load
@@ -405,14 +317,7 @@ def run_forward(
         assert node.proc is not None
         before = proc_status(node.proc.pid)
         timed = watch(orthanc, n, t_ready, a.timeout)
-        after = proc_status(node.proc.pid)
-        stored = orthanc.count()
-        node.stop()
-        counts = node.counts()
-    finally:
-        if node is not None:
-            node.close()
-        orthanc.stop()
+        side = pacsflow_side(node, orthanc, before)
     wall = (timed.done or time.perf_counter()) - t_ready
     return {
         "wall_s": round(wall, 3),
@@ -424,11 +329,8 @@ def run_forward(
         "first_at_orthanc_s": round(timed.first - t_ready, 3) if timed.first else None,
         "send_phase_inst_per_s": rate(n - 1, timed.done - timed.first) if timed.done else 0.0,
         "queued_jobs": queued["jobs"],
-        "pacsflow_cpu_s": round(after.get("cpu_s", 0) - before.get("cpu_s", 0), 2),
-        "pacsflow_hwm_mib": round(after.get("VmHWM", 0) / 1024, 1),
-        "pacsflow": counts,
-        "orthanc_stored": stored,
-        "ok": stored == n and counts["forwards"].get("sent") == n,
+        **side,
+        "ok": side["orthanc_stored"] == n and side["pacsflow"]["forwards"].get("sent") == n,
     }
 
 
@@ -450,13 +352,7 @@ def one_run(
             rec.update(run_forward(dirs, n, run_dir, knobs, a))
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         rec.update({"ok": False, "error": str(exc)[-2000:]})
-    if rec.get("ok"):
-        shutil.rmtree(run_dir, ignore_errors=True)
-    else:
-        for log_file in sorted(run_dir.rglob("*.log")):
-            tail = log_file.read_bytes()[-1500:].decode(errors="replace")
-            print(f"--- {log_file}\n{tail}", file=sys.stderr)
-        print(f"kept {run_dir} for inspection", file=sys.stderr)
+    keep_if_failed(run_dir, bool(rec.get("ok")))
     return rec
 
 
@@ -518,10 +414,7 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     """Parse arguments, run the measurements, print and save results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus-dir", type=Path, default=Path(tempfile.gettempdir()) / "pf-corpus")
-    ap.add_argument("--work-dir", type=Path, default=None, help="scratch for server data")
-    ap.add_argument("--ct-studies", type=int, default=5, help="x 100 files when generating")
-    ap.add_argument("--small-studies", type=int, default=40, help="x 50 files when generating")
+    add_corpus_arguments(ap)
     ap.add_argument(
         "--ct-studies-used", type=int, default=0, help="send only the first N ct studies (0 all)"
     )
@@ -541,10 +434,7 @@ def main() -> None:
     if shutil.which("Orthanc") is None or shutil.which("storescu") is None:
         sys.exit("needs Orthanc and storescu: apt-get install -y orthanc dcmtk")
     ensure_corpus(a.corpus_dir, a.ct_studies, a.small_studies)
-    own_work_dir = a.work_dir is None
-    if a.work_dir is None:
-        a.work_dir = Path(tempfile.mkdtemp(prefix="pf-forward-"))
-    a.work_dir.mkdir(parents=True, exist_ok=True)
+    own_work_dir = scratch(a, "pf-forward-")
     knobs = Knobs(a.workers, a.peer_jobs, a.poll)
     info = machine()
     print(json.dumps(info), flush=True)

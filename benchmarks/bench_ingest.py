@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    ORTHANC_CONFIG,
     PACSFLOW,
     REPO,
     dcmtk_env,
@@ -44,41 +44,15 @@ from _common import (
     machine,
     pacsflow_env,
     proc_status,
+    save,
+    scratch,
+    spawn,
+    sqlite_rows,
     stop,
     wait_http_ok,
 )
 
 HERE = Path(__file__).resolve().parent
-
-#: Orthanc 1.10 configuration of the peer harness (shared/peer-benchmarks/orthanc-bench.json).
-ORTHANC_CONFIG: dict[str, Any] = {
-    "Name": "pacsflow-bench-orthanc",
-    "StorageDirectory": "storage",
-    "IndexDirectory": "index",
-    "StorageCompression": False,
-    "Plugins": [],
-    "HttpServerEnabled": True,
-    "HttpPort": 8042,
-    "RemoteAccessAllowed": False,
-    "AuthenticationEnabled": False,
-    "SslEnabled": False,
-    "DicomServerEnabled": True,
-    "DicomAet": "ORTHANC",
-    "DicomPort": 4242,
-    "DicomCheckCalledAet": False,
-    "DicomAlwaysAllowEcho": True,
-    "DicomAlwaysAllowStore": True,
-    "DicomAlwaysAllowFind": True,
-    "DicomModalities": {},
-    "DicomThreadsCount": 4,
-    "MaximumPduLength": 16384,
-    "SyncStorageArea": True,
-    "OverwriteInstances": False,
-    "StorageAccessOnFind": "Always",
-    "LimitFindResults": 0,
-    "LimitFindInstances": 0,
-    "SaveJobs": False,
-}
 
 
 class Server:
@@ -106,9 +80,7 @@ class Server:
             cmd = ["Orthanc", str(run_dir / "orthanc.json")]
         else:
             raise ValueError(target)
-        self.proc = subprocess.Popen(
-            cmd, cwd=run_dir, stdout=self._log, stderr=self._log, env=env, start_new_session=True
-        )
+        self.proc = spawn(cmd, run_dir, self._log, env)
 
     def wait_ready(self) -> None:
         """Block until the server answers its health check."""
@@ -121,11 +93,9 @@ class Server:
         if self.target == "orthanc":
             return int(http_json(f"{base}/statistics")["CountInstances"])
         # The index itself (the HTTP API needs a token): instances committed, with their blobs.
-        db = sqlite3.connect(f"file:{self.run_dir / 'data' / 'pacsflow.db'}?mode=ro", uri=True)
-        try:
-            (count,) = db.execute("SELECT count(*) FROM instances").fetchone()
-        finally:
-            db.close()
+        [(count,)] = sqlite_rows(
+            self.run_dir / "data" / "pacsflow.db", "SELECT count(*) FROM instances"
+        )
         return int(count)
 
     def stop(self) -> None:
@@ -267,6 +237,14 @@ def summarize(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def add_corpus_arguments(ap: argparse.ArgumentParser) -> None:
+    """--corpus-dir, --work-dir and the corpora's sizes when ensure_corpus generates them."""
+    ap.add_argument("--corpus-dir", type=Path, default=Path(tempfile.gettempdir()) / "pf-corpus")
+    ap.add_argument("--work-dir", type=Path, default=None, help="scratch for server data")
+    ap.add_argument("--ct-studies", type=int, default=5, help="x 100 files when generating")
+    ap.add_argument("--small-studies", type=int, default=40, help="x 50 files when generating")
+
+
 def ensure_corpus(corpus_dir: Path, ct_studies: int, small_studies: int) -> None:
     """Generate the corpora with gen_corpus.py unless they exist."""
     for name, studies in (("ct", ct_studies), ("small", small_studies)):
@@ -289,10 +267,7 @@ def ensure_corpus(corpus_dir: Path, ct_studies: int, small_studies: int) -> None
 def main() -> None:
     """Parse arguments, run the matrix, print and save results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus-dir", type=Path, default=Path(tempfile.gettempdir()) / "pf-corpus")
-    ap.add_argument("--work-dir", type=Path, default=None, help="scratch for server data")
-    ap.add_argument("--ct-studies", type=int, default=5, help="x 100 files when generating")
-    ap.add_argument("--small-studies", type=int, default=40, help="x 50 files when generating")
+    add_corpus_arguments(ap)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--targets", default="pacsflow,orthanc")
     ap.add_argument("--corpora", default="ct,small")
@@ -305,10 +280,7 @@ def main() -> None:
     if shutil.which("Orthanc") is None and "orthanc" in a.targets:
         sys.exit("Orthanc not found: apt-get install -y orthanc (never start its service)")
     ensure_corpus(a.corpus_dir, a.ct_studies, a.small_studies)
-    own_work_dir = a.work_dir is None
-    if a.work_dir is None:
-        a.work_dir = Path(tempfile.mkdtemp(prefix="pf-bench-"))
-    a.work_dir.mkdir(parents=True, exist_ok=True)
+    own_work_dir = scratch(a, "pf-bench-")
     info = machine()
     print(json.dumps(info), flush=True)
     for corpus in a.corpora.split(","):
@@ -323,10 +295,7 @@ def main() -> None:
                     for target in a.targets.split(","):
                         rec = one_run(target, corpus, par, rep, a)
                         rec["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-                        records.append(rec)
-                        if out:
-                            out.write(json.dumps(rec) + "\n")
-                            out.flush()
+                        save(rec, records, out)
                         print(
                             f"{target:9s} {corpus:5s} assocs={par} rep={rep}"
                             f" {rec.get('inst_per_s', 0):7.1f} inst/s"

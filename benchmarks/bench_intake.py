@@ -26,28 +26,16 @@ import json
 import queue
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import (
-    PACSFLOW,
-    ensure_netns,
-    free_ports,
-    machine,
-    pacsflow_env,
-    proc_status,
-    stop,
-    wait_http_ok,
-)
+from _common import PacsflowNode, ack_code, ensure_netns, hl7, machine, proc_status
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
-
-from pacsflow.adapters.hl7.mllp import MllpClient
 
 
 @dataclass
@@ -66,23 +54,15 @@ def orm(i: int, run_id: str) -> tuple[bytes, str]:
     """An ORM^O01 new order with unique identifiers; the message and its accession number."""
     acc = f"B{run_id}{i:06d}"
     ts = time.strftime("%Y%m%d%H%M%S")
-    segments = [
+    message = hl7(
         f"MSH|^~\\&|RIS|RADIOLOGY|PACSFLOW|RADIOLOGY|{ts}||ORM^O01|BENCH{run_id}{i:06d}|P|2.3.1",
         f"PID|1||BMRN{run_id}{i:06d}^^^GENHOSP^MR||BENCH^PATIENT{i}||19700412|M",
         "PV1|1|O||||||5678^WELBY^MARCUS^A^^DR",
         f"ORC|NW|PLC{run_id}{i:06d}^EPIC|FIL{run_id}{i:06d}^RIS||SC||^^^{ts}^^S",
         f"OBR|1|PLC{run_id}{i:06d}^EPIC|FIL{run_id}{i:06d}^RIS|CTHEAD^CT head^LOCAL|||"
         f"|||||||||9999^HOUSE^GREGORY||{acc}|RP{i}|SPS{i}||||CT|||^^^{ts}^^S",
-    ]
-    return ("\r".join(segments) + "\r").encode(), acc
-
-
-def ack_code(reply: bytes) -> str:
-    """MSA-1 of an HL7 ACK."""
-    for seg in reply.split(b"\r"):
-        if seg.startswith(b"MSA|"):
-            return seg.split(b"|")[1].decode()
-    return "?"
+    )
+    return message, acc
 
 
 def visibility_checker(
@@ -129,33 +109,24 @@ def main() -> None:
     a = ap.parse_args()
     ensure_netns()
     run_dir = Path(tempfile.mkdtemp(prefix="pf-intake-"))
-    dicom, hl7, http = free_ports(3)
-    log = (run_dir / "server.log").open("wb")
-    env = pacsflow_env(run_dir / "data", dicom, hl7, http)
     # The worklist SCU is a configured peer: pacsflow answers C-FIND only to known AE titles.
-    env["PACSFLOW_PEERS"] = json.dumps([{"ae_title": "BENCHMWL", "host": "127.0.0.1", "port": 1}])
-    server = subprocess.Popen(
-        [str(PACSFLOW), "serve"],
-        cwd=run_dir,
-        stdout=log,
-        stderr=log,
-        env=env,
-        start_new_session=True,
-    )
+    peers = json.dumps([{"ae_title": "BENCHMWL", "host": "127.0.0.1", "port": 1}])
+    node = PacsflowNode.from_env(run_dir, "server.log", peers=peers)
     sent: list[Sent] = []
     seen: list[Sent] = []
     try:
-        wait_http_ok(server, f"http://127.0.0.1:{http}/healthz")
+        node.serve()
+        assert node.proc is not None
         n = int(a.rate * a.seconds)
         run_id = time.strftime("%H%M%S")
         work: queue.Queue[Sent | None] = queue.Queue()
         checker = threading.Thread(
             target=visibility_checker,
-            args=(dicom, work, seen, time.perf_counter() + a.seconds + 60),
+            args=(node.dicom_port, work, seen, time.perf_counter() + a.seconds + 60),
             daemon=True,
         )
         checker.start()
-        client = MllpClient("127.0.0.1", hl7, timeout=30)
+        client = node.mllp()
         t0 = time.perf_counter()
         for i in range(n):
             due = t0 + i / a.rate
@@ -173,10 +144,9 @@ def main() -> None:
         client.close()
         work.put(None)
         checker.join(timeout=90)
-        hwm = proc_status(server.pid).get("VmHWM", 0) / 1024
+        hwm = proc_status(node.proc.pid).get("VmHWM", 0) / 1024
     finally:
-        stop(server)
-        log.close()
+        node.close()
         shutil.rmtree(run_dir, ignore_errors=True)
     acks = [s.acked - s.sent for s in sent]
     vis = [s.visible - s.sent for s in seen]

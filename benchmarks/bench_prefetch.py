@@ -41,14 +41,12 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,22 +55,25 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    PACSFLOW,
     REPO,
+    Orthanc,
+    PacsflowNode,
+    ack_code,
     dcmtk_env,
     ensure_netns,
     free_ports,
-    http_json,
+    hl7,
+    keep_if_failed,
     machine,
-    proc_status,
+    save,
+    scratch,
+    start_orthanc,
     stop,
-    wait_http_ok,
+    wait_until,
 )
-from bench_ingest import ORTHANC_CONFIG
+from gen_corpus import set_ct_pixel_module
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
-
-from pacsflow.adapters.hl7.mllp import MllpClient
 
 MODES = ("pacsflow", "storescp", "pacsflow-dest")
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -183,16 +184,7 @@ def write_corpus(root: Path, studies: list[Study], today: date) -> tuple[int, in
             ds.SliceThickness = "5.0"
             ds.ImagePositionPatient = ["-250.0", "-250.0", f"{-i * 5.0:.1f}"]
             ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows = ds.Columns = 512
-            ds.PixelSpacing = ["0.976562", "0.976562"]
-            ds.BitsAllocated = 16
-            ds.BitsStored = 12
-            ds.HighBit = 11
-            ds.PixelRepresentation = 0
-            ds.RescaleIntercept = "-1024"
-            ds.RescaleSlope = "1"
+            set_ct_pixel_module(ds)
             ds.PixelData = frames[i % len(frames)]
             ds["PixelData"].VR = "OW"
             path = folder / f"{i:04d}.dcm"
@@ -202,93 +194,58 @@ def write_corpus(root: Path, studies: list[Study], today: date) -> tuple[int, in
     return files, size
 
 
-class Orthanc:
+def start_archive(run_dir: Path, pacsflow_port: int, storescp_port: int) -> Orthanc:
     """The remote archive: a fresh Orthanc 1.10 that knows pacsflow, storescp and movescu."""
+    return start_orthanc(
+        run_dir,
+        # As a real archive: C-FIND and C-MOVE only for the AE titles listed below.
+        DicomAlwaysAllowFind=False,
+        DicomAlwaysAllowMove=False,
+        DicomModalities={
+            "pacsflow": [PACSFLOW_AET, "127.0.0.1", pacsflow_port],
+            "storescp": [STORESCP_AET, "127.0.0.1", storescp_port],
+            # movescu's calling AE; it receives nothing itself (port never used).
+            "movescu": [MOVESCU_AET, "127.0.0.1", storescp_port],
+        },
+    )
 
-    aet = "ORTHANC"
 
-    def __init__(self, run_dir: Path, pacsflow_port: int, storescp_port: int) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir = run_dir
-        self.dicom_port, self.http_port = free_ports(2)
-        cfg = dict(
-            ORTHANC_CONFIG,
-            DicomPort=self.dicom_port,
-            HttpPort=self.http_port,
-            # As a real archive: C-FIND and C-MOVE only for the AE titles listed below.
-            DicomAlwaysAllowFind=False,
-            DicomAlwaysAllowMove=False,
-            DicomModalities={
-                "pacsflow": [PACSFLOW_AET, "127.0.0.1", pacsflow_port],
-                "storescp": [STORESCP_AET, "127.0.0.1", storescp_port],
-                # movescu's calling AE; it receives nothing itself (port never used).
-                "movescu": [MOVESCU_AET, "127.0.0.1", storescp_port],
-            },
-        )
-        (run_dir / "orthanc.json").write_text(json.dumps(cfg, indent=1))
-        self._log = (run_dir / "orthanc.log").open("wb")
-        self.proc = subprocess.Popen(
-            ["Orthanc", str(run_dir / "orthanc.json")],
-            cwd=run_dir,
-            stdout=self._log,
-            stderr=self._log,
+def load(orthanc: Orthanc, corpus: Path) -> float:
+    """Send the corpus to Orthanc with one storescu association; seconds taken."""
+    t0 = time.perf_counter()
+    with (orthanc.run_dir / "storescu.log").open("wb") as log:
+        subprocess.run(
+            [
+                *("storescu", "-aec", orthanc.aet, "+sd", "+r"),
+                *("127.0.0.1", str(orthanc.dicom_port), str(corpus)),
+            ],
+            stdout=log,
+            stderr=log,
             env=dcmtk_env(),
-            start_new_session=True,
+            check=True,
+            timeout=1800,
         )
-        wait_http_ok(self.proc, f"http://127.0.0.1:{self.http_port}/system")
-
-    def load(self, corpus: Path) -> float:
-        """Send the corpus with one storescu association; seconds taken."""
-        t0 = time.perf_counter()
-        with (self.run_dir / "storescu.log").open("wb") as log:
-            subprocess.run(
-                [
-                    *("storescu", "-aec", self.aet, "+sd", "+r"),
-                    *("127.0.0.1", str(self.dicom_port), str(corpus)),
-                ],
-                stdout=log,
-                stderr=log,
-                env=dcmtk_env(),
-                check=True,
-                timeout=1800,
-            )
-        return time.perf_counter() - t0
-
-    def count(self) -> int:
-        """CountInstances of /statistics."""
-        return int(http_json(f"http://127.0.0.1:{self.http_port}/statistics")["CountInstances"])
-
-    def cpu(self) -> float:
-        """Orthanc's CPU seconds so far."""
-        return proc_status(self.proc.pid).get("cpu_s", 0.0)
-
-    def stop(self) -> None:
-        """Stop it by PID."""
-        stop(self.proc)
-        self._log.close()
+    return time.perf_counter() - t0
 
 
 def _toml(value: Any) -> str:
     return json.dumps(str(value)) if isinstance(value, Path) else json.dumps(value)
 
 
-class Node:
+class Node(PacsflowNode):
     """`pacsflow serve` from a TOML config in a fresh directory."""
 
     def __init__(
         self, run_dir: Path, dicom_port: int, orthanc: Orthanc, a: argparse.Namespace
     ) -> None:
-        self.run_dir = run_dir
-        self.data = run_dir / "data"
-        self.dicom_port = dicom_port
-        self.hl7_port, self.http_port = free_ports(2)
+        hl7_port, http_port = free_ports(2)
         settings: dict[str, Any] = {
-            "data_dir": self.data,
+            "data_dir": run_dir / "data",
             "host": "127.0.0.1",
             "ae_title": PACSFLOW_AET,
             "dicom_port": dicom_port,
-            "hl7_port": self.hl7_port,
-            "http_port": self.http_port,
+            "hl7_port": hl7_port,
+            "http_port": http_port,
             "log_level": "WARNING",
             "job_workers": a.workers,
             "job_poll_seconds": a.poll,
@@ -308,77 +265,23 @@ class Node:
             "years = 5",
             f"max_priors = {a.priors}",
         ]
-        self.config = run_dir / "pacsflow.toml"
-        self.config.write_text("\n".join(lines) + "\n")
+        config = run_dir / "pacsflow.toml"
+        config.write_text("\n".join(lines) + "\n")
         # Only the TOML speaks: no PACSFLOW_* setting from the caller's environment.
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PACSFLOW_")}
-        self._log = (run_dir / "pacsflow.log").open("ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str) -> str:
-        """Run a `pacsflow` command with this config; its stdout."""
-        done = subprocess.run(
-            [str(PACSFLOW), *args, "--config", str(self.config)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"pacsflow {' '.join(args)}: {done.stderr.strip()}")
-        return done.stdout.strip()
-
-    def serve(self) -> None:
-        """Start `pacsflow serve` and wait for its health check."""
-        self.proc = subprocess.Popen(
-            [str(PACSFLOW), "serve", "--config", str(self.config)],
-            cwd=self.run_dir,
-            stdout=self._log,
-            stderr=self._log,
-            env=self.env,
-            start_new_session=True,
-        )
-        wait_http_ok(self.proc, f"http://127.0.0.1:{self.http_port}/healthz")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PACSFLOW_")}
+        super().__init__(run_dir, (dicom_port, hl7_port, http_port), env, config)
 
     def priors(self, token: str, accession: str) -> list[dict[str, Any]]:
         """GET /api/priors of the order."""
         query = urllib.parse.urlencode({"accession_number": accession})
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}/api/priors?{query}",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            found: list[dict[str, Any]] = json.load(r)
+        found: list[dict[str, Any]] = self.api(token, f"/api/priors?{query}")
         return found
-
-    def sql(self, query: str) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query on the index."""
-        db = sqlite3.connect(f"file:{self.data / 'pacsflow.db'}?mode=ro", uri=True)
-        try:
-            return list(db.execute(query))
-        finally:
-            db.close()
-
-    def stats(self) -> dict[str, float]:
-        """Peak RSS (MiB) and CPU seconds of the server."""
-        s = proc_status(self.proc.pid) if self.proc else {}
-        return {"hwm_mib": round(s.get("VmHWM", 0) / 1024, 1), "cpu_s": round(s.get("cpu_s", 0), 2)}
-
-    def close(self) -> None:
-        """Stop the server by PID and close its log."""
-        if self.proc is not None:
-            stop(self.proc)
-        self._log.close()
-
-
-def _hl7(*segments: str) -> bytes:
-    return ("\r".join(segments) + "\r").encode()
 
 
 def adt_a04(ts: str, control: str) -> bytes:
     """Register the patient."""
     p = PATIENT
-    return _hl7(
+    return hl7(
         f"MSH|^~\\&|RIS|RADIOLOGY|PACSFLOW|RADIOLOGY|{ts}||ADT^A04|{control}|P|2.3.1",
         f"EVN|A04|{ts}",
         f"PID|1||{p['PatientID']}^^^{ISSUER}^MR||{p['PatientName']}||{p['PatientBirthDate']}"
@@ -389,7 +292,7 @@ def adt_a04(ts: str, control: str) -> bytes:
 def orm_nw(ts: str, control: str, accession: str) -> bytes:
     """A new CT order for the patient, scheduled now."""
     p = PATIENT
-    return _hl7(
+    return hl7(
         f"MSH|^~\\&|RIS|RADIOLOGY|PACSFLOW|RADIOLOGY|{ts}||ORM^O01|{control}|P|2.3.1",
         f"PID|1||{p['PatientID']}^^^{ISSUER}^MR||{p['PatientName']}||{p['PatientBirthDate']}"
         f"|{p['PatientSex']}",
@@ -401,44 +304,43 @@ def orm_nw(ts: str, control: str, accession: str) -> bytes:
     )
 
 
-def _ack(reply: bytes) -> str:
-    for seg in reply.split(b"\r"):
-        if seg.startswith(b"MSA|"):
-            return seg.split(b"|")[1].decode()
-    return "?"
-
-
 def _ts(value: Any) -> datetime:
     """A timestamp of the API (with offset) or of SQLite (UTC, without)."""
     parsed = datetime.fromisoformat(str(value))
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _new_run(
+    mode: str, studies: list[Study], rep: int, a: argparse.Namespace
+) -> tuple[list[Study], int, Path, dict[str, Any]]:
+    """The relevant priors, their instance count, a fresh scratch directory and the record."""
+    wanted = [s for s in studies if s.is_relevant]
+    expected = sum(s.instances for s in wanted)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=a.work_dir))
+    return wanted, expected, run_dir, {"mode": mode, "rep": rep, "expected": expected}
+
+
 def run_pacsflow(
     orthanc: Orthanc, studies: list[Study], rep: int, a: argparse.Namespace
 ) -> dict[str, Any]:
     """ORM -> every relevant prior local, through `pacsflow serve`."""
-    wanted = [s for s in studies if s.is_relevant]
-    expected = sum(s.instances for s in wanted)
-    run_dir = Path(tempfile.mkdtemp(prefix="pacsflow-", dir=a.work_dir))
+    wanted, expected, run_dir, rec = _new_run("pacsflow", studies, rep, a)
     node = Node(run_dir, a.pacsflow_port, orthanc, a)
     accession = f"PF{time.strftime('%H%M%S')}{rep:02d}"
-    rec: dict[str, Any] = {"mode": "pacsflow", "rep": rep, "expected": expected}
     try:
-        node.cli("users", "create", "ops", "--role", "radiologist")
-        token = node.cli("tokens", "create", "ops").splitlines()[-1].strip()
+        token = node.create_token("ops", "radiologist")
         node.serve()
         node.priors(token, accession)  # the first call verifies the token (argon2): not timed
-        client = MllpClient("127.0.0.1", node.hl7_port, timeout=30)
+        client = node.mllp()
         ts = time.strftime("%Y%m%d%H%M%S")
-        if (code := _ack(client.send(adt_a04(ts, f"A{accession}")))) != "AA":
+        if (code := ack_code(client.send(adt_a04(ts, f"A{accession}")))) != "AA":
             raise RuntimeError(f"ADT^A04 answered {code}")
         cpu0, orthanc_cpu0 = node.stats()["cpu_s"], orthanc.cpu()
         t0, t0_wall = time.perf_counter(), time.time()
         reply = client.send(orm_nw(ts, f"O{accession}", accession))
         t_ack = time.perf_counter()
         client.close()
-        if (code := _ack(reply)) != "AA":
+        if (code := ack_code(reply)) != "AA":
             raise RuntimeError(f"ORM^O01 answered {code}")
         t_listed = 0.0
         priors: list[dict[str, Any]] = []
@@ -502,20 +404,17 @@ def run_pacsflow(
 
 def _wait_storescp(proc: subprocess.Popen[bytes], port: int) -> None:
     """Until storescp answers a C-ECHO."""
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"storescp exited, rc={proc.returncode}")
+
+    def answers() -> bool:
         echo = subprocess.run(
             ["echoscu", "-aec", STORESCP_AET, "127.0.0.1", str(port)],
             capture_output=True,
             env=dcmtk_env(),
             check=False,
         )
-        if echo.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise RuntimeError("storescp not answering")
+        return echo.returncode == 0
+
+    wait_until(proc, answers, "storescp", timeout=20)
 
 
 def movescu_all(
@@ -559,12 +458,9 @@ def run_storescp(
     orthanc: Orthanc, studies: list[Study], rep: int, a: argparse.Namespace
 ) -> dict[str, Any]:
     """movescu: Orthanc -> DCMTK storescp, the same studies."""
-    wanted = [s for s in studies if s.is_relevant]
-    expected = sum(s.instances for s in wanted)
-    run_dir = Path(tempfile.mkdtemp(prefix="storescp-", dir=a.work_dir))
+    wanted, expected, run_dir, rec = _new_run("storescp", studies, rep, a)
     out = run_dir / "in"
     out.mkdir()
-    rec: dict[str, Any] = {"mode": "storescp", "rep": rep, "expected": expected}
     log = (run_dir / "storescp.log").open("wb")
     scp = subprocess.Popen(
         [
@@ -602,11 +498,8 @@ def run_pacsflow_dest(
     orthanc: Orthanc, studies: list[Study], rep: int, a: argparse.Namespace
 ) -> dict[str, Any]:
     """movescu: Orthanc -> `pacsflow serve` as a plain move destination (ingest alone)."""
-    wanted = [s for s in studies if s.is_relevant]
-    expected = sum(s.instances for s in wanted)
-    run_dir = Path(tempfile.mkdtemp(prefix="pacsflow-dest-", dir=a.work_dir))
+    wanted, expected, run_dir, rec = _new_run("pacsflow-dest", studies, rep, a)
     node = Node(run_dir, a.pacsflow_port, orthanc, a)
-    rec: dict[str, Any] = {"mode": "pacsflow-dest", "rep": rep, "expected": expected}
     try:
         node.serve()
         cpu0, orthanc_cpu0 = node.stats()["cpu_s"], orthanc.cpu()
@@ -633,13 +526,7 @@ def run_pacsflow_dest(
 
 def _finish(run_dir: Path, rec: dict[str, Any]) -> None:
     """Remove a good run's directory; keep a failed one's (logs) and say where."""
-    if rec.get("ok"):
-        shutil.rmtree(run_dir, ignore_errors=True)
-    else:
-        for log_file in sorted(run_dir.glob("*.log")):
-            tail = log_file.read_bytes()[-1500:].decode(errors="replace")
-            print(f"--- {log_file.name}\n{tail}", file=sys.stderr)
-        print(f"kept {run_dir} for inspection", file=sys.stderr)
+    keep_if_failed(run_dir, bool(rec.get("ok")))
     os.sync()  # the next run does not pay for this one's dirty pages
 
 
@@ -716,9 +603,7 @@ def main() -> None:
     for tool in ("Orthanc", "storescu", "storescp", "movescu", "echoscu"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y dcmtk orthanc (not as a service)")
-    own_work_dir = a.work_dir is None
-    a.work_dir = a.work_dir or Path(tempfile.mkdtemp(prefix="pf-bench-prefetch-"))
-    a.work_dir.mkdir(parents=True, exist_ok=True)
+    own_work_dir = scratch(a, "pf-bench-prefetch-")
     # Orthanc's DicomModalities needs both destinations' ports before it starts.
     a.pacsflow_port, a.storescp_port = free_ports(2)
     info = machine()
@@ -745,8 +630,8 @@ def main() -> None:
             f"corpus: {files} files, {size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
-        orthanc = Orthanc(a.work_dir / "orthanc", a.pacsflow_port, a.storescp_port)
-        load_s = orthanc.load(a.work_dir / "corpus")
+        orthanc = start_archive(a.work_dir / "orthanc", a.pacsflow_port, a.storescp_port)
+        load_s = load(orthanc, a.work_dir / "corpus")
         if (stored := orthanc.count()) != files:
             raise RuntimeError(f"Orthanc stored {stored} of {files}")
         print(f"Orthanc loaded: {files} instances in {load_s:.1f} s", flush=True)
@@ -761,10 +646,7 @@ def main() -> None:
             for mode in modes[rep % len(modes) :] + modes[: rep % len(modes)]:
                 rec = runners[mode](orthanc, studies, rep, a)
                 rec.update(params, ts=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=info)
-                records.append(rec)
-                if out:
-                    out.write(json.dumps(rec) + "\n")
-                    out.flush()
+                save(rec, records, out)
                 print(
                     f"{mode:13s} rep={rep} {rec.get('total_s', 0):7.2f} s"
                     f" {rec.get('inst_per_s', 0):6.1f} inst/s"

@@ -151,6 +151,21 @@ def fill_study(ds, pat, st):
     ds.StationName = "BENCH01"
 
 
+def set_ct_pixel_module(ds: Dataset) -> None:
+    """The image pixel attributes of a 512x512 CT slice: 12 of 16 bits stored, rescaled to HU."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = 512
+    ds.Columns = 512
+    ds.PixelSpacing = ["0.976562", "0.976562"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = "-1024"
+    ds.RescaleSlope = "1"
+
+
 def _u16le(values):
     arr = array("H", values)
     if sys.byteorder == "big":
@@ -214,17 +229,7 @@ def gen_ct(out, n_studies, rng):
                 ds.ImagePositionPatient = ["-250.0", "-250.0", f"{-i * 5.0:.1f}"]
                 ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
                 ds.SliceLocation = f"{-i * 5.0:.1f}"
-                ds.SamplesPerPixel = 1
-                ds.PhotometricInterpretation = "MONOCHROME2"
-                ds.Rows = 512
-                ds.Columns = 512
-                ds.PixelSpacing = ["0.976562", "0.976562"]
-                ds.BitsAllocated = 16
-                ds.BitsStored = 12
-                ds.HighBit = 11
-                ds.PixelRepresentation = 0
-                ds.RescaleIntercept = "-1024"
-                ds.RescaleSlope = "1"
+                set_ct_pixel_module(ds)
                 ds.WindowCenter = "40"
                 ds.WindowWidth = "400"
                 if i % 64 not in frames:

@@ -13,22 +13,15 @@ report arrives once.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from pacsflow.adapters.hl7 import MllpClient
 from pacsflow.adapters.hl7.codec import parse
 from tests.conftest import requires_dcmtk, restamp, storescu
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import Node, free_port, wait_for
 from tests.e2e.test_workflow_paths import ORM
 from tests.integration.test_result_rail import Ehr
 
@@ -57,15 +50,6 @@ def _msa(ack: str) -> tuple[str, str]:
     return m.get("MSA-1"), m.get("MSA-2")
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def _received(ehr: Ehr) -> list[tuple[str, str, str]]:
     """What the EHR got, in order: (MSH-9.1, ORC-1 or OBR-25, OBR-18)."""
     found = []
@@ -76,123 +60,8 @@ def _received(ehr: Ehr) -> list[tuple[str, str, str]]:
     return found
 
 
-@dataclass
-class Node:
-    """`pacsflow serve` on fixed ports over one data directory, with the EHR as subscriber."""
-
-    tmp: Path
-    ehr_port: int
-    ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
-    process: subprocess.Popen[bytes] | None = None
-    token: str = ""
-    starts: int = 0
-
-    @property
-    def config(self) -> Path:
-        return self.tmp / "pacsflow.toml"
-
-    @property
-    def dicom_port(self) -> int:
-        return self.ports[0]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports[2]}"
-
-    def write_config(self) -> None:
-        # Fast polling and retries keep a down EHR's backlog moving within seconds; a 2 s
-        # lease lets the restarted node take over a job the killed one held.
-        self.config.write_text(
-            f"""
-data_dir = "{self.tmp / "data"}"
-ae_title = "PACSFLOW"
-dicom_port = {self.ports[0]}
-hl7_port = {self.ports[1]}
-http_port = {self.ports[2]}
-job_lease_seconds = 2
-job_max_attempts = 50
-job_poll_seconds = 0.05
-job_retry_base_seconds = 0.2
-job_retry_max_seconds = 1
-fast_hashing_for_tests = true
-
-[[result_subscribers]]
-name = "EHR"
-host = "127.0.0.1"
-port = {self.ehr_port}
-receiving_application = "EPIC"
-receiving_facility = "MAIN"
-events = ["report", "images_available"]
-timeout_seconds = 1
-""",
-            encoding="utf-8",
-        )
-
-    def _env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("PACSFLOW_")}
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "pacsflow", *args, "--config", str(self.config)],
-            env=self._env(),
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return done.stdout.strip()
-
-    def start(self) -> None:
-        """Start and wait until healthy."""
-        self.starts += 1
-        log = self.tmp / f"serve-{self.starts}.log"
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pacsflow", "serve", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self._env(),
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError("pacsflow serve exited:\n" + log.read_text())
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("pacsflow serve did not become healthy:\n" + log.read_text())
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: no clean shutdown of anything."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def get(self, path: str, **params: str) -> Any:
-        r = httpx.get(
-            self.url + path,
-            params=params,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10,
-        )
-        assert r.is_success, r.text
-        return r.json()
-
-    def send_hl7(self, *messages: str) -> list[str]:
-        with MllpClient("127.0.0.1", self.ports[1], timeout=10) as client:
-            return [client.send(m.encode()).decode() for m in messages]
+class EhrNode(Node):
+    """`pacsflow serve` with the EHR as result subscriber, and its delivery bookkeeping."""
 
     def deliveries(self) -> dict[str, Any]:
         [stats] = self.get("/api/results/deliveries")
@@ -207,6 +76,28 @@ timeout_seconds = 1
         return all(j["state"] == "done" for j in self.delivery_jobs())
 
 
+def _settings(ehr_port: int) -> str:
+    """The node's TOML settings after the ports: fast job retries and the EHR as subscriber."""
+    # Fast polling and retries keep a down EHR's backlog moving within seconds; a 2 s
+    # lease lets the restarted node take over a job the killed one held.
+    return f"""job_lease_seconds = 2
+job_max_attempts = 50
+job_poll_seconds = 0.05
+job_retry_base_seconds = 0.2
+job_retry_max_seconds = 1
+fast_hashing_for_tests = true
+
+[[result_subscribers]]
+name = "EHR"
+host = "127.0.0.1"
+port = {ehr_port}
+receiving_application = "EPIC"
+receiving_facility = "MAIN"
+events = ["report", "images_available"]
+timeout_seconds = 1
+"""
+
+
 @pytest.fixture
 def ehr() -> Iterator[Ehr]:
     peer = Ehr(free_port())
@@ -218,18 +109,17 @@ def ehr() -> Iterator[Ehr]:
 
 
 @pytest.fixture
-def node(tmp_path: Path, ehr: Ehr) -> Iterator[Node]:
-    n = Node(tmp_path, ehr.port)
-    n.write_config()
-    n.cli("users", "create", "e2e", "--role", "admin")
-    n.token = n.cli("tokens", "create", "e2e", "--name", "result rail e2e")
+def node(tmp_path: Path, ehr: Ehr) -> Iterator[EhrNode]:
+    n = EhrNode(tmp_path)
+    n.write_config(_settings(ehr.port))
+    n.create_token("e2e", "admin", "result rail e2e")
     try:
         yield n
     finally:
         n.stop()
 
 
-def _order_and_image(node: Node, tmp_path: Path) -> str:
+def _order_and_image(node: EhrNode, tmp_path: Path) -> str:
     """The ORM^O01 NW, then its image as the modality sends it; the Study Instance UID."""
     [ack] = node.send_hl7(ORM)
     assert _msa(ack) == ("AA", "ORM0001")
@@ -252,7 +142,7 @@ def _order_and_image(node: Node, tmp_path: Path) -> str:
 
 
 def test_order_image_reports_reach_the_ehr_in_order_and_are_counted(
-    node: Node, ehr: Ehr, tmp_path: Path
+    node: EhrNode, ehr: Ehr, tmp_path: Path
 ) -> None:
     node.start()
     study_uid = _order_and_image(node, tmp_path)
@@ -262,7 +152,7 @@ def test_order_image_reports_reach_the_ehr_in_order_and_are_counted(
     )
     assert [_msa(a) for a in acks] == [("AA", "ORU0001"), ("AA", "ORU0002")]
 
-    assert _wait(lambda: len(ehr.received) >= 3), _received(ehr)
+    assert wait_for(lambda: len(ehr.received) >= 3), _received(ehr)
     assert _received(ehr) == [
         ("ORM", "SC", ACCESSION),
         ("ORU", "P", ACCESSION),
@@ -288,22 +178,22 @@ def test_order_image_reports_reach_the_ehr_in_order_and_are_counted(
     ]
     assert {(v["attached_study_uid"], v["flag"]) for v in reports["versions"]} == {(study_uid, "")}
 
-    assert _wait(lambda: node.deliveries()["delivered"] == 3), node.deliveries()
+    assert wait_for(lambda: node.deliveries()["delivered"] == 3), node.deliveries()
     stats = node.deliveries()
     assert (stats["total"], stats["failed"], stats["pending"]) == (3, 0, 0)
     assert (stats["delivered_in_time"], stats["success_rate"]) == (3, 1.0)
-    assert _wait(node.jobs_done), node.delivery_jobs()
+    assert wait_for(node.jobs_done), node.delivery_jobs()
     assert len(ehr.received) == 3  # nothing delivered twice
 
 
 def test_a_final_report_queued_while_the_ehr_is_down_survives_kill_9_and_arrives_once(
-    node: Node, ehr: Ehr, tmp_path: Path
+    node: EhrNode, ehr: Ehr, tmp_path: Path
 ) -> None:
     node.start()
     study_uid = _order_and_image(node, tmp_path)
     [ack] = node.send_hl7(_oru("P", "Preliminary: small nodule.", "ORU0001"))
     assert _msa(ack) == ("AA", "ORU0001")
-    assert _wait(lambda: node.deliveries()["delivered"] == 2), node.deliveries()
+    assert wait_for(lambda: node.deliveries()["delivered"] == 2), node.deliveries()
     assert _received(ehr) == [("ORM", "SC", ACCESSION), ("ORU", "P", ACCESSION)]
 
     ehr.down()
@@ -313,19 +203,19 @@ def test_a_final_report_queued_while_the_ehr_is_down_survives_kill_9_and_arrives
     def final_job() -> dict[str, Any]:
         return max(node.delivery_jobs(), key=lambda j: int(j["id"]))  # the newest
 
-    assert _wait(lambda: final_job()["attempts"] >= 2), final_job()
+    assert wait_for(lambda: final_job()["attempts"] >= 2), final_job()
     assert final_job()["state"] in ("pending", "running")
     assert "cannot connect" in final_job()["last_error"]
     node.kill()
 
     node.start()  # same data directory, same ports; the EHR is still down
     attempts_before = final_job()["attempts"]
-    assert _wait(lambda: final_job()["attempts"] > attempts_before), final_job()
+    assert wait_for(lambda: final_job()["attempts"] > attempts_before), final_job()
     assert node.get(f"/api/studies/{study_uid}/reports")["report_status"] == "final"
     ehr.up()
 
-    assert _wait(lambda: len(ehr.received) >= 3), node.delivery_jobs()
-    assert _wait(node.jobs_done), node.delivery_jobs()
+    assert wait_for(lambda: len(ehr.received) >= 3), node.delivery_jobs()
+    assert wait_for(node.jobs_done), node.delivery_jobs()
     assert _received(ehr) == [
         ("ORM", "SC", ACCESSION),
         ("ORU", "P", ACCESSION),

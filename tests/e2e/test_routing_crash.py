@@ -12,39 +12,24 @@ which Orthanc, like any archive, keeps once (same SOP Instance UID).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from pacsflow.adapters.hl7 import MllpClient
 from pacsflow.domain.uids import new_uid
 from tests.conftest import restamp
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import Node, wait_for
+from tests.integration.test_routing_orthanc import CT_TO_ORTHANC
 from tests.peers.orthanc import OrthancPeer
 
 pytestmark = [pytest.mark.orthanc]
 
 STUDIES = 2
 PER_STUDY = 20
-
-CT_TO_ORTHANC = """
-rules:
-  - name: ct-to-orthanc
-    description: every CT instance goes to the archive as it arrives
-    when: {Modality: CT}
-    send_to: [ORTHANC]
-"""
 
 
 def _orm(n: int) -> str:
@@ -61,48 +46,12 @@ def _orm(n: int) -> str:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    return wait_for(predicate, timeout, interval=0.02)
 
 
-@dataclass
-class Node:
-    """`pacsflow serve` on fixed ports over one data directory; killed and started again."""
-
-    tmp: Path
-    orthanc_port: int
-    ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
-    process: subprocess.Popen[bytes] | None = None
-    token: str = ""
-    starts: int = 0
-
-    @property
-    def config(self) -> Path:
-        return self.tmp / "pacsflow.toml"
-
-    @property
-    def dicom_port(self) -> int:
-        return self.ports[0]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports[2]}"
-
-    def write_config(self) -> None:
-        # One worker and one job at a time toward Orthanc keep forwarding slow enough to be
-        # caught in the middle; a 2 s lease lets the restarted node take the killed one's job.
-        self.config.write_text(
-            f"""
-data_dir = "{self.tmp / "data"}"
-ae_title = "PACSFLOW"
-dicom_port = {self.ports[0]}
-hl7_port = {self.ports[1]}
-http_port = {self.ports[2]}
-job_workers = 1
+# One worker and one job at a time toward Orthanc keep forwarding slow enough to be caught
+# in the middle; a 2 s lease lets the restarted node take the killed one's job.
+_SETTINGS = """job_workers = 1
 job_lease_seconds = 2
 job_poll_seconds = 0.05
 job_retry_base_seconds = 0.2
@@ -112,86 +61,16 @@ fast_hashing_for_tests = true
 [[peers]]
 ae_title = "ORTHANC"
 host = "127.0.0.1"
-port = {self.orthanc_port}
+port = {orthanc_port}
 max_concurrent_jobs = 1
-""",
-            encoding="utf-8",
-        )
-
-    def cli(self, *args: str) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PACSFLOW_")}
-        done = subprocess.run(
-            [sys.executable, "-m", "pacsflow", *args, "--config", str(self.config)],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return done.stdout.strip()
-
-    def start(self, **env_settings: str) -> None:
-        """Start and wait until healthy; keyword arguments are PACSFLOW_* overrides."""
-        self.starts += 1
-        log = self.tmp / f"serve-{self.starts}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PACSFLOW_")}
-        env.update({f"PACSFLOW_{k.upper()}": v for k, v in env_settings.items()})
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pacsflow", "serve", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError("pacsflow serve exited:\n" + log.read_text())
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("pacsflow serve did not become healthy:\n" + log.read_text())
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would: no clean shutdown of anything."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def api(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(
-            method,
-            self.url + path,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10,
-            **kw,
-        )
-        assert r.is_success, r.text
-        return r.json()
-
-    def send_hl7(self, *messages: str) -> list[str]:
-        with MllpClient("127.0.0.1", self.ports[1], timeout=10) as client:
-            return [client.send(m.encode()).decode() for m in messages]
+"""
 
 
 @pytest.fixture
 def node(tmp_path: Path, orthanc: OrthancPeer) -> Iterator[Node]:
-    n = Node(tmp_path, orthanc.dicom_port)
-    n.write_config()
-    n.cli("users", "create", "ops", "--role", "admin")
-    n.token = n.cli("tokens", "create", "ops", "--name", "crash test")
+    n = Node(tmp_path)
+    n.write_config(_SETTINGS.format(orthanc_port=orthanc.dicom_port))
+    n.create_token("ops", "admin", "crash test")
     try:
         yield n
     finally:
