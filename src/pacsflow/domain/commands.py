@@ -32,6 +32,31 @@ class MergePatients:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkPatients:
+    """Record that two patients are one person (ADT A24); both records and histories stay."""
+
+    patient: Patient
+    linked: Patient
+
+
+@dataclass(frozen=True, slots=True)
+class UnlinkPatients:
+    """Undo a link between two patients (ADT A37): each keeps its own history again."""
+
+    patient: PatientIdentifier
+    unlinked: PatientIdentifier
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePatientIdentifier:
+    """Replace an incorrect identifier of a patient by the correct one (ADT A47)."""
+
+    patient: Patient
+    incorrect: PatientIdentifier
+    correct: PatientIdentifier
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiveReport:
     """Keep a report version from the reporting system (ORU^R01) and attach it to its study."""
 
@@ -74,6 +99,9 @@ Command = (
     RegisterPatient
     | UpdatePatient
     | MergePatients
+    | LinkPatients
+    | UnlinkPatients
+    | ChangePatientIdentifier
     | PlaceOrder
     | ChangeOrder
     | CancelOrder
@@ -85,10 +113,13 @@ __all__ = [
     "CancelOrder",
     "ChangeOrder",
     "ChangeOrderStatus",
+    "ChangePatientIdentifier",
     "Command",
+    "LinkPatients",
     "MergePatients",
     "PlaceOrder",
     "ReceiveReport",
     "RegisterPatient",
+    "UnlinkPatients",
     "UpdatePatient",
 ]

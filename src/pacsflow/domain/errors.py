@@ -8,6 +8,7 @@ PacsflowError
 ├── ConflictingState          input that disagrees with what is stored
 │   ├── UnknownOrder          an order change for an order we never saw
 │   ├── DuplicateAccession    a new order reusing another order's accession number
+│   ├── IdentifierInUse       a changed patient identifier already names another patient
 │   ├── UnknownProcedureStep  an update for a performed procedure step never created
 │   └── InstanceRejected      an instance arrives again after a rejection note rejected it
 ├── AccessDenied              the caller may not do this
@@ -53,6 +54,10 @@ class DuplicateAccession(ConflictingState):
     """A new order reuses an accession number that belongs to another order."""
 
 
+class IdentifierInUse(ConflictingState):
+    """A patient identifier cannot change to one that already names another patient."""
+
+
 class UnknownProcedureStep(ConflictingState):
     """An update for a performed procedure step that was never created."""
 
@@ -86,6 +91,7 @@ __all__ = [
     "ConflictingState",
     "DuplicateAccession",
     "Forbidden",
+    "IdentifierInUse",
     "InstanceRejected",
     "InvalidInput",
     "MalformedMessage",

@@ -16,7 +16,12 @@ from pacsflow.domain.audit import (
     order_record,
     patient_record,
 )
-from pacsflow.domain.errors import DuplicateAccession, UnknownOrder, UnsupportedMessage
+from pacsflow.domain.errors import (
+    DuplicateAccession,
+    IdentifierInUse,
+    UnknownOrder,
+    UnsupportedMessage,
+)
 from pacsflow.domain.matching import ExceptionReason, Matched
 from pacsflow.domain.orders import (
     AccessionNumber,
@@ -127,6 +132,15 @@ class Intake:
                     if identifier in survivor.identifiers:
                         continue  # a patient is never merged into itself
                     uow.patients.merge(identifier, survivor.primary, now)
+            case cmd.LinkPatients(patient, linked):
+                for one in (patient, linked):  # A24 may name a patient not registered yet
+                    if uow.patients.find(one.primary) is None:
+                        _save_patient(uow, one, now)
+                uow.patients.link(patient.primary, linked.primary, now)
+            case cmd.UnlinkPatients(patient, unlinked):
+                uow.patients.unlink(patient, unlinked)
+            case cmd.ChangePatientIdentifier(patient, incorrect, correct):
+                _change_identifier(uow, patient, incorrect, correct, now)
             case cmd.PlaceOrder(order, patient):
                 _save_patient(uow, patient, now)
                 existing = uow.orders.by_accession(order.accession_number)
@@ -191,6 +205,33 @@ class Intake:
                     patients=(*survivor.identifiers, *merged),
                     description="merge",
                 )
+            case cmd.LinkPatients(patient, linked):
+                return patient_record(
+                    self._source,
+                    sender,
+                    now,
+                    action=Action.UPDATE,
+                    patients=(*patient.identifiers, *linked.identifiers),
+                    description="link",
+                )
+            case cmd.UnlinkPatients(patient, unlinked):
+                return patient_record(
+                    self._source,
+                    sender,
+                    now,
+                    action=Action.UPDATE,
+                    patients=(patient, unlinked),
+                    description="unlink",
+                )
+            case cmd.ChangePatientIdentifier(_, incorrect, correct):
+                return patient_record(
+                    self._source,
+                    sender,
+                    now,
+                    action=Action.UPDATE,
+                    patients=(correct, incorrect),
+                    description="identifier change",
+                )
             case cmd.PlaceOrder(order, _) | cmd.ChangeOrder(order, _):
                 return order_record(
                     self._source,
@@ -235,11 +276,22 @@ class Intake:
                     patient_ids=[i.value for i in patient.identifiers]
                 )
             case cmd.MergePatients(survivor, merged):
+                # Every identifier the survivor now holds: images held under an identifier
+                # merged into the merged patient earlier are explained too.
                 explained = uow.exceptions.open_explained_by(
-                    patient_ids=[i.value for i in (*survivor.identifiers, *merged)]
+                    patient_ids=_identifiers_of(uow, *survivor.identifiers, *merged)
+                )
+            case cmd.LinkPatients(patient, linked):
+                # Images of one patient under the other's identifier now match (one person).
+                explained = uow.exceptions.open_explained_by(
+                    patient_ids=_identifiers_of(uow, *patient.identifiers, *linked.identifiers)
+                )
+            case cmd.ChangePatientIdentifier(patient, incorrect, correct):
+                explained = uow.exceptions.open_explained_by(
+                    patient_ids=_identifiers_of(uow, incorrect, correct, *patient.identifiers)
                 )
             case _:
-                return
+                return  # an unlink explains nothing: what it separates stays where it is
         now = self._clock.now()
         for held in explained:
             if held.reason is ExceptionReason.STUDY_INCONSISTENT:
@@ -272,6 +324,35 @@ def _existing(uow: UnitOfWork, accession: AccessionNumber) -> Order:
 
 def _save_patient(uow: UnitOfWork, patient: Patient, at: datetime) -> None:
     uow.patients.save(patient, at)
+
+
+def _change_identifier(
+    uow: UnitOfWork,
+    patient: Patient,
+    incorrect: PatientIdentifier,
+    correct: PatientIdentifier,
+    at: datetime,
+) -> None:
+    """A47: the correct identifier replaces the incorrect one on the patient holding it."""
+    wrong, right = uow.patients.find(incorrect), uow.patients.find(correct)
+    if wrong is not None and right is not None and wrong.primary != right.primary:
+        raise IdentifierInUse(
+            f"patient identifier {correct.value!r} already belongs to another patient than "
+            f"{incorrect.value!r}; joining two patients is a merge (A40)"
+        )
+    if wrong is None and right is None:
+        _save_patient(uow, patient, at)  # neither known: register the patient as now named
+    uow.patients.change_identifier(incorrect, correct, at)
+
+
+def _identifiers_of(uow: UnitOfWork, *identifiers: PatientIdentifier) -> list[str]:
+    """These identifiers and every identifier of the patients holding them, as they are now."""
+    values = {i.value for i in identifiers}
+    for identifier in identifiers:
+        found = uow.patients.find(identifier)
+        if found is not None:
+            values.update(i.value for i in found.identifiers)
+    return sorted(values)
 
 
 __all__ = ["Intake", "Journaled"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -90,11 +91,24 @@ class SqlPatientRepository:
 
     def _load(self, pk: int) -> Patient:
         p = self._c.execute(sa.select(t.patients).where(t.patients.c.pk == pk)).one()
-        ids = self._c.execute(
-            sa.select(t.patient_identifiers.c.value, t.patient_identifiers.c.issuer)
-            .where(t.patient_identifiers.c.patient_pk == pk)
-            .order_by(t.patient_identifiers.c.position, t.patient_identifiers.c.pk)
-        ).all()
+        ids = list(
+            self._c.execute(
+                sa.select(t.patient_identifiers.c.value, t.patient_identifiers.c.issuer)
+                .where(t.patient_identifiers.c.patient_pk == pk)
+                .order_by(t.patient_identifiers.c.position, t.patient_identifiers.c.pk)
+            ).all()
+        )
+        others = _linked_to(self._c, pk)[1:]
+        if others:  # linked patients (A24): one person, their identifiers after its own
+            ids += self._c.execute(
+                sa.select(t.patient_identifiers.c.value, t.patient_identifiers.c.issuer)
+                .where(t.patient_identifiers.c.patient_pk.in_(others))
+                .order_by(
+                    t.patient_identifiers.c.patient_pk,
+                    t.patient_identifiers.c.position,
+                    t.patient_identifiers.c.pk,
+                )
+            ).all()
         return Patient(
             identifiers=tuple(PatientIdentifier(PatientId(v), Issuer(i)) for v, i in ids),
             demographics=Demographics(
@@ -139,7 +153,7 @@ class SqlPatientRepository:
         ids = t.patient_identifiers
         for position, identifier in enumerate(patient.identifiers):
             row = self._c.execute(
-                sa.select(ids.c.pk, ids.c.patient_pk).where(
+                sa.select(ids.c.pk, ids.c.patient_pk, ids.c.position).where(
                     ids.c.value == identifier.value, ids.c.issuer == identifier.issuer
                 )
             ).first()
@@ -152,7 +166,9 @@ class SqlPatientRepository:
                         position=position,
                     )
                 )
-            elif row.patient_pk == pk:
+            elif row.patient_pk == pk and row.position < _ALIAS_POSITION:
+                # An identifier merged or changed away stays an alias when named again (a late
+                # registration of a merged patient must not make its old ID find studies).
                 self._c.execute(sa.update(ids).where(ids.c.pk == row.pk).values(position=position))
 
     def merge(self, merged: PatientIdentifier, survivor: PatientIdentifier, at: datetime) -> bool:
@@ -184,6 +200,9 @@ class SqlPatientRepository:
                 )
             )
             return True
+        # What the survivor's studies carry: its own primary, even when the A40 named it by
+        # an alias (a chain: the PID of a later merge may carry an identifier merged before).
+        target = self._primary(survivor_pk)
         old = self._c.execute(
             sa.select(ids.c.value, ids.c.issuer).where(ids.c.patient_pk == merged_pk)
         ).all()
@@ -197,10 +216,221 @@ class SqlPatientRepository:
                 self._c.execute(
                     sa.update(table)
                     .where(table.c.patient_id == value, table.c.patient_issuer == issuer)
-                    .values(patient_id=survivor.value, patient_issuer=survivor.issuer)
+                    .values(patient_id=target.value, patient_issuer=target.issuer)
                 )
+        self._move_links(merged_pk, survivor_pk)
         self._c.execute(sa.delete(t.patients).where(t.patients.c.pk == merged_pk))
         return True
+
+    def link(self, patient: PatientIdentifier, linked: PatientIdentifier, at: datetime) -> bool:
+        """Link two registered patients as one person (see the port)."""
+        first, second = self._pk(patient), self._pk(linked)
+        if first is None or second is None:
+            raise ValueError("both patients must be registered before a link")
+        if first == second or self._link_between(first, second) is not None:
+            return False  # one patient already (merged), or a repeated A24
+        self._c.execute(
+            sa.insert(t.patient_links).values(patient_pk=first, linked_pk=second, at=at)
+        )
+        return True
+
+    def unlink(self, patient: PatientIdentifier, unlinked: PatientIdentifier) -> bool:
+        """Remove the direct link between two patients (see the port)."""
+        first, second = self._pk(patient), self._pk(unlinked)
+        if first is None or second is None or first == second:
+            return False
+        link_pk = self._link_between(first, second)
+        if link_pk is None:
+            return False
+        self._c.execute(sa.delete(t.patient_links).where(t.patient_links.c.pk == link_pk))
+        return True
+
+    def change_identifier(
+        self, incorrect: PatientIdentifier, correct: PatientIdentifier, at: datetime
+    ) -> bool:
+        """Replace an identifier on its patient (see the port)."""
+        ids = t.patient_identifiers
+        old = self._row(incorrect)
+        holder = self._pk(correct)
+        if old is None:
+            if holder is None:
+                return False
+            self._c.execute(
+                sa.insert(ids).values(
+                    patient_pk=holder,
+                    value=incorrect.value,
+                    issuer=incorrect.issuer,
+                    position=_ALIAS_POSITION,
+                )
+            )
+        elif holder is not None:
+            if holder != old.patient_pk:
+                raise ValueError("the correct identifier already belongs to another patient")
+            return False  # changed before (a repeated A47)
+        else:
+            if old.position < _ALIAS_POSITION:
+                # In place: the correct identifier takes the incorrect one's rank (a wrong
+                # primary is replaced by a correct primary), the incorrect one becomes an alias.
+                self._c.execute(
+                    sa.update(ids)
+                    .where(ids.c.pk == old.pk)
+                    .values(value=correct.value, issuer=correct.issuer)
+                )
+                self._c.execute(
+                    sa.insert(ids).values(
+                        patient_pk=old.patient_pk,
+                        value=old.value,
+                        issuer=old.issuer,
+                        position=_ALIAS_POSITION,
+                    )
+                )
+            else:  # already an alias (merged away): its patient gains the correct identifier
+                last = self._c.execute(
+                    sa.select(sa.func.max(ids.c.position)).where(
+                        ids.c.patient_pk == old.patient_pk, ids.c.position < _ALIAS_POSITION
+                    )
+                ).scalar()
+                self._c.execute(
+                    sa.insert(ids).values(
+                        patient_pk=old.patient_pk,
+                        value=correct.value,
+                        issuer=correct.issuer,
+                        position=(last if last is not None else -1) + 1,
+                    )
+                )
+            for table in (t.orders, t.studies):
+                self._c.execute(
+                    sa.update(table)
+                    .where(
+                        table.c.patient_id == old.value,
+                        table.c.patient_issuer.in_([old.issuer, ""]),
+                    )
+                    .values(patient_id=correct.value, patient_issuer=correct.issuer)
+                )
+        self._c.execute(
+            sa.insert(t.patient_merges).values(
+                survivor_id=correct.value,
+                survivor_issuer=correct.issuer,
+                merged_id=incorrect.value,
+                merged_issuer=incorrect.issuer,
+                at=at,
+                kind="change",
+            )
+        )
+        return True
+
+    def _row(self, identifier: PatientIdentifier) -> _IdentifierRow | None:
+        """The identifier's own row, by the same issuer rules as _pk."""
+        ids = t.patient_identifiers
+        rows = self._c.execute(
+            sa.select(ids.c.pk, ids.c.patient_pk, ids.c.value, ids.c.issuer, ids.c.position)
+            .where(ids.c.value == identifier.value)
+            .order_by(ids.c.pk)
+        ).all()
+        if identifier.issuer:
+            exact = [r for r in rows if r.issuer == identifier.issuer]
+            rows = exact or [r for r in rows if not r.issuer]
+        elif len({r.patient_pk for r in rows}) != 1:
+            return None
+        if not rows:
+            return None
+        pk, patient_pk, value, issuer, position = rows[0]
+        return _IdentifierRow(int(pk), int(patient_pk), value, issuer, int(position))
+
+    def _primary(self, pk: int) -> PatientIdentifier:
+        ids = t.patient_identifiers
+        value, issuer = self._c.execute(
+            sa.select(ids.c.value, ids.c.issuer)
+            .where(ids.c.patient_pk == pk)
+            .order_by(ids.c.position, ids.c.pk)
+            .limit(1)
+        ).one()
+        return PatientIdentifier(PatientId(value), Issuer(issuer))
+
+    def _link_between(self, a: int, b: int) -> int | None:
+        links = t.patient_links.c
+        return self._c.execute(
+            sa.select(links.pk).where(
+                sa.or_(
+                    sa.and_(links.patient_pk == a, links.linked_pk == b),
+                    sa.and_(links.patient_pk == b, links.linked_pk == a),
+                )
+            )
+        ).scalar()
+
+    def _move_links(self, merged_pk: int, survivor_pk: int) -> None:
+        """The merged patient's links become the survivor's (one link per pair, none to itself)."""
+        links = t.patient_links.c
+        rows = self._c.execute(
+            sa.select(links.pk, links.patient_pk, links.linked_pk).where(
+                sa.or_(links.patient_pk == merged_pk, links.linked_pk == merged_pk)
+            )
+        ).all()
+        for pk, first, second in rows:
+            other = second if first == merged_pk else first
+            if other == survivor_pk or self._link_between(survivor_pk, other) is not None:
+                self._c.execute(sa.delete(t.patient_links).where(links.pk == pk))
+                continue
+            self._c.execute(
+                sa.update(t.patient_links)
+                .where(links.pk == pk)
+                .values(
+                    patient_pk=survivor_pk if first == merged_pk else first,
+                    linked_pk=survivor_pk if second == merged_pk else second,
+                )
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _IdentifierRow:
+    """One stored patient identifier."""
+
+    pk: int
+    patient_pk: int
+    value: str
+    issuer: str
+    position: int
+
+
+def _linked_to(conn: sa.Connection, pk: int) -> list[int]:
+    """The patient and every patient linked to it, directly or through others (A24)."""
+    links = t.patient_links.c
+    found, frontier = [pk], {pk}
+    while frontier:
+        pairs = conn.execute(
+            sa.select(links.patient_pk, links.linked_pk).where(
+                sa.or_(links.patient_pk.in_(frontier), links.linked_pk.in_(frontier))
+            )
+        ).all()
+        frontier = {int(p) for pair in pairs for p in pair} - set(found)
+        found += sorted(frontier)
+    return found
+
+
+def _identity_keys(conn: sa.Connection, identifier: PatientIdentifier) -> list[tuple[str, str]]:
+    """(value, issuer) of every identifier of the patient holding `identifier` and its links.
+
+    Empty when the identifier is unknown, ambiguous without an issuer, or an alias (merged or
+    changed away): such an identifier selects only what literally carries it.
+    """
+    ids = t.patient_identifiers.c
+    rows = conn.execute(
+        sa.select(ids.patient_pk, ids.issuer).where(
+            ids.value == identifier.value, ids.position < _ALIAS_POSITION
+        )
+    ).all()
+    if identifier.issuer:
+        rows = [r for r in rows if r.issuer in (identifier.issuer, "")]
+    holders = {int(r.patient_pk) for r in rows}
+    if len(holders) != 1:
+        return []
+    group = _linked_to(conn, holders.pop())
+    return [
+        (str(v), str(i))
+        for v, i in conn.execute(
+            sa.select(ids.value, ids.issuer).where(ids.patient_pk.in_(group))
+        ).all()
+    ]
 
 
 #: Identifiers merged in sort after the survivor's own (the primary stays first).
@@ -459,9 +689,16 @@ class SqlStudyRepository:
             conds.append(s.state == StudyState.PUBLISHED.value)
             conds.append(_has_visible_instance())
         if flt.patient is not None:
-            conds.append(s.patient_id == flt.patient.value)
-            if flt.patient.issuer:
-                conds.append(s.patient_issuer.in_([flt.patient.issuer, ""]))
+            keys = _identity_keys(self._c, flt.patient)
+            if keys:
+                issuer = sa.func.coalesce(s.patient_issuer, "")
+                conds.append(
+                    sa.or_(*(sa.and_(s.patient_id == v, issuer.in_([i, ""])) for v, i in keys))
+                )
+            else:
+                conds.append(s.patient_id == flt.patient.value)
+                if flt.patient.issuer:
+                    conds.append(s.patient_issuer.in_([flt.patient.issuer, ""]))
         if flt.study_instance_uids:
             conds.append(s.study_instance_uid.in_(flt.study_instance_uids))
         if flt.accession_number:

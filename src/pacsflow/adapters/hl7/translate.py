@@ -156,7 +156,8 @@ def translate(
             )
         raise UnsupportedMessage(
             f"MSH-9 (message type) {header.message_type or '(empty)'} is not handled; "
-            "pacsflow takes ADT^A01/A04/A05/A08/A31/A40, ORM^O01, OMI^O23 and ORU^R01",
+            "pacsflow takes ADT^A01/A04/A05/A08/A24/A31/A37/A40/A47, ORM^O01, OMI^O23 and "
+            "ORU^R01",
             location="MSH-9",
         )
     return handler(message, field_map or FieldMap(), assume_zone)
@@ -197,6 +198,67 @@ def _merge(message: Message, _field_map: FieldMap, _zone: tzinfo) -> list[cmd.Co
             survivor = None
     if not commands:
         raise MissingIdentifier("ADT^A40 needs a PID and an MRG segment", location="MRG")
+    return commands
+
+
+def _link(message: Message, _field_map: FieldMap, _zone: tzinfo) -> list[cmd.Command]:
+    """ADT^A24 (IHE ITI-30): PID, then the PID of the patient linked to it; same person."""
+    patient, linked = _two_patients(message, "A24")
+    return [cmd.LinkPatients(patient, linked)]
+
+
+def _unlink(message: Message, _field_map: FieldMap, _zone: tzinfo) -> list[cmd.Command]:
+    """ADT^A37 (IHE ITI-30): the two PIDs of an earlier A24, no longer linked."""
+    patient, unlinked = _two_patients(message, "A37")
+    return [cmd.UnlinkPatients(patient.primary, unlinked.primary)]
+
+
+def _two_patients(message: Message, event: str) -> tuple[Patient, Patient]:
+    """The two PID segments of A24/A37 (MSH EVN PID [PD1] [PV1] PID [PD1] [PV1])."""
+    pids = [segment for segment in message.segments if segment.name == "PID"]
+    if len(pids) != 2:
+        raise SegmentSequenceError(
+            f"ADT^{event} needs exactly two PID segments (the patient, then the other "
+            f"patient), not {len(pids)}",
+            location="PID",
+        )
+    first = _patient_of(pids[0])
+    try:
+        second = _patient_of(pids[1])
+    except MissingIdentifier as exc:
+        raise MissingIdentifier(
+            "PID-3 (patient identifier) of the second PID is required", location="PID-3"
+        ) from exc
+    return first, second
+
+
+def _change_identifier(message: Message, _field_map: FieldMap, _zone: tzinfo) -> list[cmd.Command]:
+    """ADT^A47 (IHE ITI-30): PID-3 the correct identifier, MRG-1 the incorrect one it replaces.
+
+    The correct identifier is the PID-3 repetition of the incorrect one's assigning authority,
+    else the first. Several PID + MRG groups are read like A40's.
+    """
+    commands: list[cmd.Command] = []
+    patient: Patient | None = None
+    for segment in message.segments:
+        if segment.name == "PID":
+            patient = _patient_of(segment)
+        elif segment.name == "MRG":
+            if patient is None:
+                raise SegmentSequenceError("MRG must follow its PID", location="MRG")
+            incorrect = tuple(_identifier(r) for r in segment.repetitions(1) if _text(r.get(1)))
+            if not incorrect:
+                raise MissingIdentifier(
+                    "MRG-1 (prior patient identifier list) is required", location="MRG-1"
+                )
+            for wrong in incorrect:
+                right = next(
+                    (i for i in patient.identifiers if i.issuer == wrong.issuer), patient.primary
+                )
+                commands.append(cmd.ChangePatientIdentifier(patient, wrong, right))
+            patient = None
+    if not commands:
+        raise MissingIdentifier("ADT^A47 needs a PID and an MRG segment", location="MRG")
     return commands
 
 
@@ -268,8 +330,11 @@ _HANDLERS: dict[tuple[str, str], Translator] = {
     ("ADT", "A04"): _register,
     ("ADT", "A05"): _register,
     ("ADT", "A08"): _update,
+    ("ADT", "A24"): _link,
     ("ADT", "A31"): _update,
+    ("ADT", "A37"): _unlink,
     ("ADT", "A40"): _merge,
+    ("ADT", "A47"): _change_identifier,
     ("ORM", "O01"): _orm,
     ("OMI", "O23"): _omi,
     ("ORU", "R01"): _oru,
