@@ -27,7 +27,7 @@ Op = tuple[str, ...]
 
 SLOTS = 3  # people the HIS registers (identifiers S0..S2)
 GHOSTS = 1  # an identifier nobody registers (G0): merged, changed, or on images only
-NEW = 2  # correct identifiers an A47 brings (N0, N1); images may carry them before it
+NEW = 2  # identifiers only an A47 brings (N0, N1); images may carry them before it
 
 
 @dataclass
@@ -96,7 +96,12 @@ class Model:
         """False when refused: the correct identifier already names another patient."""
         ro, rn = self.owner.get(incorrect), self.owner.get(correct)
         if ro is not None and rn is not None:
-            return ro == rn  # the same patient: changed before, nothing more to do
+            if ro != rn:
+                return False
+            own = self.active[ro]
+            if correct not in own and incorrect in own:
+                own[own.index(incorrect)] = correct  # changed back: the alias in place again
+            return True  # else changed before: nothing more to do
         if ro is None:
             self.owner[incorrect] = self.record(correct)
             return True
@@ -135,7 +140,7 @@ operations = st.lists(
         st.tuples(st.just("merge"), _slot, _any).filter(lambda op: op[1] != op[2]),
         st.tuples(st.just("link"), _slot, _slot).filter(lambda op: op[1] != op[2]),
         st.tuples(st.just("unlink"), _slot, _slot),
-        st.tuples(st.just("change"), _any, _new).filter(lambda op: op[1] != op[2]),
+        st.tuples(st.just("change"), _any, _any).filter(lambda op: op[1] != op[2]),
         st.just(("repeat",)),
         _image,
         _image,
@@ -172,6 +177,10 @@ _BOTH = [("register", "S0"), ("register", "S1")]
 @example(  # images under the correct ID before the A47; under the incorrect one after
     first=_BOTH,
     then=[("image", "S0", "N0"), ("change", "S0", "N0"), ("image", "S0", ""), ("repeat",)],
+)
+@example(  # an A47 undone by the opposite A47
+    first=_BOTH,
+    then=[("image", "S0", ""), ("change", "S0", "N0"), ("change", "N0", "S0"), ("image", "S0", "")],
 )
 @example(  # an A47 to an identifier of another patient is refused
     first=_BOTH, then=[("change", "S0", "N0"), ("change", "S1", "N0"), ("image", "S1", "")]

@@ -244,6 +244,19 @@ def test_a_repeated_change_changes_nothing_more(w: World) -> None:
     assert len(w.rows(patient_merges)) == 1
 
 
+def test_the_opposite_change_restores_the_first_identifier(w: World) -> None:
+    old = f.patient("WRONG15")
+    study = _with_study(w, old)
+    right = f.identifier("RIGHT15")
+    w.apply(cmd.ChangePatientIdentifier(f.patient("RIGHT15"), old.primary, right))
+    w.apply(cmd.ChangePatientIdentifier(old, right, old.primary))  # the first one was a mistake
+    assert _found_by(w, old.primary) == {study}
+    assert _found_by(w, right) == set()
+    found = w.queries.patient(right)
+    assert found is not None
+    assert found.identifiers == (old.primary, right)  # the primary again, the other an alias
+
+
 def test_changing_to_another_patients_identifier_is_refused(w: World) -> None:
     a, b = f.patient("WA9"), f.patient("WB9")
     w.apply(cmd.RegisterPatient(a), cmd.RegisterPatient(b))

@@ -145,10 +145,11 @@ class PatientRepository(Protocol):
     ) -> bool:
         """Replace an identifier on its patient; orders and studies carrying it follow.
 
-        The incorrect identifier stays as an alias (late images still find the patient).
-        When only the correct one is known, the incorrect one becomes its alias. False when
-        nothing changed (repeated, or neither is known). Both known on two patients is the
-        caller's conflict to refuse before calling.
+        The incorrect identifier stays as an alias (late images still find the patient); a
+        correct one that is an alias of the same patient (changing back) is its identifier
+        again. When only the correct one is known, the incorrect one becomes its alias. False
+        when nothing changed (repeated, or neither is known). Both known on two patients is
+        the caller's conflict to refuse before calling.
         """
         ...
 

@@ -263,50 +263,19 @@ class SqlPatientRepository:
                     position=_ALIAS_POSITION,
                 )
             )
-        elif holder is not None:
-            if holder != old.patient_pk:
-                raise ValueError("the correct identifier already belongs to another patient")
-            return False  # changed before (a repeated A47)
         else:
-            if old.position < _ALIAS_POSITION:
-                # In place: the correct identifier takes the incorrect one's rank (a wrong
-                # primary is replaced by a correct primary), the incorrect one becomes an alias.
-                self._c.execute(
-                    sa.update(ids)
-                    .where(ids.c.pk == old.pk)
-                    .values(value=correct.value, issuer=correct.issuer)
-                )
-                self._c.execute(
-                    sa.insert(ids).values(
-                        patient_pk=old.patient_pk,
-                        value=old.value,
-                        issuer=old.issuer,
-                        position=_ALIAS_POSITION,
-                    )
-                )
-            else:  # already an alias (merged away): its patient gains the correct identifier
-                last = self._c.execute(
-                    sa.select(sa.func.max(ids.c.position)).where(
-                        ids.c.patient_pk == old.patient_pk, ids.c.position < _ALIAS_POSITION
-                    )
-                ).scalar()
-                self._c.execute(
-                    sa.insert(ids).values(
-                        patient_pk=old.patient_pk,
-                        value=correct.value,
-                        issuer=correct.issuer,
-                        position=(last if last is not None else -1) + 1,
-                    )
-                )
-            for table in (t.orders, t.studies):
-                self._c.execute(
-                    sa.update(table)
-                    .where(
-                        table.c.patient_id == old.value,
-                        table.c.patient_issuer.in_([old.issuer, ""]),
-                    )
-                    .values(patient_id=correct.value, patient_issuer=correct.issuer)
-                )
+            if holder is not None:
+                if holder != old.patient_pk:
+                    raise ValueError("the correct identifier already belongs to another patient")
+                back = self._row(correct)
+                if back is None or back.position < _ALIAS_POSITION:
+                    return False  # changed before (a repeated A47)
+                if old.position >= _ALIAS_POSITION:
+                    return False  # both retired: nothing to replace
+                # Changed back (an A47 undoing an earlier one): the alias becomes the identifier
+                # again, in the place of the one it had been changed to.
+                self._c.execute(sa.delete(ids).where(ids.c.pk == back.pk))
+            self._replace(old, correct)
         self._c.execute(
             sa.insert(t.patient_merges).values(
                 survivor_id=correct.value,
@@ -318,6 +287,49 @@ class SqlPatientRepository:
             )
         )
         return True
+
+    def _replace(self, old: _IdentifierRow, correct: PatientIdentifier) -> None:
+        """Put the correct identifier where the incorrect one is; what carried it follows."""
+        ids = t.patient_identifiers
+        if old.position < _ALIAS_POSITION:
+            # In place: the correct identifier takes the incorrect one's rank (a wrong
+            # primary is replaced by a correct primary), the incorrect one becomes an alias.
+            self._c.execute(
+                sa.update(ids)
+                .where(ids.c.pk == old.pk)
+                .values(value=correct.value, issuer=correct.issuer)
+            )
+            self._c.execute(
+                sa.insert(ids).values(
+                    patient_pk=old.patient_pk,
+                    value=old.value,
+                    issuer=old.issuer,
+                    position=_ALIAS_POSITION,
+                )
+            )
+        else:  # already an alias (merged away): its patient gains the correct identifier
+            last = self._c.execute(
+                sa.select(sa.func.max(ids.c.position)).where(
+                    ids.c.patient_pk == old.patient_pk, ids.c.position < _ALIAS_POSITION
+                )
+            ).scalar()
+            self._c.execute(
+                sa.insert(ids).values(
+                    patient_pk=old.patient_pk,
+                    value=correct.value,
+                    issuer=correct.issuer,
+                    position=(last if last is not None else -1) + 1,
+                )
+            )
+        for table in (t.orders, t.studies):
+            self._c.execute(
+                sa.update(table)
+                .where(
+                    table.c.patient_id == old.value,
+                    table.c.patient_issuer.in_([old.issuer, ""]),
+                )
+                .values(patient_id=correct.value, patient_issuer=correct.issuer)
+            )
 
     def _row(self, identifier: PatientIdentifier) -> _IdentifierRow | None:
         """The identifier's own row, by the same issuer rules as _pk."""
