@@ -68,6 +68,20 @@ def test_a47_without_an_identifier_of_the_same_issuer_takes_the_first() -> None:
     assert (command.incorrect, command.correct) == (_id("OLD1", ""), _id("NEW1", "HOSP"))
 
 
+def test_a47_whose_pid_also_lists_the_incorrect_identifier_takes_the_other() -> None:
+    raw = (
+        b"MSH|^~\\&|PAS|HOSP|PACSFLOW|RAD|20261130||ADT^A47^ADT_A30|C3|P|2.5\r"
+        b"PID|||OLD3^^^HOSP~NEW3^^^HOSP||X^Y\rMRG|OLD3^^^HOSP\r"
+    )
+    [command] = _translate(raw)
+    assert isinstance(command, cmd.ChangePatientIdentifier)
+    assert (command.incorrect, command.correct) == (_id("OLD3", "HOSP"), _id("NEW3", "HOSP"))
+    only_old = raw.replace(b"OLD3^^^HOSP~NEW3^^^HOSP", b"OLD3^^^HOSP")
+    with pytest.raises(MissingIdentifier) as caught:
+        _translate(only_old)
+    assert caught.value.location == "PID-3"
+
+
 @pytest.mark.parametrize("event", ["A24", "A37"])
 def test_link_and_unlink_need_exactly_two_pids(event: str) -> None:
     raw = f"MSH|^~\\&|PAS|HOSP|PF|RAD|20261130||ADT^{event}|L1|P|2.5\rPID|||A1\r".encode()
@@ -275,6 +289,20 @@ def test_a_change_for_an_unknown_identifier_registers_the_patient_and_keeps_an_a
     found = w.queries.patient(f.identifier("WRONG10"))
     assert found is not None
     assert found.primary == right.primary
+
+
+def test_a_change_naming_neither_known_identifier_keeps_the_incorrect_one_an_alias(
+    w: World,
+) -> None:
+    wrong, right = f.identifier("WRONG16"), f.identifier("RIGHT16")
+    listed = f.patient("RIGHT16", more=(wrong,))  # a PID-3 that lists the incorrect one too
+    w.apply(cmd.ChangePatientIdentifier(listed, wrong, right))
+    found = w.queries.patient(wrong)
+    assert found is not None
+    assert found.identifiers == (right, wrong)
+    assert _found_by(w, wrong) == set()  # an alias: finds nothing
+    w.apply(cmd.ChangePatientIdentifier(listed, right, right))  # nothing to change
+    assert w.queries.patient(right) == found
 
 
 def test_a_change_publishes_images_that_carried_the_correct_identifier_early(w: World) -> None:

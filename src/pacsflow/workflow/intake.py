@@ -334,14 +334,17 @@ def _change_identifier(
     at: datetime,
 ) -> None:
     """A47: the correct identifier replaces the incorrect one on the patient holding it."""
+    if incorrect == correct:
+        return
     wrong, right = uow.patients.find(incorrect), uow.patients.find(correct)
     if wrong is not None and right is not None and wrong.primary != right.primary:
         raise IdentifierInUse(
             f"patient identifier {correct.value!r} already belongs to another patient than "
             f"{incorrect.value!r}; joining two patients is a merge (A40)"
         )
-    if wrong is None and right is None:
-        _save_patient(uow, patient, at)  # neither known: register the patient as now named
+    if wrong is None and right is None:  # neither known: register the patient as now named
+        named = tuple(i for i in patient.identifiers if i != incorrect) or (correct,)
+        _save_patient(uow, replace(patient, identifiers=named), at)
     uow.patients.change_identifier(incorrect, correct, at)
 
 

@@ -252,9 +252,14 @@ def _change_identifier(message: Message, _field_map: FieldMap, _zone: tzinfo) ->
                     "MRG-1 (prior patient identifier list) is required", location="MRG-1"
                 )
             for wrong in incorrect:
-                right = next(
-                    (i for i in patient.identifiers if i.issuer == wrong.issuer), patient.primary
-                )
+                others = [i for i in patient.identifiers if i != wrong]  # PID-3 may list it too
+                if not others:
+                    raise MissingIdentifier(
+                        "PID-3 (patient identifier) must carry the correct identifier, not only "
+                        "the MRG-1 one it replaces",
+                        location="PID-3",
+                    )
+                right = next((i for i in others if i.issuer == wrong.issuer), others[0])
                 commands.append(cmd.ChangePatientIdentifier(patient, wrong, right))
             patient = None
     if not commands:
