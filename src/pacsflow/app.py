@@ -139,14 +139,15 @@ def routing(settings: Settings, engine: sa.Engine | None = None) -> Routing:
     """The routing service: rule versions, dry runs and the forwarding job handlers."""
     engine = engine or make_engine(settings.effective_database_url)
     uow = SqlUnitOfWorkFactory(engine)
-    local_file = Queries(uow, open_blob_store(settings.effective_storage_url)).local_file
+    queries = Queries(uow, open_blob_store(settings.effective_storage_url))
+    local_file = queries.local_file
 
     def attributes(instance: InstanceRecord) -> dict[str, tuple[str, ...]]:
         path = local_file(instance)
         return read_attributes(path) if path is not None else {}
 
     senders = _Senders(
-        DicomSender(settings.ae_title, settings.peer_address, local_file),
+        DicomSender(settings.ae_title, settings.peer_address, local_file, queries.study),
         StowSender({d.name: _stow(d) for d in settings.dicomweb_destinations}, local_file),
     )
     return Routing(

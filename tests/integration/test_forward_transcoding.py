@@ -348,3 +348,56 @@ def test_a_jpeg_study_is_routed_to_an_orthanc_that_takes_only_uncompressed(
             assert np.array_equal(stored.pixel_array, sent.pixel_array)
         finally:
             node.stop()
+
+
+def test_a_forwarded_object_carries_the_index_identity_not_the_files(
+    any_peer: Peer, tmp_path: Path
+) -> None:
+    """After an A08 (or a merge, a correction, a split) the index knows better than the file."""
+    from datetime import date
+
+    from pacsflow.domain.patients import (
+        Demographics,
+        Issuer,
+        Patient,
+        PatientId,
+        PatientIdentifier,
+        PersonName,
+    )
+    from pacsflow.workflow.ports import StudyRecord, StudyState
+    from pacsflow.workflow.queries import StudyView
+    from tests import factories as f
+
+    path = copied("CT_small.dcm", tmp_path)
+    inst = record(path)
+    ds = dcmread(path)
+    renamed = Patient(
+        identifiers=(PatientIdentifier(PatientId("NEW-1"), Issuer("HOSP")),),
+        demographics=Demographics(PersonName("Updated", "Name"), date(1970, 1, 2), "O"),
+    )
+    moved = Uid(new_uid())
+    view = StudyView(
+        StudyRecord(
+            study_instance_uid=moved,
+            state=StudyState.PUBLISHED,
+            received=f.received(),
+            patient=renamed.primary,
+            accession_number="ACC-NEW",
+        ),
+        renamed,
+    )
+    sender = DicomSender("PACSFLOW", lambda _ae: ("127.0.0.1", any_peer.port), lambda _i: path)
+    coercing = DicomSender(
+        "PACSFLOW", lambda _ae: ("127.0.0.1", any_peer.port), lambda _i: path, lambda _u: view
+    )
+    assert sender.send("PEER", [inst]) == {inst.sop_instance_uid: ""}
+    assert coercing.send("PEER", [inst]) == {inst.sop_instance_uid: ""}
+    as_stored, coerced = any_peer.received
+    assert str(as_stored.PatientName) == str(ds.PatientName)
+    assert (str(coerced.PatientName), coerced.PatientID, coerced.IssuerOfPatientID) == (
+        "Updated^Name",
+        "NEW-1",
+        "HOSP",
+    )
+    assert (coerced.AccessionNumber, coerced.StudyInstanceUID) == ("ACC-NEW", moved)
+    assert coerced.PixelData == ds.PixelData

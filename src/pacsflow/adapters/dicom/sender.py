@@ -37,9 +37,11 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
+from pacsflow.adapters.dicom.datasets import coerce_identity, read_header, set_patient
 from pacsflow.domain.errors import PermanentError, TransientError
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import InstanceRecord
+from pacsflow.workflow.queries import StudyView
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +109,12 @@ class DicomSender:
         ae_title: str,
         address: Callable[[str], tuple[str, int] | None],
         local_path: Callable[[InstanceRecord], Path | None],
+        study: Callable[[Uid], StudyView | None] = lambda _uid: None,
     ) -> None:
         self._ae_title = ae_title
         self._address = address
         self._local_path = local_path
+        self._study = study
 
     def send(self, destination: str, instances: Sequence[InstanceRecord]) -> Mapping[Uid, str]:
         """C-STORE each instance; per SOP Instance UID "" when accepted, else the reason."""
@@ -166,6 +170,7 @@ class DicomSender:
         if not assoc.is_established:
             raise TransientError(f"{destination} did not accept an association")
         results: dict[Uid, str] = {}
+        views: dict[Uid, StudyView | None] = {}
         try:
             accepted = {
                 (str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts
@@ -180,7 +185,10 @@ class DicomSender:
                         f"{', '.join(choices)}"
                     )
                     continue
-                results[uid] = self._store(assoc, destination, inst, syntaxes[0])
+                if inst.study_instance_uid not in views:
+                    views[inst.study_instance_uid] = self._study(inst.study_instance_uid)
+                view = views[inst.study_instance_uid]
+                results[uid] = self._store(assoc, destination, inst, syntaxes[0], view)
                 if not assoc.is_established:
                     for rest in batch:
                         results.setdefault(rest.sop_instance_uid, "association lost")
@@ -190,15 +198,23 @@ class DicomSender:
                 assoc.release()
         return results
 
-    def _store(self, assoc: object, destination: str, inst: InstanceRecord, syntax: str) -> str:
+    def _store(
+        self,
+        assoc: object,
+        destination: str,
+        inst: InstanceRecord,
+        syntax: str,
+        view: StudyView | None,
+    ) -> str:
         path = self._local_path(inst)
         if path is None:
             return "the stored object is not available locally"
-        if syntax == inst.transfer_syntax_uid:
+        coerce = view is not None and view.patient is not None and _identity_differs(path, view)
+        if syntax == inst.transfer_syntax_uid and not coerce:
             # pynetdicom streams a file in its own syntax straight from disk.
             status = assoc.send_c_store(path)  # type: ignore[attr-defined]
         else:
-            if _is_compressed(inst.transfer_syntax_uid):
+            if _is_compressed(inst.transfer_syntax_uid) and syntax != inst.transfer_syntax_uid:
                 log.info(
                     "transcoding a %s instance from %s to %s for %s",
                     UID(inst.sop_class_uid).name,
@@ -212,11 +228,45 @@ class DicomSender:
                     return ds
             else:
                 ds = dcmread(path)
+            if coerce and view is not None and view.patient is not None:
+                # The index's identity (updates, merges, corrections, splits), not the file's.
+                coerce_identity(
+                    ds, view.patient, view.study.accession_number, view.study.study_instance_uid
+                )
             status = assoc.send_c_store(_encoded_as(ds, UID(syntax)))  # type: ignore[attr-defined]
         code = int(getattr(status, "Status", -1)) if status else -1
         if code == 0 or 0xB000 <= code < 0xC000:  # success or warning: stored
             return ""
         return f"C-STORE status {code:#06x}" if code >= 0 else "no C-STORE response"
+
+
+def _identity_differs(path: Path, view: StudyView) -> bool:
+    """True when the file's patient, accession or study differ from the index's.
+
+    A file that already carries the index's identity is sent byte for byte; Other Patient
+    IDs (aliases, links) alone do not make a difference.
+    """
+    assert view.patient is not None
+    header = read_header(path)
+    wanted = Dataset()
+    set_patient(wanted, view.patient)
+    wanted.AccessionNumber = view.study.accession_number
+    wanted.StudyInstanceUID = view.study.study_instance_uid
+    return any(
+        str(header.get(keyword, "") or "").strip() != str(wanted.get(keyword, "") or "").strip()
+        for keyword in _IDENTITY
+    )
+
+
+_IDENTITY = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyInstanceUID",
+)
 
 
 def _encoded_as(ds: Dataset, syntax: UID) -> Dataset:
