@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -54,9 +54,9 @@ def _prior(orthanc: OrthancPeer, tmp: Path, patient_id: str, days_ago: int, moda
     return str(ds.StudyInstanceUID)
 
 
-def test_priors_of_every_linked_identifier_are_prefetched_when_an_order_arrives(
-    tmp_path: Path, orthanc: OrthancPeer
-) -> None:
+@pytest.fixture
+def prefetching(tmp_path: Path, orthanc: OrthancPeer) -> Iterator[Pacsflow]:
+    """A node that fetches priors from the Orthanc fixture (which knows it as PACSFLOW)."""
     settings = make_settings(
         tmp_path,
         peers=[DicomPeer(ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port)],
@@ -65,89 +65,83 @@ def test_priors_of_every_linked_identifier_are_prefetched_when_an_order_arrives(
     )
     node = Pacsflow(settings)
     node.start()
-    try:
-        orthanc.add_modality("PACSFLOW", "PACSFLOW", "127.0.0.1", node.dicom.port)
-        p = f.patient("PF100")
-        place(node, cmd.RegisterPatient(p))
-        place(node, cmd.MergePatients(p, (f.identifier("OLD100", "HOSP"),)))
-        wanted = {
-            _prior(orthanc, tmp_path, "PF100", 100, "CT"),
-            _prior(orthanc, tmp_path, "OLD100", 500, "CT"),  # under the merged identifier
-            _prior(orthanc, tmp_path, "PF100", 1000, "CT"),
-        }
-        unwanted = {
-            _prior(orthanc, tmp_path, "PF100", 1400, "CT"),  # a fourth: only 3 are taken
-            _prior(orthanc, tmp_path, "PF100", 3000, "CT"),  # older than 5 years
-            _prior(orthanc, tmp_path, "PF100", 50, "MR"),  # another modality
-            _prior(orthanc, tmp_path, "SOMEONE", 10, "CT"),  # another patient
-        }
-        order = f.order(p)
-        place(node, cmd.PlaceOrder(order, p))
-        key = f"order:{order.accession_number}"
+    orthanc.add_modality("PACSFLOW", "PACSFLOW", "127.0.0.1", node.dicom.port)
+    yield node
+    node.stop()
 
-        def fetched() -> bool:
-            priors = node.prefetch.priors(key)
-            return len(priors) == 3 and all(x.state is PriorState.DONE for x in priors)
 
-        assert _wait(fetched), (node.prefetch.priors(key), node.jobs.list())
+def test_priors_of_every_linked_identifier_are_prefetched_when_an_order_arrives(
+    tmp_path: Path, orthanc: OrthancPeer, prefetching: Pacsflow
+) -> None:
+    node = prefetching
+    p = f.patient("PF100")
+    place(node, cmd.RegisterPatient(p))
+    place(node, cmd.MergePatients(p, (f.identifier("OLD100", "HOSP"),)))
+    wanted = {
+        _prior(orthanc, tmp_path, "PF100", 100, "CT"),
+        _prior(orthanc, tmp_path, "OLD100", 500, "CT"),  # under the merged identifier
+        _prior(orthanc, tmp_path, "PF100", 1000, "CT"),
+    }
+    unwanted = {
+        _prior(orthanc, tmp_path, "PF100", 1400, "CT"),  # a fourth: only 3 are taken
+        _prior(orthanc, tmp_path, "PF100", 3000, "CT"),  # older than 5 years
+        _prior(orthanc, tmp_path, "PF100", 50, "MR"),  # another modality
+        _prior(orthanc, tmp_path, "SOMEONE", 10, "CT"),  # another patient
+    }
+    order = f.order(p)
+    place(node, cmd.PlaceOrder(order, p))
+    key = f"order:{order.accession_number}"
+
+    def fetched() -> bool:
         priors = node.prefetch.priors(key)
-        assert {x.study_instance_uid for x in priors} == wanted
-        assert all(x.instances == 1 and (x.latency or -1) >= 0 for x in priors)
-        local = {
-            v.study.study_instance_uid
-            for v in node.queries.studies(StudyFilter(patient=p.primary, limit=100))
-        }
-        assert wanted <= local  # published under the patient, not held as exceptions
-        assert not unwanted & local
-        assert node.queries.exceptions(100) == []
+        return len(priors) == 3 and all(x.state is PriorState.DONE for x in priors)
 
-        node.accounts.create_user("rad", [Role.RADIOLOGIST])
-        token = node.accounts.create_token("rad", "t", None)
-        r = httpx.get(
-            f"http://127.0.0.1:{node.http.port}/api/priors",
-            params={"accession_number": str(order.accession_number)},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert r.status_code == 200, r.text
-        assert sorted(x["state"] for x in r.json()) == ["done"] * 3
-        assert all(x["archive"] == "ORTHANC" for x in r.json())
-    finally:
-        node.stop()
+    assert _wait(fetched), (node.prefetch.priors(key), node.jobs.list())
+    priors = node.prefetch.priors(key)
+    assert {x.study_instance_uid for x in priors} == wanted
+    assert all(x.instances == 1 and (x.latency or -1) >= 0 for x in priors)
+    local = {
+        v.study.study_instance_uid
+        for v in node.queries.studies(StudyFilter(patient=p.primary, limit=100))
+    }
+    assert wanted <= local  # published under the patient, not held as exceptions
+    assert not unwanted & local
+    assert node.queries.exceptions(100) == []
+
+    node.accounts.create_user("rad", [Role.RADIOLOGIST])
+    token = node.accounts.create_token("rad", "t", None)
+    r = httpx.get(
+        f"http://127.0.0.1:{node.http.port}/api/priors",
+        params={"accession_number": str(order.accession_number)},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 200, r.text
+    assert sorted(x["state"] for x in r.json()) == ["done"] * 3
+    assert all(x["archive"] == "ORTHANC" for x in r.json())
 
 
 def test_a_prior_that_is_already_local_is_not_fetched_again(
-    tmp_path: Path, orthanc: OrthancPeer
+    tmp_path: Path, orthanc: OrthancPeer, prefetching: Pacsflow
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        peers=[DicomPeer(ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port)],
-        prefetch_archives=["ORTHANC"],
-        job_poll_seconds=0.05,
+    node = prefetching
+    p = f.patient("PF200")
+    place(node, cmd.RegisterPatient(p))
+    uid = _prior(orthanc, tmp_path, "PF200", 30, "CT")
+    first = f.order(p)
+    place(node, cmd.PlaceOrder(first, p))
+    assert _wait(
+        lambda: (
+            [x.state for x in node.prefetch.priors(f"order:{first.accession_number}")]
+            == [PriorState.DONE]
+        )
     )
-    node = Pacsflow(settings)
-    node.start()
-    try:
-        orthanc.add_modality("PACSFLOW", "PACSFLOW", "127.0.0.1", node.dicom.port)
-        p = f.patient("PF200")
-        place(node, cmd.RegisterPatient(p))
-        uid = _prior(orthanc, tmp_path, "PF200", 30, "CT")
-        first = f.order(p)
-        place(node, cmd.PlaceOrder(first, p))
-        assert _wait(
-            lambda: (
-                [x.state for x in node.prefetch.priors(f"order:{first.accession_number}")]
-                == [PriorState.DONE]
-            )
+    second = f.order(p)
+    place(node, cmd.PlaceOrder(second, p))
+    assert _wait(
+        lambda: (
+            [x.state for x in node.prefetch.priors(f"order:{second.accession_number}")]
+            == [PriorState.LOCAL]
         )
-        second = f.order(p)
-        place(node, cmd.PlaceOrder(second, p))
-        assert _wait(
-            lambda: (
-                [x.state for x in node.prefetch.priors(f"order:{second.accession_number}")]
-                == [PriorState.LOCAL]
-            )
-        )
-        [local] = node.prefetch.priors(f"order:{second.accession_number}")
-        assert local.study_instance_uid == uid
-    finally:
-        node.stop()
+    )
+    [local] = node.prefetch.priors(f"order:{second.accession_number}")
+    assert local.study_instance_uid == uid
