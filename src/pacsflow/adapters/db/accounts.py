@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
-from pacsflow.adapters.db.repositories import aware
+from pacsflow.adapters.db.timestamps import aware
 from pacsflow.domain.access import Role
 from pacsflow.workflow.ports import TokenRecord, UserRecord
 

@@ -15,12 +15,13 @@ and casual edits; someone able to drop them is caught by `pacsflow audit verify`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from pacsflow.adapters.db.tables import metadata
+from pacsflow.adapters.db.timestamps import aware, utc
 from pacsflow.domain.audit import (
     GENESIS_HASH,
     AuditChainBroken,
@@ -136,15 +137,6 @@ for _table in (audit_records, audit_patients, audit_chain_head):
     sa.event.listen(_table, "after_create", _after_create)
 
 
-def _utc(value: datetime) -> datetime:
-    """UTC, so SQLite's offset-less text compares in time order."""
-    return value.astimezone(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class SqlAuditLog:
     """The audit log over one connection, inside the caller's transaction."""
 
@@ -171,8 +163,8 @@ class SqlAuditLog:
             self._c.execute(
                 audit_records.insert().values(
                     id=record_id,
-                    recorded_at=_utc(at),
-                    event_time=_utc(index.event_time),
+                    recorded_at=utc(at),
+                    event_time=utc(index.event_time),
                     event_id=index.event_id,
                     action=index.action,
                     outcome=index.outcome,
@@ -232,9 +224,9 @@ class SqlAuditLog:
         if user is not None:
             stmt = stmt.where(r.c.user_id == user)
         if since is not None:
-            stmt = stmt.where(r.c.event_time >= _utc(since))
+            stmt = stmt.where(r.c.event_time >= utc(since))
         if until is not None:
-            stmt = stmt.where(r.c.event_time < _utc(until))
+            stmt = stmt.where(r.c.event_time < utc(until))
         return self._load(stmt)
 
     def records(self, *, after: int = 0, up_to: int, limit: int = 1000) -> Sequence[AuditRecord]:
@@ -266,7 +258,7 @@ class SqlAuditLog:
         return [
             AuditRecord(
                 id=int(row.id),
-                recorded_at=_aware(row.recorded_at),
+                recorded_at=aware(row.recorded_at),
                 canonical=str(row.canonical).encode("utf-8"),
                 prev_hash=str(row.prev_hash),
                 hash=str(row.hash),
@@ -274,7 +266,7 @@ class SqlAuditLog:
                     event_id=str(row.event_id),
                     action=str(row.action),
                     outcome=int(row.outcome),
-                    event_time=_aware(row.event_time),
+                    event_time=aware(row.event_time),
                     user_id=str(row.user_id),
                     patients=tuple(
                         sorted(patients[int(row.id)], key=lambda i: (i.value, i.issuer))

@@ -9,7 +9,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
-from pacsflow.adapters.db.repositories import aware
+from pacsflow.adapters.db.timestamps import aware
 from pacsflow.domain.exception_queue import ActionFact, ExceptionHistory
 from pacsflow.domain.matching import ExceptionReason, MismatchSource
 from pacsflow.domain.orders import AccessionNumber, OrderStatus

@@ -17,26 +17,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.timestamps import aware_or_none, utc
 from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 
 _J = t.jobs
 _UNFINISHED = (JobState.PENDING.value, JobState.RUNNING.value)
 
 
-def _utc(value: datetime) -> datetime:
-    """UTC, so SQLite's offset-less text compares in time order."""
-    return value.astimezone(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _job(row: sa.Row[Any]) -> Job:
-    run_at = _aware(row.run_at)
-    created_at = _aware(row.created_at)
+    run_at = aware_or_none(row.run_at)
+    created_at = aware_or_none(row.created_at)
     assert run_at is not None
     assert created_at is not None
     return Job(
@@ -51,8 +41,8 @@ def _job(row: sa.Row[Any]) -> Job:
         ordering_key=row.ordering_key,
         last_error=row.last_error,
         lease_owner=row.lease_owner,
-        lease_until=_aware(row.lease_until),
-        finished_at=_aware(row.finished_at),
+        lease_until=aware_or_none(row.lease_until),
+        finished_at=aware_or_none(row.finished_at),
     )
 
 
@@ -82,14 +72,14 @@ class SqlJobQueue:
 
     def enqueue(self, job: NewJob, now: datetime) -> int:
         """Add a pending job (due at job.run_at, or now); its id."""
-        now = _utc(now)
+        now = utc(now)
         result = self._c.execute(
             sa.insert(_J).values(
                 kind=job.kind,
                 payload=json.dumps(dict(job.payload), sort_keys=True),
                 state=JobState.PENDING.value,
                 attempts=0,
-                run_at=_utc(job.run_at) if job.run_at else now,
+                run_at=utc(job.run_at) if job.run_at else now,
                 created_at=now,
                 updated_at=now,
                 destination=job.destination,
@@ -113,8 +103,8 @@ class SqlJobQueue:
                 .where(_J.c.pk == row.pk, _J.c.state == JobState.PENDING.value)
                 .values(
                     payload=json.dumps(merged, sort_keys=True),
-                    run_at=_utc(now),
-                    updated_at=_utc(now),
+                    run_at=utc(now),
+                    updated_at=utc(now),
                 )
             )
         return len(rows)
@@ -143,14 +133,14 @@ class SqlJobQueue:
                 self._c.execute(
                     sa.update(_J)
                     .where(_J.c.pk == row.pk, _J.c.state == JobState.PENDING.value)
-                    .values(payload=json.dumps(payload, sort_keys=True), updated_at=_utc(now))
+                    .values(payload=json.dumps(payload, sort_keys=True), updated_at=utc(now))
                 )
                 return int(row.pk)
         return self.enqueue(replace(job, payload={**job.payload, list_key: [item]}), now)
 
     def due(self, now: datetime, kinds: Collection[str]) -> bool:
         """True when some job of these kinds could be claimed now (a cheap read)."""
-        query = sa.select(_J.c.pk).where(_due(_utc(now)), _J.c.kind.in_(list(kinds))).limit(1)
+        query = sa.select(_J.c.pk).where(_due(utc(now)), _J.c.kind.in_(list(kinds))).limit(1)
         return self._c.execute(query).first() is not None
 
     def claim(
@@ -165,7 +155,7 @@ class SqlJobQueue:
         default_destination_limit: int,
     ) -> list[Job]:
         """Lease up to limit due jobs to worker, oldest first, counting an attempt on each."""
-        now = _utc(now)
+        now = utc(now)
         running: dict[str, int] = dict(
             self._c.execute(
                 sa.select(_J.c.destination, sa.func.count())
@@ -226,7 +216,7 @@ class SqlJobQueue:
                 _J.c.lease_owner == worker,
                 _J.c.state == JobState.RUNNING.value,
             )
-            .values(lease_until=_utc(until))
+            .values(lease_until=utc(until))
         )
 
     def _settle(self, job_id: int, worker: str, **values: Any) -> bool:
@@ -243,7 +233,7 @@ class SqlJobQueue:
 
     def finish(self, job_id: int, worker: str, now: datetime) -> bool:
         """Mark a leased job done; False when the lease was lost."""
-        now = _utc(now)
+        now = utc(now)
         return self._settle(
             job_id, worker, state=JobState.DONE.value, finished_at=now, updated_at=now
         )
@@ -254,7 +244,7 @@ class SqlJobQueue:
             job_id,
             worker,
             state=JobState.PENDING.value,
-            run_at=_utc(run_at),
+            run_at=utc(run_at),
             last_error=error,
             updated_at=datetime.now(UTC),
         )
@@ -265,14 +255,14 @@ class SqlJobQueue:
             job_id,
             worker,
             state=JobState.PENDING.value,
-            run_at=_utc(run_at),
+            run_at=utc(run_at),
             attempts=_J.c.attempts - 1,
             updated_at=datetime.now(UTC),
         )
 
     def bury(self, job_id: int, worker: str, error: str, now: datetime) -> bool:
         """Dead-letter a leased job with its last error."""
-        now = _utc(now)
+        now = utc(now)
         return self._settle(
             job_id,
             worker,
@@ -312,7 +302,7 @@ class SqlJobQueue:
 
     def replay(self, job_id: int, now: datetime) -> bool:
         """Make a dead-lettered job pending again with fresh attempts; False if not dead."""
-        now = _utc(now)
+        now = utc(now)
         result = self._c.execute(
             sa.update(_J)
             .where(_J.c.pk == job_id, _J.c.state == JobState.DEAD.value)
@@ -346,7 +336,7 @@ class SqlJobQueue:
                 .group_by(_J.c.destination)
             ).all()
         )
-        oldest_at = _aware(oldest)
+        oldest_at = aware_or_none(oldest)
         return QueueStats(
             by_state=by_state,
             by_kind=by_kind,

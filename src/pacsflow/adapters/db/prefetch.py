@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.timestamps import aware_or_none
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import PriorRecord, PriorState
@@ -16,14 +17,8 @@ from pacsflow.workflow.ports import PriorRecord, PriorState
 _P = t.priors
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _record(row: sa.Row[Any]) -> PriorRecord:
-    requested = _aware(row.requested_at)
+    requested = aware_or_none(row.requested_at)
     assert requested is not None
     return PriorRecord(
         request_key=row.request_key,
@@ -35,7 +30,7 @@ def _record(row: sa.Row[Any]) -> PriorRecord:
         study_date=row.study_date,
         modalities=tuple(m for m in row.modalities.split("\\") if m),
         description=row.description,
-        completed_at=_aware(row.completed_at),
+        completed_at=aware_or_none(row.completed_at),
         instances=row.instances,
         last_error=row.last_error,
     )

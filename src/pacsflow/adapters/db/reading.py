@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.timestamps import aware, utc
 from pacsflow.domain.jobs import JobState
 from pacsflow.domain.orders import Priority
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
@@ -22,15 +23,6 @@ _O = t.orders
 _C = t.reading_claims
 _R = t.reports
 _CHUNK = 500
-
-
-def _utc(value: datetime) -> datetime:
-    """UTC, so SQLite's offset-less text compares in time order."""
-    return value.astimezone(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _finally_reported() -> sa.ColumnElement[bool]:
@@ -128,8 +120,8 @@ def _item(m: Any, modalities: tuple[str, ...]) -> ReadingItem:
         Claim(
             Uid(m["study_instance_uid"]),
             m["reader"],
-            _aware(m["claimed_at"]),
-            _aware(m["expires_at"]),
+            aware(m["claimed_at"]),
+            aware(m["expires_at"]),
         )
         if m["reader"] is not None
         else None
@@ -140,7 +132,7 @@ def _item(m: Any, modalities: tuple[str, ...]) -> ReadingItem:
         accession_number=m["accession_number"],
         # A study published without an order (assigned to a patient) is read as routine.
         priority=Priority(m["priority"]) if m["priority"] else Priority.ROUTINE,
-        waiting_since=_aware(m["created_at"]),
+        waiting_since=aware(m["created_at"]),
         patient=PatientIdentifier(PatientId(m["patient_id"]), Issuer(m["patient_issuer"] or ""))
         if m["patient_id"] is not None
         else None,
@@ -228,15 +220,15 @@ class SqlReadingStore:
         if row is None:
             return None
         return Claim(
-            Uid(row.study_instance_uid), row.reader, _aware(row.claimed_at), _aware(row.expires_at)
+            Uid(row.study_instance_uid), row.reader, aware(row.claimed_at), aware(row.expires_at)
         )
 
     def put_claim(self, claim: Claim, now: datetime) -> Claim:
         """Store the claim unless another reader holds an unexpired one; the claim that stands."""
         values = {
             "reader": claim.reader,
-            "claimed_at": _utc(claim.claimed_at),
-            "expires_at": _utc(claim.expires_at),
+            "claimed_at": utc(claim.claimed_at),
+            "expires_at": utc(claim.expires_at),
         }
         # The condition is checked by the database, so two readers claiming at once on
         # PostgreSQL cannot both win (the second UPDATE re-reads the row the first changed).
@@ -244,7 +236,7 @@ class SqlReadingStore:
             sa.update(_C)
             .where(
                 _C.c.study_instance_uid == claim.study_instance_uid,
-                sa.or_(_C.c.reader == claim.reader, _C.c.expires_at <= _utc(now)),
+                sa.or_(_C.c.reader == claim.reader, _C.c.expires_at <= utc(now)),
             )
             .values(**values)
         )

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.timestamps import aware_or_none
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.domain.reports import Report, ReportStatus, study_status
 from pacsflow.domain.uids import Uid
@@ -18,14 +19,8 @@ _R = t.reports
 _D = t.result_deliveries
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _record(row: sa.Row[Any]) -> ReportRecord:
-    received = _aware(row.received_at)
+    received = aware_or_none(row.received_at)
     assert received is not None
     return ReportRecord(
         id=row.pk,
@@ -38,7 +33,7 @@ def _record(row: sa.Row[Any]) -> ReportRecord:
             else None,
             study_instance_uid=row.study_instance_uid,
             radiologist=row.radiologist,
-            observed_at=_aware(row.observed_at),
+            observed_at=aware_or_none(row.observed_at),
             report_id=row.report_id,
         ),
         received_at=received,
@@ -189,7 +184,7 @@ class SqlReportStore:
         for state, queued, settled in rows:
             if state == DeliveryState.DELIVERED.value:
                 delivered += 1
-                if settled is not None and _aware(settled) - _aware(queued) <= target:  # type: ignore[operator]
+                if settled is not None and aware_or_none(settled) - aware_or_none(queued) <= target:  # type: ignore[operator]
                     in_time += 1
             elif state == DeliveryState.FAILED.value:
                 failed += 1

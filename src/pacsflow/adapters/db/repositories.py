@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.timestamps import aware
 from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
 from pacsflow.domain.orders import (
     AccessionNumber,
@@ -46,11 +47,6 @@ from pacsflow.workflow.ports import (
     StudyState,
     WorklistFilter,
 )
-
-
-def aware(value: datetime) -> datetime:
-    """A datetime from the database as UTC-aware (SQLite drops the offset)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class SqlPatientRepository:

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.timestamps import aware
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
     Activation,
@@ -20,17 +21,13 @@ from pacsflow.workflow.ports import (
 )
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _version(row: sa.Row[Any]) -> RuleVersion:
     return RuleVersion(
         version=row.version,
         text=row.text,
         author=row.author,
         comment=row.comment,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
     )
 
 
@@ -42,8 +39,8 @@ def _forward(r: sa.Row[Any]) -> ForwardRecord:
         blob_key=r.blob_key,
         rule_version=r.rule_version,
         state=ForwardState(r.state),
-        queued_at=_aware(r.queued_at),
-        sent_at=_aware(r.sent_at) if r.sent_at else None,
+        queued_at=aware(r.queued_at),
+        sent_at=aware(r.sent_at) if r.sent_at else None,
         last_error=r.last_error,
     )
 
@@ -90,7 +87,7 @@ class SqlRoutingStore:
         """Activations, newest first (the first is the active version)."""
         a = t.routing_activations
         rows = self._c.execute(sa.select(a).order_by(a.c.pk.desc()).limit(limit))
-        return [Activation(version=r.version, actor=r.actor, at=_aware(r.at)) for r in rows]
+        return [Activation(version=r.version, actor=r.actor, at=aware(r.at)) for r in rows]
 
     def queue_forward(
         self, instance: InstanceRecord, destination: str, rule_version: int, at: datetime
@@ -189,8 +186,8 @@ class SqlRoutingStore:
                 subject=r.subject,
                 peer=r.peer,
                 detail=r.detail,
-                first_at=_aware(r.first_at),
-                last_at=_aware(r.last_at),
+                first_at=aware(r.first_at),
+                last_at=aware(r.last_at),
                 count=r._mapping["count"],  # Row.count is tuple.count
             )
             for r in rows
