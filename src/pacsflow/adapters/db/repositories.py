@@ -167,6 +167,25 @@ class SqlPatientRepository:
                 # registration of a merged patient must not make its old ID find studies).
                 self._c.execute(sa.update(ids).where(ids.c.pk == row.pk).values(position=position))
 
+    def _record_merge(
+        self,
+        survivor: PatientIdentifier,
+        merged: PatientIdentifier,
+        at: datetime,
+        kind: str = "merge",
+    ) -> None:
+        """Record that `merged` now stands for `survivor` (who, when, merge or change)."""
+        self._c.execute(
+            sa.insert(t.patient_merges).values(
+                survivor_id=survivor.value,
+                survivor_issuer=survivor.issuer,
+                merged_id=merged.value,
+                merged_issuer=merged.issuer,
+                at=at,
+                kind=kind,
+            )
+        )
+
     def merge(self, merged: PatientIdentifier, survivor: PatientIdentifier, at: datetime) -> bool:
         """Fold the patient holding `merged` into the survivor (see the port)."""
         survivor_pk = self._pk(survivor)
@@ -176,15 +195,7 @@ class SqlPatientRepository:
         if merged_pk == survivor_pk:
             return False  # already merged (a repeated A40, or a chain seen before)
         ids = t.patient_identifiers
-        self._c.execute(
-            sa.insert(t.patient_merges).values(
-                survivor_id=survivor.value,
-                survivor_issuer=survivor.issuer,
-                merged_id=merged.value,
-                merged_issuer=merged.issuer,
-                at=at,
-            )
-        )
+        self._record_merge(survivor, merged, at)
         if merged_pk is None:
             # Not known yet: keep the identifier as an alias, so its images find the survivor.
             self._c.execute(
@@ -272,16 +283,7 @@ class SqlPatientRepository:
                 # again, in the place of the one it had been changed to.
                 self._c.execute(sa.delete(ids).where(ids.c.pk == back.pk))
             self._replace(old, correct)
-        self._c.execute(
-            sa.insert(t.patient_merges).values(
-                survivor_id=correct.value,
-                survivor_issuer=correct.issuer,
-                merged_id=incorrect.value,
-                merged_issuer=incorrect.issuer,
-                at=at,
-                kind="change",
-            )
-        )
+        self._record_merge(correct, incorrect, at, kind="change")
         return True
 
     def _replace(self, old: _IdentifierRow, correct: PatientIdentifier) -> None:
