@@ -12,7 +12,7 @@ from pacsflow.domain.matching import ExceptionReason, Matched
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ingest import Ingest, IngestStatus
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import StudyFilter, StudyState
+from pacsflow.workflow.ports import MatchOutcomeKind, StudyFilter, StudyState
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
@@ -158,21 +158,41 @@ def test_a_failed_index_leaves_no_orphan_object(env, monkeypatch):
 
 
 def test_losing_a_race_with_a_twin_leaves_no_orphan_object(env, monkeypatch):
-    from pacsflow.adapters.db.repositories import SqlStudyRepository
+    a = f.arrived(f.received(f.patient()))
+    real_put = env.blobs.put_file
+    racing = [True]
+    twins = []
 
-    p = f.patient()
-    a = f.arrived(f.received(p))
-    env.store(a)
-    real = SqlStudyRepository.has_instance
-    looks: list[bool] = []
+    def put_while_a_twin_is_indexed(key, source):
+        size = real_put(key, source)
+        if racing:  # the same instance, on another association, is indexed meanwhile
+            racing.clear()
+            twins.append(env.store(a))
+        return size
 
-    def first_look_misses(self, uid):
-        # The look before storing says "new"; the one inside the write transaction says "twin".
-        seen = real(self, uid) if looks else False
-        looks.append(seen)
-        return seen
-
-    monkeypatch.setattr(SqlStudyRepository, "has_instance", first_look_misses)
+    monkeypatch.setattr(env.blobs, "put_file", put_while_a_twin_is_indexed)
     assert env.store(a).status is IngestStatus.DUPLICATE
-    assert looks == [False, True]
+    assert [twin.status for twin in twins] == [IngestStatus.STORED]
     assert len(env.blobs.objects) == 1
+
+
+def test_a_duplicate_is_told_to_the_duplicate_hooks_after_its_transaction(tmp_path):
+    uow = memory_uow()
+    clock = FixedClock()
+    seen: list[bool] = []
+
+    def is_writable(arrived):  # a hook may write: no transaction of the ingest is open
+        with uow() as u:
+            uid = arrived.instance.study_instance_uid
+            u.events.record_match(uid, MatchOutcomeKind.HELD, clock.now())
+            u.commit()
+        seen.append(True)
+
+    ingest = Ingest(uow, InMemoryBlobStore(), clock, on_duplicate=[is_writable])
+    a = f.arrived(f.received(f.patient()))
+    src = tmp_path / "a.dcm"
+    src.write_bytes(b"DICM")
+    assert ingest.receive(a, src).status is IngestStatus.STORED
+    assert seen == []
+    assert ingest.receive(a, src).status is IngestStatus.DUPLICATE
+    assert seen == [True]

@@ -90,18 +90,9 @@ class Ingest:
         """
         validate(arrived)
         inst = arrived.instance
-        with self._uow(read_only=True) as uow:
-            refuse_if_rejected(uow, inst.sop_instance_uid)
-            if uow.studies.has_instance(inst.sop_instance_uid):
-                study = uow.studies.get(inst.study_instance_uid)
-                state = study.state if study else StudyState.HELD
-                duplicate = IngestResult(IngestStatus.DUPLICATE, state)
-            else:
-                duplicate = None
-        if duplicate is not None:
-            for hook in self._on_duplicate:  # after the read: hooks may write
-                hook(arrived)
-            return duplicate
+        # Stored before the index is asked whether it is new (a rejected instance or a
+        # duplicate is then deleted again): one transaction per instance instead of a look
+        # first, and no file write or fsync while holding the database's write lock.
         key = f"{inst.study_instance_uid}/{inst.sop_instance_uid}.{uuid.uuid4().hex[:12]}.dcm"
         size = self._blobs.put_file(key, source)
         stored = ArrivedInstance(
@@ -117,10 +108,15 @@ class Ingest:
         )
         sender = requestor or ActiveParticipant(user_id=arrived.source_ae, is_requestor=True)
         try:
-            return self._index(arrived, stored, sender)
+            result = self._index(arrived, stored, sender)
         except BaseException:
             self._blobs.delete(key)  # never indexed: leave no orphan behind
             raise
+        if result.status is IngestStatus.DUPLICATE:
+            self._blobs.delete(key)  # stored once: the copy indexed first stays
+            for hook in self._on_duplicate:  # after the transaction: hooks may write
+                hook(arrived)
+        return result
 
     def _index(
         self, arrived: ArrivedInstance, stored: ArrivedInstance, sender: ActiveParticipant
@@ -128,21 +124,22 @@ class Ingest:
         inst = arrived.instance
         audited: AuditEvent | None = None
         with self._uow() as uow:
-            refuse_if_rejected(uow, inst.sop_instance_uid)  # a note may have won the race
-            if uow.studies.has_instance(inst.sop_instance_uid):  # lost a race with a twin
-                self._blobs.delete(stored.instance.blob_key)
-                study = uow.studies.get(inst.study_instance_uid)
-                state = study.state if study else StudyState.HELD
-                return IngestResult(IngestStatus.DUPLICATE, state)
-            # The study's row only: its counts would scan every instance, per instance.
-            existing = uow.studies.head(inst.study_instance_uid)
+            # One look: rejected? indexed already? the study's row (not its counts: they
+            # would scan every instance, per instance).
+            view = uow.studies.view_arrival(inst.sop_instance_uid, inst.study_instance_uid)
+            refuse_if_rejected(view.rejection)
+            existing = view.study
+            if view.is_indexed:  # sent again, or a twin won the race
+                return IngestResult(
+                    IngestStatus.DUPLICATE, existing.state if existing else StudyState.HELD
+                )
             # A study left with no visible instance by rejections (not one rejected whole):
             # its next instance is matched like the first of a new study, since what made it
             # published or held was rejected with the instances (IOCM).
             starts_over = (
                 existing is not None
                 and existing.state is not StudyState.REJECTED
-                and not uow.studies.has_visible_instance(inst.study_instance_uid)
+                and not view.has_visible_instance
             )
             now = self._clock.now()
             uow.studies.add_instance(stored, now)

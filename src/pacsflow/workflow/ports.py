@@ -271,6 +271,16 @@ class RejectionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ArrivalView:
+    """What the index holds about an arriving instance and its study, before indexing it."""
+
+    rejection: RejectionRecord | None  # set when a rejection note rejected the instance
+    is_indexed: bool  # the instance is already indexed (a duplicate)
+    study: StudyRecord | None  # its study without counts and modalities, if indexed
+    has_visible_instance: bool  # the study has an instance neither rejected nor a note
+
+
+@dataclass(frozen=True, slots=True)
 class HoldReason:
     """Why an exception holds its study, and the identity that was matched (undo restores it)."""
 
@@ -332,6 +342,10 @@ class StudyRepository(Protocol):
 
     def has_instance(self, sop_uid: Uid) -> bool:
         """True when the instance is already indexed."""
+        ...
+
+    def view_arrival(self, sop_uid: Uid, study_uid: Uid) -> ArrivalView:
+        """Rejection, duplicate and study of an arriving instance in one look (the ingest path)."""
         ...
 
     def add_instance(self, arrived: ArrivedInstance, at: datetime) -> None:
@@ -828,6 +842,10 @@ class RoutingStore(Protocol):
         """Make a version the active one."""
         ...
 
+    def active_version(self) -> int | None:
+        """The number of the active version (the latest activated), if any."""
+        ...
+
     def activations(self, limit: int = 100) -> Sequence[Activation]:
         """Activations, newest first (the first is the active version)."""
         ...
@@ -1119,6 +1137,7 @@ __all__ = [
     "AccountRepository",
     "Activation",
     "Alert",
+    "ArrivalView",
     "ArrivedInstance",
     "BlobStore",
     "Clock",

@@ -24,7 +24,7 @@ from pacsflow.domain.errors import InstanceRejected
 from pacsflow.domain.patients import PatientIdentifier
 from pacsflow.domain.rejections import Rejection
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import UnitOfWork
+from pacsflow.workflow.ports import RejectionRecord, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,12 @@ class Applied:
     closed_exceptions: tuple[int, ...]
 
 
-def refuse_if_rejected(uow: UnitOfWork, sop_uid: Uid) -> None:
-    """Raise InstanceRejected when a rejection note rejected this SOP Instance UID."""
-    found = uow.studies.rejection(sop_uid)
+def refuse_if_rejected(found: RejectionRecord | None) -> None:
+    """Raise InstanceRejected when a rejection note rejected the instance (found is how)."""
     if found is not None:
         raise InstanceRejected(
-            f"instance {sop_uid} was rejected ({found.reason.value} {found.reason.meaning}) "
-            f"by rejection note {found.rejected_by}"
+            f"instance {found.sop_instance_uid} was rejected "
+            f"({found.reason.value} {found.reason.meaning}) by rejection note {found.rejected_by}"
         )
 
 

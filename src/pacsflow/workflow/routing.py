@@ -433,8 +433,8 @@ class Routing:
     # -- helpers ----------------------------------------------------------------------------
 
     def _active_number(self, uow: UnitOfWork) -> int | None:
-        latest = uow.routing.activations(1)
-        return latest[0].version if latest else None
+        # Asked of the database each time, not cached: another node may have activated one.
+        return uow.routing.active_version()
 
     def _rules(self, uow: UnitOfWork) -> tuple[int, RuleSet] | None:
         number = self._active_number(uow)

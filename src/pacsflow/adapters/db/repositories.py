@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pacsflow.domain.patients import (
 from pacsflow.domain.rejections import Rejection, RejectionReason
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
+    ArrivalView,
     ArrivedInstance,
     ExceptionRecord,
     HoldReason,
@@ -598,14 +600,24 @@ class SqlStudyRepository:
         q = sa.select(t.instances.c.pk).where(t.instances.c.sop_instance_uid == sop_uid)
         return self._c.execute(q).first() is not None
 
+    def view_arrival(self, sop_uid: Uid, study_uid: Uid) -> ArrivalView:
+        """Rejection, duplicate and study of an arriving instance in one look (the ingest path)."""
+        row = self._c.execute(_arrival_view(), {"sop_uid": sop_uid, "study_uid": study_uid}).one()
+        m = row._mapping
+        return ArrivalView(
+            # The full record only when there is one: the message refusing the instance.
+            rejection=self.rejection(sop_uid) if m["rejection_pk"] is not None else None,
+            is_indexed=bool(m["is_indexed"]),
+            study=_study(row, (set(), 0, 0)) if m["pk"] is not None else None,
+            has_visible_instance=bool(m["has_visible_instance"]),
+        )
+
     def add_instance(self, arrived: ArrivedInstance, at: datetime) -> None:
         """Index an instance, creating its study and series when new."""
         inst = arrived.instance
         ident = arrived.identity
         study_pk = self._c.execute(
-            sa.select(t.studies.c.pk).where(
-                t.studies.c.study_instance_uid == inst.study_instance_uid
-            )
+            _touch_study(), {"study_uid": inst.study_instance_uid, "touched_at": at}
         ).scalar()
         if study_pk is None:
             name = ident.demographics.name
@@ -634,15 +646,7 @@ class SqlStudyRepository:
                 )
                 .returning(t.studies.c.pk)
             ).scalar_one()
-        else:
-            self._c.execute(
-                sa.update(t.studies).where(t.studies.c.pk == study_pk).values(updated_at=at)
-            )
-        series_pk = self._c.execute(
-            sa.select(t.series.c.pk).where(
-                t.series.c.series_instance_uid == inst.series_instance_uid
-            )
-        ).scalar()
+        series_pk = self._c.execute(_series_pk(), {"series_uid": inst.series_instance_uid}).scalar()
         if series_pk is None:
             series_pk = self._c.execute(
                 sa.insert(t.series)
@@ -659,17 +663,18 @@ class SqlStudyRepository:
                 .returning(t.series.c.pk)
             ).scalar_one()
         self._c.execute(
-            sa.insert(t.instances).values(
-                series_pk=series_pk,
-                sop_instance_uid=inst.sop_instance_uid,
-                sop_class_uid=inst.sop_class_uid,
-                transfer_syntax_uid=inst.transfer_syntax_uid,
-                instance_number=inst.instance_number,
-                blob_key=inst.blob_key,
-                size=inst.size,
-                received_at=at,
-                rejection_note=arrived.rejection.reason.value if arrived.rejection else None,
-            )
+            _insert_instance(),
+            {
+                "series_pk": series_pk,
+                "sop_instance_uid": inst.sop_instance_uid,
+                "sop_class_uid": inst.sop_class_uid,
+                "transfer_syntax_uid": inst.transfer_syntax_uid,
+                "instance_number": inst.instance_number,
+                "blob_key": inst.blob_key,
+                "size": inst.size,
+                "received_at": at,
+                "rejection_note": arrived.rejection.reason.value if arrived.rejection else None,
+            },
         )
 
     def set_match(
@@ -937,6 +942,51 @@ def _has_visible_instance() -> sa.ColumnElement[bool]:
         .select_from(i.join(se, i.c.series_pk == se.c.pk))
         .where(se.c.study_pk == t.studies.c.pk, _visible())
     )
+
+
+# The statements of the ingest path, built once: building a select per call costs more
+# than running it.
+
+
+@functools.cache
+def _arrival_view() -> sa.Select[Any]:
+    """One row whatever exists: the study's columns (NULL if new), rejection, duplicate."""
+    i, r, st = t.instances, t.rejections, t.studies
+    sop_uid = sa.bindparam("sop_uid", type_=i.c.sop_instance_uid.type)
+    study_uid = sa.bindparam("study_uid", type_=st.c.study_instance_uid.type)
+    one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+    return sa.select(
+        st,
+        sa.select(r.c.pk)
+        .where(r.c.sop_instance_uid == sop_uid)
+        .scalar_subquery()
+        .label("rejection_pk"),
+        sa.exists().where(i.c.sop_instance_uid == sop_uid).label("is_indexed"),
+        _has_visible_instance().label("has_visible_instance"),
+    ).select_from(one.outerjoin(st, st.c.study_instance_uid == study_uid))
+
+
+@functools.cache
+def _touch_study() -> sa.Update:
+    """Mark a study updated; its pk, or no row when it is not indexed yet."""
+    st = t.studies
+    return (
+        sa.update(st)
+        .where(st.c.study_instance_uid == sa.bindparam("study_uid"))
+        .values(updated_at=sa.bindparam("touched_at"))
+        .returning(st.c.pk)
+    )
+
+
+@functools.cache
+def _series_pk() -> sa.Select[Any]:
+    se = t.series
+    return sa.select(se.c.pk).where(se.c.series_instance_uid == sa.bindparam("series_uid"))
+
+
+@functools.cache
+def _insert_instance() -> sa.Insert:
+    return sa.insert(t.instances)
 
 
 def _instance_select() -> sa.Select[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,13 @@ def _forward(r: sa.Row[Any]) -> ForwardRecord:
     )
 
 
+@functools.cache
+def _active_version() -> sa.Select[Any]:
+    """Built once: every stored instance asks it (building costs more than running it)."""
+    a = t.routing_activations
+    return sa.select(a.c.version).order_by(a.c.pk.desc()).limit(1)
+
+
 class SqlRoutingStore:
     """Routing state over one connection, inside the caller's transaction."""
 
@@ -82,6 +90,11 @@ class SqlRoutingStore:
                 version=number, actor=actor, at=at.astimezone(UTC)
             )
         )
+
+    def active_version(self) -> int | None:
+        """The number of the active version (the latest activated), if any."""
+        number = self._c.execute(_active_version()).scalar()
+        return None if number is None else int(number)
 
     def activations(self, limit: int = 100) -> Sequence[Activation]:
         """Activations, newest first (the first is the active version)."""
