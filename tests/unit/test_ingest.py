@@ -196,3 +196,29 @@ def test_a_duplicate_is_told_to_the_duplicate_hooks_after_its_transaction(tmp_pa
     assert seen == []
     assert ingest.receive(a, src).status is IngestStatus.DUPLICATE
     assert seen == [True]
+
+
+def test_reports_waiting_for_a_stored_study_are_found_by_its_accession_or_its_uid(env):
+    from pacsflow.domain.reports import Report, ReportStatus
+
+    p = f.patient()
+    with_accession = f.arrived(f.received(p, accession="ACC-W"))
+    without = f.arrived(f.received(p, accession=""))
+    env.store(with_accession)
+    env.store(without)
+    uid, bare_uid = with_accession.instance.study_instance_uid, without.instance.study_instance_uid
+    with env.uow() as uow:
+        now = env.clock.now()
+        by_accession = uow.reports.add(Report("ACC-W", ReportStatus.FINAL, "a"), now, "t")
+        by_uid = uow.reports.add(
+            Report("", ReportStatus.FINAL, "u", study_instance_uid=uid), now, "t"
+        )
+        attached = uow.reports.add(Report("ACC-W", ReportStatus.FINAL, "x"), now, "t")
+        uow.reports.attach(attached, uid)
+        uow.reports.add(
+            Report("", ReportStatus.FINAL, "other", study_instance_uid="1.2.3"), now, "t"
+        )
+        uow.commit()
+        assert [r.id for r in uow.reports.unattached_for(uid)] == [by_accession, by_uid]
+        # An empty accession number names no report.
+        assert uow.reports.unattached_for(bare_uid) == []

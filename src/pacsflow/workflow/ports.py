@@ -1005,8 +1005,8 @@ class ReportStore(Protocol):
         """Say why a report version is not attached."""
         ...
 
-    def unattached_for(self, accession_number: str, study_uid: Uid) -> Sequence[ReportRecord]:
-        """Unattached versions naming this accession number or Study Instance UID."""
+    def unattached_for(self, study_uid: Uid) -> Sequence[ReportRecord]:
+        """Unattached versions naming the study's accession number or Study Instance UID."""
         ...
 
     def for_study(self, study_uid: Uid) -> Sequence[ReportRecord]:

@@ -131,15 +131,17 @@ class Results:
         self, uow: UnitOfWork, stored: ArrivedInstance, state: StudyState, now: datetime
     ) -> None:
         """A stored instance (ingest hook): see on_published."""
-        if state is StudyState.PUBLISHED:
-            self.on_published(uow, stored.instance.study_instance_uid, now)
+        if state is StudyState.PUBLISHED:  # the study's state, as the ingest just indexed it
+            self._for_published(uow, stored.instance.study_instance_uid, now)
 
     def on_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
         """A published study gets its waiting reports and, once, "images available"."""
-        study = uow.studies.head(study_uid)  # runs per stored instance: no counts
-        if study is None or study.state is not StudyState.PUBLISHED:
-            return
-        for waiting in uow.reports.unattached_for(study.accession_number, study_uid):
+        study = uow.studies.head(study_uid)
+        if study is not None and study.state is StudyState.PUBLISHED:
+            self._for_published(uow, study_uid, now)
+
+    def _for_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
+        for waiting in uow.reports.unattached_for(study_uid):
             self._attach(uow, waiting.id, waiting.report, study_uid, now)
         for sub in self._subscribers.values():
             if not sub.wants_images_available:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,24 @@ from pacsflow.workflow.ports import DeliveryState, DeliveryStats, ReportRecord
 
 _R = t.reports
 _D = t.result_deliveries
+
+
+@functools.cache
+def _unattached_for() -> sa.Select[Any]:
+    """Built once, with the study's accession number looked up in it: asked per stored instance."""
+    st = t.studies.c
+    study_uid = sa.bindparam("study_uid", type_=st.study_instance_uid.type)
+    accession = sa.select(st.accession_number).where(
+        st.study_instance_uid == study_uid, st.accession_number != ""
+    )
+    return (
+        sa.select(_R)
+        .where(
+            _R.c.attached_study_uid.is_(None),
+            sa.or_(_R.c.study_instance_uid == study_uid, _R.c.accession_number.in_(accession)),
+        )
+        .order_by(_R.c.pk)
+    )
 
 
 def _record(row: sa.Row[Any]) -> ReportRecord:
@@ -85,18 +104,9 @@ class SqlReportStore:
         """Say why a report version is not attached."""
         self._c.execute(sa.update(_R).where(_R.c.pk == report_id).values(flag=reason[:200]))
 
-    def unattached_for(self, accession_number: str, study_uid: Uid) -> Sequence[ReportRecord]:
-        """Unattached versions naming this accession number or Study Instance UID."""
-        names = []
-        if accession_number:
-            names.append(_R.c.accession_number == accession_number)
-        if study_uid:
-            names.append(_R.c.study_instance_uid == study_uid)
-        if not names:
-            return []
-        rows = self._c.execute(
-            sa.select(_R).where(_R.c.attached_study_uid.is_(None), sa.or_(*names)).order_by(_R.c.pk)
-        )
+    def unattached_for(self, study_uid: Uid) -> Sequence[ReportRecord]:
+        """Unattached versions naming the study's accession number or Study Instance UID."""
+        rows = self._c.execute(_unattached_for(), {"study_uid": study_uid})
         return [_record(r) for r in rows]
 
     def for_study(self, study_uid: Uid) -> Sequence[ReportRecord]:
