@@ -8,6 +8,7 @@ rendered; every write transaction there already holds the database's one write l
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -64,6 +65,48 @@ def _not_blocked() -> sa.ColumnElement[bool]:
     )
 
 
+# The statements the ingest hooks run per stored instance, built once: building a
+# statement per call costs more than running it.
+
+
+@functools.cache
+def _insert() -> sa.Insert:
+    return sa.insert(_J)
+
+
+@functools.cache
+def _latest_pending() -> sa.Select[Any]:
+    """The newest pending job of a kind and ordering key."""
+    return (
+        sa.select(_J.c.pk, _J.c.payload)
+        .where(
+            _J.c.kind == sa.bindparam("kind"),
+            _J.c.ordering_key == sa.bindparam("ordering_key"),
+            _J.c.state == JobState.PENDING.value,
+        )
+        .order_by(_J.c.pk.desc())
+        .limit(1)
+        .with_for_update(skip_locked=True)  # PostgreSQL: never one a claim holds
+    )
+
+
+@functools.cache
+def _extend() -> sa.Update:
+    """A pending job's payload replaced (still pending: not claimed meanwhile)."""
+    return (
+        sa.update(_J)
+        .where(_J.c.pk == sa.bindparam("job_pk"), _J.c.state == JobState.PENDING.value)
+        .values(payload=sa.bindparam("extended"), updated_at=sa.bindparam("at"))
+    )
+
+
+@functools.cache
+def _has_job(states: tuple[str, ...]) -> sa.Select[Any]:
+    """A job with an ordering key, in one of these states (any state when none)."""
+    query = sa.select(_J.c.pk).where(_J.c.ordering_key == sa.bindparam("ordering_key")).limit(1)
+    return query.where(_J.c.state.in_(states)) if states else query
+
+
 class SqlJobQueue:
     """Jobs in SQL, inside the caller's transaction."""
 
@@ -74,17 +117,18 @@ class SqlJobQueue:
         """Add a pending job (due at job.run_at, or now); its id."""
         now = utc(now)
         result = self._c.execute(
-            sa.insert(_J).values(
-                kind=job.kind,
-                payload=json.dumps(dict(job.payload), sort_keys=True),
-                state=JobState.PENDING.value,
-                attempts=0,
-                run_at=utc(job.run_at) if job.run_at else now,
-                created_at=now,
-                updated_at=now,
-                destination=job.destination,
-                ordering_key=job.ordering_key,
-            )
+            _insert(),
+            {
+                "kind": job.kind,
+                "payload": json.dumps(dict(job.payload), sort_keys=True),
+                "state": JobState.PENDING.value,
+                "attempts": 0,
+                "run_at": utc(job.run_at) if job.run_at else now,
+                "created_at": now,
+                "updated_at": now,
+                "destination": job.destination,
+                "ordering_key": job.ordering_key,
+            },
         )
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
@@ -114,15 +158,7 @@ class SqlJobQueue:
     ) -> int:
         """Append item to a pending job's list payload, or enqueue a new job with [item]."""
         row = self._c.execute(
-            sa.select(_J.c.pk, _J.c.payload)
-            .where(
-                _J.c.kind == job.kind,
-                _J.c.ordering_key == job.ordering_key,
-                _J.c.state == JobState.PENDING.value,
-            )
-            .order_by(_J.c.pk.desc())
-            .limit(1)
-            .with_for_update(skip_locked=True)  # PostgreSQL: never one a claim holds
+            _latest_pending(), {"kind": job.kind, "ordering_key": job.ordering_key}
         ).first()
         if row is not None:
             payload = json.loads(row.payload)
@@ -131,9 +167,12 @@ class SqlJobQueue:
                 items.append(item)
                 payload[list_key] = items
                 self._c.execute(
-                    sa.update(_J)
-                    .where(_J.c.pk == row.pk, _J.c.state == JobState.PENDING.value)
-                    .values(payload=json.dumps(payload, sort_keys=True), updated_at=utc(now))
+                    _extend(),
+                    {
+                        "job_pk": row.pk,
+                        "extended": json.dumps(payload, sort_keys=True),
+                        "at": utc(now),
+                    },
                 )
                 return int(row.pk)
         return self.enqueue(replace(job, payload={**job.payload, list_key: [item]}), now)
@@ -282,12 +321,13 @@ class SqlJobQueue:
     ) -> bool:
         """True when a job has this ordering key (only pending or running ones, by default;
         only pending ones with pending_only)."""
-        query = sa.select(_J.c.pk).where(_J.c.ordering_key == ordering_key).limit(1)
         if pending_only:
-            query = query.where(_J.c.state == JobState.PENDING.value)
+            states: tuple[str, ...] = (JobState.PENDING.value,)
         elif unfinished_only:
-            query = query.where(_J.c.state.in_(_UNFINISHED))
-        return self._c.execute(query).first() is not None
+            states = _UNFINISHED
+        else:
+            states = ()
+        return self._c.execute(_has_job(states), {"ordering_key": ordering_key}).first() is not None
 
     def list(
         self, *, state: JobState | None = None, kind: str | None = None, limit: int = 100
