@@ -372,6 +372,7 @@ class Pacsflow:
             max_pdu=settings.dicom_max_pdu,
             max_associations=settings.dicom_max_associations,
             enqueue=self.jobs.enqueue,
+            fast_storage=settings.dicom_fast_storage,
         )
         self.handlers[STORAGE_COMMITMENT_JOB] = self.dicom.report_commitment
         self.handlers[ROUTE_INSTANCE_JOB] = self.routing.route_instance

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     hl7_allowed_senders: list[str] = Field(default_factory=list)
     dicom_max_associations: int = Field(default=32, ge=1)
     dicom_max_pdu: int = Field(default=262144, ge=0)
+    #: Serve storage-only associations on pacsflow's own C-STORE receive path (see
+    #: docs/interfaces.md); false sends every association through pynetdicom.
+    dicom_fast_storage: bool = True
     peers: list[DicomPeer] = Field(default_factory=list)
     #: Systems that get reports and "images available" over HL7 MLLP.
     result_subscribers: list[ResultSubscriber] = Field(default_factory=list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import zlib
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -34,7 +35,8 @@ from pacsflow.workflow.queries import StudyView, WorklistItem
 
 UTF8 = "ISO_IR 192"
 
-_HEADER_TAGS = (
+#: The attributes an arriving instance is indexed by (read_header reads only these).
+HEADER_KEYWORDS = (
     "SpecificCharacterSet",
     "SOPClassUID",
     "SOPInstanceUID",
@@ -89,7 +91,7 @@ def read_header(source: Path | BinaryIO) -> Dataset:
 
 
 def _read_header(fp: BinaryIO) -> Dataset:
-    tags = [Tag(keyword) for keyword in _HEADER_TAGS]
+    tags = [Tag(keyword) for keyword in HEADER_KEYWORDS]
     preamble = read_preamble(fp, force=False)
     file_meta = FileMetaDataset(read_dataset(fp, False, True, stop_when=_past_file_meta))
     if file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
@@ -157,7 +159,11 @@ class _InflatedPrefix(io.BytesIO):
             self._size += len(more)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+#: What arrived_instance reads: a pydicom header, or fast_header's decoded values.
+Header = Dataset | Mapping[str, str]
+
+
+def _text(ds: Header, keyword: str) -> str:
     value = ds.get(keyword, "")
     if value is None:
         return ""
@@ -195,7 +201,7 @@ def from_person_name(name: PersonName) -> str:
     return "^".join(parts)
 
 
-def arrived_instance(ds: Dataset, transfer_syntax: str, source_ae: str) -> ArrivedInstance:
+def arrived_instance(ds: Header, transfer_syntax: str, source_ae: str) -> ArrivedInstance:
     """What the index keeps of an arriving instance."""
     identity = ReceivedIdentity(
         patient=PatientIdentifier(

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from pacsflow.adapters.dicom.datasets import Header
 from pacsflow.domain.errors import InvalidInput
 from pacsflow.domain.rejections import RejectedInstance, Rejection, reason_for
 from pacsflow.domain.uids import Uid, is_valid_uid
@@ -25,7 +26,7 @@ _EVIDENCE = "CurrentRequestedProcedureEvidenceSequence"
 _NOTE_TAGS = ("SOPClassUID", "SOPInstanceUID", "ConceptNameCodeSequence", _EVIDENCE)
 
 
-def read_rejection(header: Dataset, path: Path) -> Rejection | None:
+def read_rejection(header: Header, path: Path) -> Rejection | None:
     """The rejection a stored file carries, when it is an IOCM rejection note (else None).
 
     Only Key Object Selection Documents are read again, for the two sequences the header

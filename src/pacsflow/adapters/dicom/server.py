@@ -52,6 +52,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
 from pacsflow.adapters.dicom import _tuning, status
 from pacsflow.adapters.dicom.completeness import check_complete
@@ -67,6 +68,8 @@ from pacsflow.adapters.dicom.datasets import (
     worklist_dataset,
     worklist_filter,
 )
+from pacsflow.adapters.dicom.fast_header import read_identifying
+from pacsflow.adapters.dicom.fast_store import Caller, DivertingServer, FastStore, ReceivedObject
 from pacsflow.adapters.dicom.matching import matches, project
 from pacsflow.adapters.dicom.rejections import read_rejection
 from pacsflow.domain import audit as atna
@@ -156,6 +159,7 @@ class DicomServer:
         max_pdu: int = 262144,
         max_associations: int = 32,
         enqueue: Callable[[NewJob], int],
+        fast_storage: bool = True,
     ) -> None:
         self.ae_title = ae_title
         self._enqueue = enqueue
@@ -208,12 +212,28 @@ class DicomServer:
             # Strict mode: associations from AE titles that are not configured are rejected.
             ae.require_calling_aet = sorted(strict_titles)
         self._ae = ae
+        # Storage-only associations skip pynetdicom's per-PDU machinery (see fast_store).
+        self._fast = (
+            FastStore(
+                ae,
+                self._store,
+                self._closed,
+                other_associations=lambda: len(ae.active_associations),
+            )
+            if fast_storage
+            else None
+        )
 
     @property
     def port(self) -> int:
         """The bound port (useful when started on port 0)."""
         assert self._server is not None, "server not started"
         return int(self._server.server_address[1])
+
+    @property
+    def fast_associations(self) -> int:
+        """Associations served by the fast storage path since start (0 when it is off)."""
+        return self._fast.served if self._fast is not None else 0
 
     @property
     def is_running(self) -> bool:
@@ -234,9 +254,22 @@ class DicomServer:
             (evt.EVT_N_SET, self._on_n_set),
             (evt.EVT_N_ACTION, self._on_n_action),
         ]
-        self._server = self._ae.start_server(
-            (self._host, self._port), block=False, evt_handlers=handlers, ssl_context=self._ssl
+        # ae.start_server(block=False), with the server class that offers each connection to
+        # the fast storage path first.
+        server = self._ae.make_server(
+            (self._host, self._port),
+            evt_handlers=handlers,
+            ssl_context=self._ssl,
+            server_class=DivertingServer,
         )
+        assert isinstance(server, DivertingServer)
+        server.fast_store = self._fast
+        self._ae._servers.append(server)  # where start_server keeps it (shutdown removes it)
+        thread = threading.Thread(
+            target=make_target(server.serve_forever), name="pacsflow-dicom", daemon=True
+        )
+        thread.start()
+        self._server = server
         log.info("DICOM listener %s on %s:%d", self.ae_title, self._host, self.port)
 
     def stop(self) -> None:
@@ -246,6 +279,8 @@ class DicomServer:
             self._server = None
         for assoc in self._ae.active_associations:
             assoc.abort()
+        if self._fast is not None:
+            self._fast.abort_all()  # their threads end on the closed sockets
 
     # -- Verification -------------------------------------------------------------------------
 
@@ -255,26 +290,34 @@ class DicomServer:
     # -- Storage ------------------------------------------------------------------------------
 
     def _on_store(self, event: Event) -> int | Dataset:
+        received = ReceivedObject(
+            path=Path(event.dataset_path),
+            transfer_syntax=str(event.context.transfer_syntax),
+            sop_class_uid=_request_uid(event, "AffectedSOPClassUID"),
+            sop_instance_uid=_request_uid(event, "AffectedSOPInstanceUID"),
+        )
+        return self._store(_caller(event), received)
+
+    def _store(self, caller: Caller, received: ReceivedObject) -> int | Dataset:
+        """Store one received object: the C-STORE status (both receive paths end here)."""
         try:
-            self._check(event, DicomOperation.STORE)
-            path = Path(event.dataset_path)
-            transfer_syntax = str(event.context.transfer_syntax)
+            self._allow(caller.ae_title, DicomOperation.STORE)
+            path, transfer_syntax = received.path, received.transfer_syntax
             # The header alone reads fine from a data set cut short: walk it all first.
             check_complete(path, transfer_syntax)
-            header = read_header(path)
-            sop_uid = _request_uid(event, "AffectedSOPInstanceUID")
-            if str(header.get("SOPInstanceUID", "")) != sop_uid:
+            header = read_identifying(path) or read_header(path)
+            if str(header.get("SOPInstanceUID", "")) != received.sop_instance_uid:
                 return status.failure(
                     status.DATASET_MISMATCH, "SOP Instance UID differs from the command's"
                 )
-            arrived = arrived_instance(header, transfer_syntax, event.assoc.requestor.ae_title)
+            arrived = arrived_instance(header, transfer_syntax, caller.ae_title)
             rejection = read_rejection(header, path)  # an IOCM rejection note (a KOS)?
             if rejection is not None:
                 arrived = replace(arrived, rejection=rejection)
-            result = self._ingest.receive(arrived, path, requestor=self._participant(event))
+            result = self._ingest.receive(arrived, path, requestor=_participant(caller))
             if result.status is IngestStatus.STORED:
                 with self._received_lock:
-                    self._received.setdefault(id(event.assoc), set()).add(
+                    self._received.setdefault(caller.association, set()).add(
                         arrived.instance.study_instance_uid
                     )
             return status.SUCCESS
@@ -289,7 +332,9 @@ class DicomServer:
 
     def _check(self, event: Event, operation: DicomOperation) -> str:
         """The calling AE title, once it is allowed to perform the operation."""
-        caller = str(event.assoc.requestor.ae_title).strip()
+        return self._allow(str(event.assoc.requestor.ae_title).strip(), operation)
+
+    def _allow(self, caller: str, operation: DicomOperation) -> str:
         if not dicom_allows(operation, self._rights(caller), is_open=self._is_open):
             log.warning("refused %s from calling AE %r: not a configured peer", operation, caller)
             raise Forbidden(f"calling AE {caller} may not {operation.value}")
@@ -297,12 +342,7 @@ class DicomServer:
 
     def _participant(self, event: Event) -> atna.ActiveParticipant:
         """The calling AE as an audit participant (AE title and network address)."""
-        address = event.assoc.requestor.address
-        return atna.ActiveParticipant(
-            user_id=str(event.assoc.requestor.ae_title).strip(),
-            is_requestor=True,
-            network_access_point=str(address),
-        )
+        return _participant(_caller(event))
 
     def _record(self, event: atna.AuditEvent) -> None:
         if self._audit is not None:
@@ -348,16 +388,19 @@ class DicomServer:
         )
 
     def _on_close(self, event: Event) -> None:
+        self._closed(_caller(event))
+
+    def _closed(self, caller: Caller) -> None:
         """Audit what an association stored (110104 C), once, instead of once per instance."""
         with self._received_lock:
-            studies = self._received.pop(id(event.assoc), set())
+            studies = self._received.pop(caller.association, set())
         if not studies or self._audit is None:
             return
         try:
             self._record(
                 atna.instances_transferred(
                     self._audit.source,
-                    self._participant(event),
+                    _participant(caller),
                     atna.ActiveParticipant(user_id=self.ae_title),
                     datetime.now(UTC),
                     action=atna.Action.CREATE,
@@ -689,6 +732,19 @@ def _identity_resolved(query: Dataset) -> Dataset:
         del keys.IssuerOfPatientID
         keys.IssuerOfPatientID = ""
     return keys
+
+
+def _caller(event: Event) -> Caller:
+    """The calling side of the association that raised a pynetdicom event."""
+    requestor = event.assoc.requestor
+    return Caller(str(requestor.ae_title).strip(), str(requestor.address), id(event.assoc))
+
+
+def _participant(caller: Caller) -> atna.ActiveParticipant:
+    """The calling AE as an audit participant (AE title and network address)."""
+    return atna.ActiveParticipant(
+        user_id=caller.ae_title, is_requestor=True, network_access_point=caller.address
+    )
 
 
 def _request_uid(event: Event, keyword: str) -> str:
