@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import sqlalchemy as sa
 
 #: Execution option marking a connection whose transaction only reads.
 READ_ONLY = "pacsflow_read_only"
+
+#: One writer at a time per SQLite engine, queued in this process (see writer_lock).
+_WRITER_LOCKS: weakref.WeakKeyDictionary[sa.Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def writer_lock(engine: sa.Engine) -> threading.Lock | None:
+    """The lock a write transaction on this engine holds; None when the database needs none.
+
+    SQLite has one writer. A second BEGIN IMMEDIATE finds the database locked and SQLite's
+    busy handler then sleeps 1, 2, 5, 10 ms... before it tries again, so with several
+    associations storing at once most of their time went to those sleeps. Writers of this
+    process queue on this lock instead and start the moment the previous one commits; other
+    processes (the CLI) still meet SQLite's busy handler. PostgreSQL needs no lock.
+    """
+    return _WRITER_LOCKS.get(engine)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -20,6 +37,7 @@ def make_engine(url: str) -> sa.Engine:
             max_overflow=16,
         )
         _tune_sqlite(engine)
+        _WRITER_LOCKS[engine] = threading.Lock()
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -45,4 +63,4 @@ def _tune_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN" if is_read_only else "BEGIN IMMEDIATE")
 
 
-__all__ = ["READ_ONLY", "make_engine"]
+__all__ = ["READ_ONLY", "make_engine", "writer_lock"]

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from pacsflow.adapters.db.accounts import SqlAccountRepository
 from pacsflow.adapters.db.audit import SqlAuditLog
-from pacsflow.adapters.db.engine import READ_ONLY
+from pacsflow.adapters.db.engine import READ_ONLY, writer_lock
 from pacsflow.adapters.db.exception_index import SqlExceptionIndex
 from pacsflow.adapters.db.jobs import SqlJobQueue
 from pacsflow.adapters.db.prefetch import SqlPrefetchStore
@@ -45,6 +45,9 @@ from pacsflow.workflow.ports import (
     StudyRepository,
 )
 
+#: How long a write transaction waits for the writer lock (SQLite's busy_timeout too).
+_LOCK_WAIT = 30.0
+
 
 class SqlUnitOfWork:
     """A transaction over the repositories; rolled back unless committed."""
@@ -71,8 +74,20 @@ class SqlUnitOfWork:
         self._engine = engine
         self._read_only = read_only
         self._conn: sa.Connection | None = None
+        self._lock = None if read_only else writer_lock(engine)
 
     def __enter__(self) -> SqlUnitOfWork:
+        # As long as SQLite's busy timeout: then fail like a locked database would.
+        if self._lock is not None and not self._lock.acquire(timeout=_LOCK_WAIT):
+            raise TransientError("database busy: another write transaction holds it")
+        try:
+            return self._begin()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _begin(self) -> SqlUnitOfWork:
         try:
             conn = self._engine.connect()
             if self._read_only:
@@ -102,12 +117,16 @@ class SqlUnitOfWork:
 
     def __exit__(self, *exc: object) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                if conn.in_transaction():
-                    conn.rollback()
-            finally:
-                conn.close()
+        try:
+            if conn is not None:
+                try:
+                    if conn.in_transaction():
+                        conn.rollback()
+                finally:
+                    conn.close()
+        finally:
+            if self._lock is not None and conn is not None:
+                self._lock.release()
 
     def commit(self) -> None:
         """Make every change durable."""
