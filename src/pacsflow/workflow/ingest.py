@@ -24,6 +24,7 @@ from pacsflow.domain.matching import (
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.uids import is_valid_uid
 from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.group_commit import GroupCommit
 from pacsflow.workflow.ports import (
     ArrivedInstance,
     BlobStore,
@@ -78,6 +79,7 @@ class Ingest:
         self._after_store = tuple(after_store)
         self._on_duplicate = tuple(on_duplicate)
         self._audit = audit
+        self._rounds = GroupCommit(uow)
 
     def receive(
         self, arrived: ArrivedInstance, source: Path, *, requestor: ActiveParticipant | None = None
@@ -121,62 +123,73 @@ class Ingest:
     def _index(
         self, arrived: ArrivedInstance, stored: ArrivedInstance, sender: ActiveParticipant
     ) -> IngestResult:
-        inst = arrived.instance
-        audited: AuditEvent | None = None
-        with self._uow() as uow:
-            # One look: rejected? indexed already? the study's row (not its counts: they
-            # would scan every instance, per instance).
-            view = uow.studies.view_arrival(inst.sop_instance_uid, inst.study_instance_uid)
-            refuse_if_rejected(view.rejection)
-            existing = view.study
-            if view.is_indexed:  # sent again, or a twin won the race
-                return IngestResult(
-                    IngestStatus.DUPLICATE, existing.state if existing else StudyState.HELD
-                )
-            # A study left with no visible instance by rejections (not one rejected whole):
-            # its next instance is matched like the first of a new study, since what made it
-            # published or held was rejected with the instances (IOCM).
-            starts_over = (
-                existing is not None
-                and existing.state is not StudyState.REJECTED
-                and not view.has_visible_instance
-            )
-            now = self._clock.now()
-            uow.studies.add_instance(stored, now)
-            prior_of = (
-                uow.prefetch.expected_patient(inst.study_instance_uid) if existing is None else None
-            )
-            if arrived.rejection is not None:
-                # A control object: it neither matches nor holds the study it is filed in.
-                outcome = None
-                state = existing.state if existing else StudyState.HELD
-            elif prior_of is not None:
-                # Fetched as a prior of a registered patient: no exam to match, published
-                # under the patient it was fetched for.
-                outcome = None
-                state = StudyState.PUBLISHED
-                uid = inst.study_instance_uid
-                uow.studies.set_match(uid, state, prior_of, arrived.identity.accession_number)
-                uow.events.record_match(uid, MatchOutcomeKind.PRIOR, now)
-            elif existing is None or starts_over:
-                outcome = self._match_new_study(uow, arrived.identity)
-                state = StudyState.PUBLISHED if isinstance(outcome, Matched) else StudyState.HELD
-            else:
-                outcome = None
-                state = self._check_consistent(uow, existing, arrived.identity)
-            if arrived.rejection is not None:
-                apply_rejection(uow, arrived.rejection, now)
-                source = self._audit.source if self._audit else AuditSource("pacsflow")
-                audited = rejection_event(uow, source, sender, arrived.rejection, now)
-            else:
-                for hook in self._after_store:  # work the arrival causes, in the same transaction
-                    hook(uow, stored, state, now)
-            if audited is not None:  # last before commit: the audit chain head stays locked briefly
-                uow.audit.append(audited, now)
-            uow.commit()
+        # Instances arriving together (several associations) share one transaction.
+        result, audited = self._rounds.run(
+            lambda uow: self._index_in(uow, arrived, stored, sender)
+        )
         if audited is not None and self._audit is not None:
             self._audit.forward(audited)
-        return IngestResult(IngestStatus.STORED, state, outcome)
+        return result
+
+    def _index_in(
+        self,
+        uow: UnitOfWork,
+        arrived: ArrivedInstance,
+        stored: ArrivedInstance,
+        sender: ActiveParticipant,
+    ) -> tuple[IngestResult, AuditEvent | None]:
+        """Index one stored instance in uow (not committed); the audit event to forward."""
+        inst = arrived.instance
+        audited: AuditEvent | None = None
+        # One look: rejected? indexed already? the study's row (not its counts: they
+        # would scan every instance, per instance).
+        view = uow.studies.view_arrival(inst.sop_instance_uid, inst.study_instance_uid)
+        refuse_if_rejected(view.rejection)
+        existing = view.study
+        if view.is_indexed:  # sent again, or a twin won the race
+            state = existing.state if existing else StudyState.HELD
+            return IngestResult(IngestStatus.DUPLICATE, state), None
+        # A study left with no visible instance by rejections (not one rejected whole):
+        # its next instance is matched like the first of a new study, since what made it
+        # published or held was rejected with the instances (IOCM).
+        starts_over = (
+            existing is not None
+            and existing.state is not StudyState.REJECTED
+            and not view.has_visible_instance
+        )
+        now = self._clock.now()
+        uow.studies.add_instance(stored, now)
+        prior_of = (
+            uow.prefetch.expected_patient(inst.study_instance_uid) if existing is None else None
+        )
+        if arrived.rejection is not None:
+            # A control object: it neither matches nor holds the study it is filed in.
+            outcome = None
+            state = existing.state if existing else StudyState.HELD
+        elif prior_of is not None:
+            # Fetched as a prior of a registered patient: no exam to match, published
+            # under the patient it was fetched for.
+            outcome = None
+            state = StudyState.PUBLISHED
+            uid = inst.study_instance_uid
+            uow.studies.set_match(uid, state, prior_of, arrived.identity.accession_number)
+            uow.events.record_match(uid, MatchOutcomeKind.PRIOR, now)
+        elif existing is None or starts_over:
+            outcome = self._match_new_study(uow, arrived.identity)
+            state = StudyState.PUBLISHED if isinstance(outcome, Matched) else StudyState.HELD
+        else:
+            outcome = None
+            state = self._check_consistent(uow, existing, arrived.identity)
+        if arrived.rejection is not None:
+            apply_rejection(uow, arrived.rejection, now)
+            source = self._audit.source if self._audit else AuditSource("pacsflow")
+            audited = rejection_event(uow, source, sender, arrived.rejection, now)
+        else:
+            for hook in self._after_store:  # work the arrival causes, in the same transaction
+                hook(uow, stored, state, now)
+        if audited is not None:  # last before commit: the audit chain head stays locked briefly
+            uow.audit.append(audited, now)
+        return IngestResult(IngestStatus.STORED, state, outcome), audited
 
     def _match_new_study(self, uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:
         now = self._clock.now()

@@ -14,6 +14,7 @@ uses pydicom. Tests compare both readers on every file pydicom ships.
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -74,11 +75,17 @@ class _Buffer:
         return (self.u16(at) << 16) | self.u16(at + 2)
 
 
-def read_identifying(path: Path) -> dict[str, str] | None:
-    """The header attributes `arrived_instance` reads, as stripped strings; None: use pydicom."""
+def read_identifying(source: Path | bytes) -> dict[str, str] | None:
+    """The header attributes `arrived_instance` reads, as stripped strings; None: use pydicom.
+
+    source is a Part 10 file, or its bytes.
+    """
     try:
-        with path.open("rb") as fp:
-            raw = _walk(_Buffer(fp))
+        if isinstance(source, bytes):
+            raw = _walk(_Buffer(BytesIO(source)))
+        else:
+            with source.open("rb") as fp:
+                raw = _walk(_Buffer(fp))
         return None if raw is None else _decode(raw)
     except (_NotPlain, UnicodeDecodeError, OSError):
         return None

@@ -80,6 +80,9 @@ _MAX_COMMAND = 1 << 16
 #: Data set bytes are moved from the socket to the file in chunks of at most this size, so
 #: memory stays bounded whatever PDU length the peer announces.
 _CHUNK = 1 << 18
+#: Objects up to this size are also kept in memory while received, to be checked and
+#: parsed without reading the file back.
+_KEEP = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,8 @@ class ReceivedObject:
     transfer_syntax: str
     sop_class_uid: str
     sop_instance_uid: str
+    #: The file's bytes when it is small enough to have been kept in memory (saves rereading).
+    data: bytes | None = None
 
 
 #: Stores a received object; returns the status (an int, or a Dataset with Status and an
@@ -301,6 +306,8 @@ class FastStore:
             if kind == _P_DATA:
                 self._p_data(s, length)
             elif kind == _RELEASE_RQ:
+                if length != 4:
+                    raise ProtocolError(f"A-RELEASE-RQ of length {length}")
                 s.read(length)
                 s.sock.sendall(_RELEASE_RP)
                 return
@@ -366,12 +373,11 @@ class FastStore:
         sop_class = _text(fields.get(0x0002, b""))
         sop_instance = _text(fields.get(0x1000, b""))
         transfer_syntax = str(context.transfer_syntax[0])
-        s.begin_object(self._spool_path())
-        assert s.file is not None
-        s.file.write(_file_meta(sop_class, sop_instance, transfer_syntax))
+        s.begin_object(self._spool_path(), _file_meta(sop_class, sop_instance, transfer_syntax))
         s.pending = _Pending(context_id, message_id, sop_class, sop_instance, transfer_syntax)
 
     def _stored(self, s: _Session) -> None:
+        kept = s.kept
         pending, path = s.pending, s.end_object()
         assert pending is not None
         assert path is not None
@@ -380,7 +386,11 @@ class FastStore:
             answer = self._store(
                 s.caller,
                 ReceivedObject(
-                    path, pending.transfer_syntax, pending.sop_class, pending.sop_instance
+                    path,
+                    pending.transfer_syntax,
+                    pending.sop_class,
+                    pending.sop_instance,
+                    None if kept is None else bytes(kept),
                 ),
             )
         finally:
@@ -415,7 +425,7 @@ class _Pending:
 
 
 class _Session:
-    """One association's socket and receive state."""
+    """One association's socket, its read buffer and receive state."""
 
     def __init__(self, sock: socket.socket, caller: Caller) -> None:
         self.sock = sock
@@ -427,31 +437,70 @@ class _Session:
         self.pending: _Pending | None = None
         self.file: BinaryIO | None = None
         self.path: Path | None = None
+        #: The object's bytes as written, while it is small enough to keep (else None).
+        self.kept: bytearray | None = None
         self._buffer = bytearray(_CHUNK)
         self._view = memoryview(self._buffer)
+        self._start = self._end = 0
 
     def read(self, n: int) -> bytes:
-        """Exactly n bytes from the peer."""
-        return _read_exact(self.sock, n)
+        """Exactly n bytes from the peer (n at most the buffer's size)."""
+        self._fill(n)
+        data = bytes(self._view[self._start : self._start + n])
+        self._start += n
+        return data
 
-    def receive_into_file(self, n: int) -> None:
-        """Stream the next n bytes from the peer into the open object file."""
-        assert self.file is not None
-        view, sock, out = self._view, self.sock, self.file
-        while n > 0:
-            got = sock.recv_into(view, min(n, len(view)))
+    def _fill(self, n: int) -> None:
+        """Buffer at least n bytes; what else has arrived is buffered too (fewer recv calls)."""
+        if self._end - self._start >= n:
+            return
+        if n > len(self._buffer):
+            raise ProtocolError(f"{n} bytes asked where at most {len(self._buffer)} are read")
+        if self._start:
+            held = self._end - self._start
+            self._buffer[:held] = self._view[self._start : self._end]
+            self._start, self._end = 0, held
+        while self._end < n:
+            got = self.sock.recv_into(self._view[self._end :])
             if got == 0:
                 raise _Closed
-            out.write(view[:got])
-            n -= got
+            self._end += got
 
-    def begin_object(self, path: Path) -> None:
+    def receive_into_file(self, n: int) -> None:
+        """Move the next n bytes from the peer into the open object file (and kept bytes)."""
+        assert self.file is not None
+        out = self.file
+        while n > 0:
+            if self._start == self._end:
+                self._start = self._end = 0
+                got = self.sock.recv_into(self._view)
+                if got == 0:
+                    raise _Closed
+                self._end = got
+            take = min(n, self._end - self._start)
+            chunk = self._view[self._start : self._start + take]
+            out.write(chunk)
+            self._keep(chunk)
+            self._start += take
+            n -= take
+
+    def _keep(self, data: bytes | memoryview) -> None:
+        kept = self.kept
+        if kept is not None:
+            if len(kept) + len(data) > _KEEP:
+                self.kept = None
+            else:
+                kept += data
+
+    def begin_object(self, path: Path, file_meta: bytes) -> None:
         self.path = path
         self.file = path.open("xb")
+        self.file.write(file_meta)
+        self.kept = bytearray(file_meta)
 
     def end_object(self) -> Path | None:
         path, file = self.path, self.file
-        self.path, self.file = None, None
+        self.path, self.file, self.kept = None, None, None
         if file is not None:
             file.close()
         return path

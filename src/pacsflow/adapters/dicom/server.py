@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -302,10 +303,10 @@ class DicomServer:
         """Store one received object: the C-STORE status (both receive paths end here)."""
         try:
             self._allow(caller.ae_title, DicomOperation.STORE)
-            path, transfer_syntax = received.path, received.transfer_syntax
+            path, transfer_syntax, data = received.path, received.transfer_syntax, received.data
             # The header alone reads fine from a data set cut short: walk it all first.
-            check_complete(path, transfer_syntax)
-            header = read_identifying(path) or read_header(path)
+            check_complete(path if data is None else BytesIO(data), transfer_syntax)
+            header = read_identifying(path if data is None else data) or read_header(path)
             if str(header.get("SOPInstanceUID", "")) != received.sop_instance_uid:
                 return status.failure(
                     status.DATASET_MISMATCH, "SOP Instance UID differs from the command's"
