@@ -38,6 +38,10 @@ class InMemoryBlobStore:
         self.objects[key] = data
         return len(data)
 
+    def put_bytes(self, key: str, data: bytes) -> int:
+        self.objects[key] = data
+        return len(data)
+
     def open(self, key: str) -> BinaryIO:
         return io.BytesIO(self.objects[key])
 

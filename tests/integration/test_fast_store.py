@@ -261,16 +261,28 @@ def test_a_refused_object_gets_a_failure_status_with_the_reason(
     assert not fast_node.queries.instance_known(Uid(ds.SOPInstanceUID))
 
 
+def big_ct(tmp_path: Path) -> Dataset:
+    """A CT of 1024 x 1024 x 16 bit: 2 MiB, more than the fast path keeps in memory."""
+    ds = ct(tmp_path)
+    ds.Rows = ds.Columns = 1024
+    ds.PixelData = bytes(2 * 1024 * 1024)
+    return ds
+
+
 @pytest.mark.parametrize("ending", ["abort", "disconnect", "garbage"])
+@pytest.mark.parametrize("size", ["small", "spooled"])
 def test_an_association_broken_off_mid_data_set_leaves_nothing(
-    fast_node: Pacsflow, tmp_path: Path, ending: str
+    fast_node: Pacsflow, tmp_path: Path, ending: str, size: str
 ) -> None:
     sock, kind, _ = associate(fast_node.dicom.port, CTImageStorage)
-    ds = ct(tmp_path)
+    ds = ct(tmp_path) if size == "small" else big_ct(tmp_path)
     data = data_set_bytes(ds)
+    sent = 1000 if size == "small" else 1_500_000  # the big one is spooled to a file by now
     with sock:
         assert kind == 0x02
-        sock.sendall(p_data(1, 0x03, store_request(ds)) + p_data(1, 0x00, data[:1000]))
+        sock.sendall(p_data(1, 0x03, store_request(ds)))
+        for start in range(0, sent, 16000):  # PDUs within our 16 KiB proposal
+            sock.sendall(p_data(1, 0x00, data[start : min(start + 16000, sent)]))
         if ending == "abort":
             sock.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")
         elif ending == "garbage":
@@ -324,6 +336,21 @@ def test_strict_titles_reject_on_the_fast_path_too(tmp_path: Path) -> None:
         assert tuple(body[1:4]) == (0x01, 0x01, 0x03)  # permanent, calling AE not recognised
     finally:
         node.stop()
+
+
+def test_a_large_object_is_spooled_and_stored_whole(fast_node: Pacsflow, tmp_path: Path) -> None:
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", fast_node.dicom.port, ae_title="PACSFLOW")
+    assert assoc.is_established
+    try:
+        ds = big_ct(tmp_path)
+        assert int(assoc.send_c_store(ds).Status) == 0
+    finally:
+        assoc.release()
+    stored = dcmread(stored_file(fast_node, ds.SOPInstanceUID))
+    assert stored.PixelData == ds.PixelData
+    assert spooled(fast_node) == []
 
 
 def test_pynetdicom_scu_stores_through_the_fast_path(fast_node: Pacsflow, tmp_path: Path) -> None:

@@ -82,9 +82,13 @@ class Ingest:
         self._rounds = GroupCommit(uow)
 
     def receive(
-        self, arrived: ArrivedInstance, source: Path, *, requestor: ActiveParticipant | None = None
+        self,
+        arrived: ArrivedInstance,
+        source: Path | bytes,
+        *,
+        requestor: ActiveParticipant | None = None,
     ) -> IngestResult:
-        """Durably store and index an instance whose file is at source; idempotent per SOP UID.
+        """Durably store and index an instance (its file, or the file's bytes); idempotent.
 
         An instance a rejection note rejected is refused (InstanceRejected), stored or not.
         A rejection note is stored like any instance and applied in the same transaction;
@@ -96,7 +100,11 @@ class Ingest:
         # duplicate is then deleted again): one transaction per instance instead of a look
         # first, and no file write or fsync while holding the database's write lock.
         key = f"{inst.study_instance_uid}/{inst.sop_instance_uid}.{uuid.uuid4().hex[:12]}.dcm"
-        size = self._blobs.put_file(key, source)
+        size = (
+            self._blobs.put_bytes(key, source)
+            if isinstance(source, bytes)
+            else self._blobs.put_file(key, source)
+        )
         stored = ArrivedInstance(
             identity=arrived.identity,
             instance=_with_blob(arrived, key, size),
@@ -124,9 +132,7 @@ class Ingest:
         self, arrived: ArrivedInstance, stored: ArrivedInstance, sender: ActiveParticipant
     ) -> IngestResult:
         # Instances arriving together (several associations) share one transaction.
-        result, audited = self._rounds.run(
-            lambda uow: self._index_in(uow, arrived, stored, sender)
-        )
+        result, audited = self._rounds.run(lambda uow: self._index_in(uow, arrived, stored, sender))
         if audited is not None and self._audit is not None:
             self._audit.forward(audited)
         return result

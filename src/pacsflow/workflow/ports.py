@@ -37,6 +37,10 @@ class BlobStore(Protocol):
         """Durably store the file at source under key (moving it when possible); its size."""
         ...
 
+    def put_bytes(self, key: str, data: bytes) -> int:
+        """Durably store data under key; its size."""
+        ...
+
     def open(self, key: str) -> BinaryIO:
         """Open a stored object for reading."""
         ...

@@ -20,6 +20,7 @@ class FileBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.staging = root / ".staging"
         self.staging.mkdir(exist_ok=True)
+        self._made: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -37,7 +38,7 @@ class FileBlobStore:
         """
         target = self._path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_parent(target)
             try:
                 os.replace(source, target)
             except OSError as exc:
@@ -51,6 +52,35 @@ class FileBlobStore:
             return size
         except OSError as exc:
             raise TransientError(f"cannot store object: {exc.strerror}") from exc
+
+    def put_bytes(self, key: str, data: bytes) -> int:
+        """Durably store data under key: written in place, then the file and its directory
+        fsynced (key is new and unique and indexed only after this returns)."""
+        target = self._path(key)
+        try:
+            self._make_parent(target)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(target.parent)
+            return len(data)
+        except OSError as exc:
+            raise TransientError(f"cannot store object: {exc.strerror}") from exc
+
+    def _make_parent(self, target: Path) -> None:
+        """Create target's directory unless this store made it already (objects only grow)."""
+        parent = target.parent
+        if parent in self._made:
+            return
+        parent.mkdir(parents=True, exist_ok=True)
+        if len(self._made) >= 4096:
+            self._made.clear()
+        self._made.add(parent)
 
     def open(self, key: str) -> BinaryIO:
         """Open a stored object for reading."""

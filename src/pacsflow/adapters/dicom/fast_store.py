@@ -73,6 +73,7 @@ _ABORT_PDU = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
 #: DIMSE command fields (PS3.7 E.1).
 _C_STORE_RQ, _C_ECHO_RQ, _C_STORE_RSP, _C_ECHO_RSP = 0x0001, 0x0030, 0x8001, 0x8030
 _NO_DATA_SET = 0x0101
+_UNABLE_TO_PROCESS = 0xC001
 #: An A-ASSOCIATE-RQ larger than this is left to pynetdicom (128 contexts fit many times).
 _MAX_RQ = 1 << 20
 #: A command set is a few hundred bytes; anything far larger is not a command.
@@ -80,8 +81,8 @@ _MAX_COMMAND = 1 << 16
 #: Data set bytes are moved from the socket to the file in chunks of at most this size, so
 #: memory stays bounded whatever PDU length the peer announces.
 _CHUNK = 1 << 18
-#: Objects up to this size are also kept in memory while received, to be checked and
-#: parsed without reading the file back.
+#: Objects up to this size are received into memory and written once, in place, when
+#: stored; larger ones are spooled to a file while they arrive (memory stays bounded).
 _KEEP = 1 << 20
 
 
@@ -99,16 +100,17 @@ class Caller:
 class ReceivedObject:
     """A C-STORE data set received into a Part 10 file."""
 
-    path: Path
+    #: The Part 10 file, when the object was spooled to disk (large, or pynetdicom's path).
+    path: Path | None
     transfer_syntax: str
     sop_class_uid: str
     sop_instance_uid: str
-    #: The file's bytes when it is small enough to have been kept in memory (saves rereading).
+    #: The Part 10 file's bytes, when the object was small enough to be kept in memory.
     data: bytes | None = None
 
 
 #: Stores a received object; returns the status (an int, or a Dataset with Status and an
-#: Error Comment). It may move the file away.
+#: Error Comment). On success it has taken the spooled file (moved it into the store).
 StoreHandler = Callable[[Caller, ReceivedObject], "int | Dataset"]
 #: Called once when an association served here ends (released, aborted or broken).
 ClosedHandler = Callable[[Caller], None]
@@ -341,7 +343,7 @@ class FastStore:
             else:  # a data set fragment
                 if s.pending is None or s.pending.context_id != context_id:
                     raise ProtocolError("data set fragment without its C-STORE request")
-                s.receive_into_file(size)
+                s.receive_data(size)
                 if control & 0x02:
                     self._stored(s)
 
@@ -373,29 +375,24 @@ class FastStore:
         sop_class = _text(fields.get(0x0002, b""))
         sop_instance = _text(fields.get(0x1000, b""))
         transfer_syntax = str(context.transfer_syntax[0])
-        s.begin_object(self._spool_path(), _file_meta(sop_class, sop_instance, transfer_syntax))
+        s.begin_object(_file_meta(sop_class, sop_instance, transfer_syntax), self._spool_path)
         s.pending = _Pending(context_id, message_id, sop_class, sop_instance, transfer_syntax)
 
     def _stored(self, s: _Session) -> None:
-        kept = s.kept
-        pending, path = s.pending, s.end_object()
+        pending = s.pending
         assert pending is not None
-        assert path is not None
         s.pending = None
+        path, data = s.end_object()
+        received = ReceivedObject(
+            path, pending.transfer_syntax, pending.sop_class, pending.sop_instance, data
+        )
+        answer: int | Dataset = _UNABLE_TO_PROCESS
         try:
-            answer = self._store(
-                s.caller,
-                ReceivedObject(
-                    path,
-                    pending.transfer_syntax,
-                    pending.sop_class,
-                    pending.sop_instance,
-                    None if kept is None else bytes(kept),
-                ),
-            )
+            answer = self._store(s.caller, received)
         finally:
-            path.unlink(missing_ok=True)  # moved away when stored
-        status, comment = _status(answer)
+            status, comment = _status(answer)
+            if path is not None and status != 0x0000:
+                path.unlink(missing_ok=True)  # not stored: the handler left the file
         elements = [
             (0x0002, _ui(pending.sop_class)),
             (0x0100, _C_STORE_RSP.to_bytes(2, "little")),
@@ -437,8 +434,9 @@ class _Session:
         self.pending: _Pending | None = None
         self.file: BinaryIO | None = None
         self.path: Path | None = None
-        #: The object's bytes as written, while it is small enough to keep (else None).
+        #: The object's bytes while it is small enough to keep in memory (else None).
         self.kept: bytearray | None = None
+        self.spool: Callable[[], Path] | None = None
         self._buffer = bytearray(_CHUNK)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
@@ -466,10 +464,8 @@ class _Session:
                 raise _Closed
             self._end += got
 
-    def receive_into_file(self, n: int) -> None:
-        """Move the next n bytes from the peer into the open object file (and kept bytes)."""
-        assert self.file is not None
-        out = self.file
+    def receive_data(self, n: int) -> None:
+        """Take the next n bytes of the object's data set from the peer."""
         while n > 0:
             if self._start == self._end:
                 self._start = self._end = 0
@@ -478,36 +474,40 @@ class _Session:
                     raise _Closed
                 self._end = got
             take = min(n, self._end - self._start)
-            chunk = self._view[self._start : self._start + take]
-            out.write(chunk)
-            self._keep(chunk)
+            self._append(self._view[self._start : self._start + take])
             self._start += take
             n -= take
 
-    def _keep(self, data: bytes | memoryview) -> None:
+    def _append(self, chunk: memoryview) -> None:
+        """Keep an object in memory up to 1 MiB; past that, spool it to its file."""
         kept = self.kept
-        if kept is not None:
-            if len(kept) + len(data) > _KEEP:
-                self.kept = None
-            else:
-                kept += data
+        if kept is not None and len(kept) + len(chunk) <= _KEEP:
+            kept += chunk
+            return
+        if self.file is None:
+            assert self.spool is not None
+            self.path = self.spool()
+            self.file = self.path.open("xb")
+            self.file.write(kept or b"")
+            self.kept = None
+        self.file.write(chunk)
 
-    def begin_object(self, path: Path, file_meta: bytes) -> None:
-        self.path = path
-        self.file = path.open("xb")
-        self.file.write(file_meta)
+    def begin_object(self, file_meta: bytes, spool: Callable[[], Path]) -> None:
+        """Start receiving an object whose File Meta Information is file_meta."""
         self.kept = bytearray(file_meta)
+        self.spool = spool
 
-    def end_object(self) -> Path | None:
-        path, file = self.path, self.file
+    def end_object(self) -> tuple[Path | None, bytes | None]:
+        """The received object: its spooled file, or its bytes."""
+        path, file, kept = self.path, self.file, self.kept
         self.path, self.file, self.kept = None, None, None
         if file is not None:
             file.close()
-        return path
+        return path, None if kept is None else bytes(kept)
 
     def discard_partial(self) -> None:
         """Remove the file of an object whose data set never completed."""
-        path = self.end_object()
+        path, _ = self.end_object()
         if path is not None:
             path.unlink(missing_ok=True)
 

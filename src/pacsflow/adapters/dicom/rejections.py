@@ -10,6 +10,7 @@ Selection with any other title ("Of Interest", ...) is an ordinary clinical obje
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -26,7 +27,7 @@ _EVIDENCE = "CurrentRequestedProcedureEvidenceSequence"
 _NOTE_TAGS = ("SOPClassUID", "SOPInstanceUID", "ConceptNameCodeSequence", _EVIDENCE)
 
 
-def read_rejection(header: Header, path: Path) -> Rejection | None:
+def read_rejection(header: Header, path: Path | BinaryIO) -> Rejection | None:
     """The rejection a stored file carries, when it is an IOCM rejection note (else None).
 
     Only Key Object Selection Documents are read again, for the two sequences the header

@@ -303,19 +303,20 @@ class DicomServer:
         """Store one received object: the C-STORE status (both receive paths end here)."""
         try:
             self._allow(caller.ae_title, DicomOperation.STORE)
-            path, transfer_syntax, data = received.path, received.transfer_syntax, received.data
+            transfer_syntax, data = received.transfer_syntax, received.data
+            source: Path | bytes = data if data is not None else _spooled(received)
             # The header alone reads fine from a data set cut short: walk it all first.
-            check_complete(path if data is None else BytesIO(data), transfer_syntax)
-            header = read_identifying(path if data is None else data) or read_header(path)
+            check_complete(_readable(source), transfer_syntax)
+            header = read_identifying(source) or read_header(_readable(source))
             if str(header.get("SOPInstanceUID", "")) != received.sop_instance_uid:
                 return status.failure(
                     status.DATASET_MISMATCH, "SOP Instance UID differs from the command's"
                 )
             arrived = arrived_instance(header, transfer_syntax, caller.ae_title)
-            rejection = read_rejection(header, path)  # an IOCM rejection note (a KOS)?
+            rejection = read_rejection(header, _readable(source))  # an IOCM rejection note?
             if rejection is not None:
                 arrived = replace(arrived, rejection=rejection)
-            result = self._ingest.receive(arrived, path, requestor=_participant(caller))
+            result = self._ingest.receive(arrived, source, requestor=_participant(caller))
             if result.status is IngestStatus.STORED:
                 with self._received_lock:
                     self._received.setdefault(caller.association, set()).add(
@@ -733,6 +734,16 @@ def _identity_resolved(query: Dataset) -> Dataset:
         del keys.IssuerOfPatientID
         keys.IssuerOfPatientID = ""
     return keys
+
+
+def _spooled(received: ReceivedObject) -> Path:
+    assert received.path is not None, "a received object has its file or its bytes"
+    return received.path
+
+
+def _readable(source: Path | bytes) -> Path | BytesIO:
+    """What the readers of a received object take: its file, or its bytes as a file."""
+    return BytesIO(source) if isinstance(source, bytes) else source
 
 
 def _caller(event: Event) -> Caller:
