@@ -196,12 +196,31 @@ def one_run(
     return rec
 
 
+def paired_ratios(records: list[dict[str, Any]], corpus: str, par: int) -> str:
+    """pacsflow/Orthanc of each rep (run back to back), their median first: on a shared VM
+    the two servers' rates drift together, so the paired ratio is steadier than medians."""
+    rate = {
+        (r["target"], r["rep"]): r["inst_per_s"]
+        for r in records
+        if (r["corpus"], r["parallel"]) == (corpus, par) and r.get("ok")
+    }
+    ratios = [
+        rate[("pacsflow", rep)] / rate[("orthanc", rep)]
+        for rep in sorted({rep for _, rep in rate})
+        if ("pacsflow", rep) in rate and rate.get(("orthanc", rep))
+    ]
+    if not ratios:
+        return "-"
+    each = ", ".join(f"{x:.2f}" for x in ratios)
+    return f"median {statistics.median(ratios):.2f}x ({each})"
+
+
 def summarize(records: list[dict[str, Any]]) -> str:
     """Medians per (corpus, parallel, target) and the pacsflow/Orthanc ratio, as Markdown."""
     keys = sorted({(r["corpus"], r["parallel"]) for r in records})
     lines = [
         "| corpus | assocs | target | runs ok | inst/s median (min-max) | MB/s | server CPU s"
-        " | peak RSS MiB (max) | pacsflow/Orthanc |",
+        " | peak RSS MiB (max) | pacsflow/Orthanc (of medians; per rep) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for corpus, par in keys:
@@ -226,7 +245,7 @@ def summarize(records: list[dict[str, Any]]) -> str:
                 f" ({min(rates):.0f}-{max(rates):.0f}) | {mbs:.1f} | {cpu:.2f} | {hwm:.0f} |"
             )
         ratio = (
-            f"{med['pacsflow'] / med['orthanc']:.2f}x"
+            f"{med['pacsflow'] / med['orthanc']:.2f}x; {paired_ratios(records, corpus, par)}"
             if med.get("orthanc") and "pacsflow" in med
             else ""
         )
