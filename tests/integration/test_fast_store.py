@@ -338,31 +338,27 @@ def test_strict_titles_reject_on_the_fast_path_too(tmp_path: Path) -> None:
         node.stop()
 
 
-def test_a_large_object_is_spooled_and_stored_whole(fast_node: Pacsflow, tmp_path: Path) -> None:
+def store_with_pynetdicom(node: Pacsflow, *datasets: Dataset) -> list[int]:
+    """C-STORE each data set on one pynetdicom association; the statuses."""
     ae = AE(ae_title="PYSCU")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", fast_node.dicom.port, ae_title="PACSFLOW")
+    assoc = ae.associate("127.0.0.1", node.dicom.port, ae_title="PACSFLOW")
     assert assoc.is_established
     try:
-        ds = big_ct(tmp_path)
-        assert int(assoc.send_c_store(ds).Status) == 0
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
     finally:
         assoc.release()
+
+
+def test_a_large_object_is_spooled_and_stored_whole(fast_node: Pacsflow, tmp_path: Path) -> None:
+    ds = big_ct(tmp_path)
+    assert store_with_pynetdicom(fast_node, ds) == [0]
     stored = dcmread(stored_file(fast_node, ds.SOPInstanceUID))
     assert stored.PixelData == ds.PixelData
     assert spooled(fast_node) == []
 
 
 def test_pynetdicom_scu_stores_through_the_fast_path(fast_node: Pacsflow, tmp_path: Path) -> None:
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", fast_node.dicom.port, ae_title="PACSFLOW")
-    assert assoc.is_established
-    try:
-        ds = ct(tmp_path)
-        statuses = [int(assoc.send_c_store(ds).Status)]
-        statuses.append(int(assoc.send_c_store(ds).Status))  # the duplicate: stored once
-    finally:
-        assoc.release()
-    assert statuses == [0, 0]
+    ds = ct(tmp_path)
+    assert store_with_pynetdicom(fast_node, ds, ds) == [0, 0]  # the duplicate: stored once
     assert fast_node.dicom.fast_associations == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -42,6 +43,14 @@ class FakeDatabase:
 
     def __call__(self, *, read_only: bool = False) -> Any:
         return FakeUnitOfWork(self)
+
+
+def wait_queued(rounds: GroupCommit, n: int) -> None:
+    """Wait until n callers wait for the next round."""
+    deadline = time.monotonic() + 5
+    while len(rounds._queue) < n and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(rounds._queue) == n
 
 
 def test_a_caller_alone_commits_its_own_work() -> None:
