@@ -30,6 +30,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from pacsflow.adapters.dicom.fast_store import FastStore
 from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer
 from pacsflow.domain.uids import Uid
@@ -362,3 +363,21 @@ def test_pynetdicom_scu_stores_through_the_fast_path(fast_node: Pacsflow, tmp_pa
     ds = ct(tmp_path)
     assert store_with_pynetdicom(fast_node, ds, ds) == [0, 0]  # the duplicate: stored once
     assert fast_node.dicom.fast_associations == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x01\x00\x00\x00\x00\x00",  # an A-ASSOCIATE-RQ of length 0
+        b"\x01\x00\x00\x00\x00\x08" + b"\xff" * 8,  # one that does not decode
+        b"\x09\x00\x00\x00\x00\x00",  # not an A-ASSOCIATE-RQ
+    ],
+)
+def test_what_the_fast_path_cannot_decode_is_left_unread_for_pynetdicom(data: bytes) -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        peer.sendall(data)
+        fast = FastStore(AE(ae_title="PACSFLOW"), lambda caller, obj: 0, lambda caller: None)
+        assert not fast.serve(ours, ("127.0.0.1", 1))
+        ours.settimeout(1)
+        assert ours.recv(len(data) + 10) == data  # untouched: pynetdicom reads it all

@@ -221,8 +221,8 @@ class FastStore:
             pdu = A_ASSOCIATE_RQ()
             pdu.decode(raw)
             return raw, pdu.to_primitive()
-        except (OSError, ValueError, IndexError, TypeError):
-            return None  # pynetdicom answers whatever this is
+        except Exception:  # noqa: BLE001 - undecodable: pynetdicom answers whatever this is
+            return None
         finally:
             sock.settimeout(None)
 
@@ -535,7 +535,12 @@ class DivertingServer(ThreadedAssociationServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Serve storage-only associations on the fast path, the rest with pynetdicom."""
         fast = self.fast_store
-        if fast is not None and fast.serve(request, client_address):
+        try:
+            taken = fast is not None and fast.serve(request, client_address)
+        except Exception:  # serve reads nothing before it takes a connection: pynetdicom's
+            log.exception("fast storage path failed before taking a connection")
+            taken = False
+        if taken:
             self.shutdown_request(request)
             return
         super().finish_request(request, client_address)
