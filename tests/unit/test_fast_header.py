@@ -24,7 +24,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import create_file_meta
 
-from pacsflow.adapters.dicom.datasets import arrived_instance, read_header
+from pacsflow.adapters.dicom.datasets import arrived_instance, dicom_date, read_header
 from pacsflow.adapters.dicom.fast_header import read_identifying
 from pacsflow.adapters.dicom.fast_store import _file_meta
 
@@ -189,3 +189,18 @@ def test_file_meta_is_what_pydicom_writes(syntax: str, instance: str) -> None:
     )
     write_file_meta_info(out, meta)  # type: ignore[arg-type]
     assert _file_meta(CTImageStorage, instance, syntax) == out.getvalue()
+
+
+def _strptime_date(value: str) -> object:
+    from datetime import datetime
+
+    value = value.strip()
+    try:
+        return datetime.strptime(value, "%Y%m%d").date() if len(value) == 8 else None
+    except ValueError:
+        return None
+
+
+@given(st.text(alphabet="0123456789 +-.²a", max_size=10) | st.dates().map(lambda d: f"{d:%Y%m%d}"))
+def test_dicom_date_accepts_what_strptime_accepts(value: str) -> None:
+    assert dicom_date(value) == _strptime_date(value)

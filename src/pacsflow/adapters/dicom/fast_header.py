@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from io import BytesIO
 from pathlib import Path
+from struct import Struct
 from typing import BinaryIO, Final
 
 from pydicom.datadict import dictionary_VR
@@ -38,6 +39,11 @@ _SEQUENCE_END: Final = 0xFFFEE0DD
 _CHARSET_TAG: Final = 0x00080005
 #: Character sets decoded here (PS3.3 C.12.1.1.2); others go to pydicom.
 _CODECS: Final = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf-8"}
+_U16: Final = Struct("<H")
+_U32: Final = Struct("<L")
+_TAG: Final = Struct("<HH")
+_IMPLICIT: Final = Struct("<HHL")
+_EXPLICIT: Final = Struct("<HH2sH")
 _READ: Final = 65536
 _MAX_HEADER: Final = 16 * 1024 * 1024
 _MAX_DEPTH: Final = 16
@@ -66,13 +72,14 @@ class _Buffer:
         return len(self.data) >= end
 
     def u16(self, at: int) -> int:
-        return int.from_bytes(self.data[at : at + 2], "little")
+        return int(_U16.unpack_from(self.data, at)[0])
 
     def u32(self, at: int) -> int:
-        return int.from_bytes(self.data[at : at + 4], "little")
+        return int(_U32.unpack_from(self.data, at)[0])
 
     def tag(self, at: int) -> int:
-        return (self.u16(at) << 16) | self.u16(at + 2)
+        group, element = _TAG.unpack_from(self.data, at)
+        return int(group << 16 | element)
 
 
 def read_identifying(source: Path | bytes) -> dict[str, str] | None:
@@ -129,19 +136,20 @@ def _walk(buf: _Buffer) -> dict[int, bytes] | None:
 def _element(buf: _Buffer, pos: int, implicit: bool) -> tuple[int, int, int]:
     """An element header at pos: (tag, where its value starts, its length)."""
     if implicit:
-        return buf.tag(pos), pos + 8, buf.u32(pos + 4)
+        group, element, length = _IMPLICIT.unpack_from(buf.data, pos)
+        return group << 16 | element, pos + 8, length
     return _explicit(buf, pos)
 
 
 def _explicit(buf: _Buffer, pos: int) -> tuple[int, int, int]:
-    vr = buf.data[pos + 4 : pos + 6]
+    group, element, vr, length = _EXPLICIT.unpack_from(buf.data, pos)
     if not (vr.isalpha() and vr.isupper()):
         raise _NotPlain  # implicit VR inside explicit (UN), or not an element header
     if vr in _LONG_VRS:
         if not buf.need(pos + 12):
             raise _NotPlain
-        return buf.tag(pos), pos + 12, buf.u32(pos + 8)
-    return buf.tag(pos), pos + 8, buf.u16(pos + 6)
+        return group << 16 | element, pos + 12, buf.u32(pos + 8)
+    return group << 16 | element, pos + 8, length
 
 
 def _skip_sequence(buf: _Buffer, pos: int, implicit: bool, depth: int) -> int:
