@@ -105,17 +105,7 @@ class Ingest:
             if isinstance(source, bytes)
             else self._blobs.put_file(key, source)
         )
-        stored = ArrivedInstance(
-            identity=arrived.identity,
-            instance=_with_blob(arrived, key, size),
-            study_date=arrived.study_date,
-            study_time=arrived.study_time,
-            study_description=arrived.study_description,
-            study_id=arrived.study_id,
-            referring_physician=arrived.referring_physician,
-            source_ae=arrived.source_ae,
-            rejection=arrived.rejection,
-        )
+        stored = replace(arrived, instance=_with_blob(arrived, key, size))
         sender = requestor or ActiveParticipant(user_id=arrived.source_ae, is_requestor=True)
         try:
             result = self._index(arrived, stored, sender)

@@ -133,13 +133,11 @@ class FastStore:
         store: StoreHandler,
         closed: ClosedHandler,
         *,
-        spool_dir: Path | None = None,
         other_associations: Callable[[], int] = lambda: 0,
     ) -> None:
         self._ae = ae
         self._store = store
         self._closed = closed
-        self._spool = spool_dir
         self._others = other_associations
         self._lock = threading.Lock()
         self._live: dict[int, socket.socket] = {}
@@ -406,7 +404,9 @@ class FastStore:
         s.send_command(pending.context_id, _encode_command(elements))
 
     def _spool_path(self) -> Path:
-        directory = self._spool if self._spool is not None else Path(tempfile.gettempdir())
+        # Where pynetdicom spools too: the app points tempfile at the data directory, so a
+        # stored file is renamed into the object store, never copied.
+        directory = Path(tempfile.gettempdir())
         return directory / f"rx-{uuid.uuid4().hex}.dcm"
 
 

@@ -342,10 +342,6 @@ class DicomServer:
             raise Forbidden(f"calling AE {caller} may not {operation.value}")
         return caller
 
-    def _participant(self, event: Event) -> atna.ActiveParticipant:
-        """The calling AE as an audit participant (AE title and network address)."""
-        return _participant(_caller(event))
-
     def _record(self, event: atna.AuditEvent) -> None:
         if self._audit is not None:
             self._audit.record(event)
@@ -359,7 +355,7 @@ class DicomServer:
         self._record(
             atna.query(
                 self._audit.source,
-                self._participant(event),
+                _participant(_caller(event)),
                 datetime.now(UTC),
                 query_text=text,
                 sop_class_uid=model,
@@ -373,7 +369,7 @@ class DicomServer:
         if self._audit is None:
             return
         studies = sorted({i.study_instance_uid for i in instances})
-        caller = self._participant(event)
+        caller = _participant(_caller(event))
         receiver = (
             caller if destination == caller.user_id else atna.ActiveParticipant(user_id=destination)
         )
