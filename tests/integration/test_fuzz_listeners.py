@@ -294,3 +294,16 @@ def test_a_pdu_declaring_gigabytes_is_dropped_without_buffering_it(node: Pacsflo
             pass  # dropped while we were still sending: what we want
     assert _rss_mib() - before < 40
     assert _echo_ok(node)
+
+
+def test_a_declared_oversized_body_gets_problem_json(node: Pacsflow, api_token: str) -> None:
+    # Found by schemathesis: a 2 MiB report body was answered 413 in plain text.
+    res = httpx.post(
+        f"http://127.0.0.1:{node.http.port}/api/reports",
+        json={"status": "F", "text": "\x1f" * (2 * 1024 * 1024)},
+        headers={"Authorization": f"Bearer {api_token}"},
+        timeout=30,
+    )
+    assert res.status_code == 413
+    assert res.headers["content-type"].startswith("application/problem+json")
+    assert res.json()["title"] == "Content Too Large"

@@ -12,6 +12,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pacsflow import __version__
 from pacsflow.domain.access import Permission, Principal
@@ -49,6 +50,37 @@ HealthCheck = Callable[[], dict[str, str]]
 _Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 #: The largest request body accepted (reconciliation actions are a few hundred bytes).
 MAX_BODY_BYTES = 1 << 20
+
+
+class _ChunkedBodyLimit:
+    """Cut off a body that declares no length (chunked) once it passes MAX_BODY_BYTES.
+
+    Raised as HTTP 413 from the read, which the application answers as problem JSON; a
+    declared Content-Length is refused earlier (the `_limit_body` middleware). Starlette's
+    own `max_body_size` is not used: it rewrites the answer to any request declaring too
+    large a length into a plain-text 413, even the JSON one already chosen.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise StarletteHTTPException(status_code=413)
+            return message
+
+        await self.app(scope, limited, send)
+
 
 _PROBLEM_STATUS: tuple[tuple[type[PacsflowError], int], ...] = (
     (Unauthenticated, 401),
@@ -676,8 +708,8 @@ def create_app(
             "PACS workflow manager: studies, exceptions, orders and patients. "
             "Every /api route needs `Authorization: Bearer <token>` (`pacsflow tokens create`)."
         ),
-        max_body_size=MAX_BODY_BYTES,  # also caps chunked bodies, which declare no length
     )
+    app.add_middleware(_ChunkedBodyLimit)
 
     def who(request: Request, username: str) -> ActiveParticipant:
         host = request.client.host if request.client else ""
@@ -737,7 +769,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # A chunked body (no Content-Length) past max_body_size is cut off while being read.
+        # A chunked body (no Content-Length) past the limit is cut off while being read.
         if exc.status_code == 413:
             return _problem(413, "Content Too Large", f"bodies over {MAX_BODY_BYTES} bytes")
         return await http_exception_handler(request, exc)
