@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -12,6 +13,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
     StorageCommitmentPushModel,
     StorageCommitmentPushModelInstance,
 )
@@ -377,6 +379,68 @@ def test_mpps_in_progress_then_completed_moves_the_order(node: Pacsflow) -> None
         assert node.queries.orders()[0].status is OrderStatus.COMPLETED
         status, _ = assoc.send_n_set(mods, ModalityPerformedProcedureStep, new_uid())
         assert status.Status == 0x0112  # no such object instance
+    finally:
+        assoc.release()
+
+
+def _worklist_accessions(assoc: Any) -> list[str]:
+    query = Dataset()
+    query.AccessionNumber = ""
+    query.ScheduledProcedureStepSequence = [Dataset()]
+    found = []
+    for st, ds in assoc.send_c_find(query, ModalityWorklistInformationFind):
+        if st.Status in (0xFF00, 0xFF01) and ds is not None:
+            found.append(str(ds.AccessionNumber))
+    return found
+
+
+@pytest.mark.parametrize("finish", ["COMPLETED", "DISCONTINUED"])
+def test_a_finished_mpps_refuses_a_resent_n_create_and_every_n_set(
+    node: Pacsflow, finish: str
+) -> None:
+    """PS3.4 F.7.2.2.2: N-CREATE of an existing step is 0x0111; N-SET after the end, 0x0110."""
+    _, o = scheduled(node)
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", node.dicom.port, ae_title="PACSFLOW")
+    assert assoc.is_established
+    try:
+        uid = new_uid()
+        attrs = Dataset()
+        ref = Dataset()
+        ref.AccessionNumber = o.accession_number
+        ref.StudyInstanceUID = o.study_instance_uid
+        attrs.ScheduledStepAttributesSequence = [ref]
+        attrs.PerformedProcedureStepStatus = "IN PROGRESS"
+        attrs.PerformedStationAETitle = "CT01"
+        assert assoc.send_n_create(attrs, ModalityPerformedProcedureStep, uid)[0].Status == 0
+        assert assoc.send_n_create(attrs, ModalityPerformedProcedureStep, uid)[0].Status == 0x0111
+        done = Dataset()
+        done.PerformedProcedureStepStatus = finish
+        assert assoc.send_n_set(done, ModalityPerformedProcedureStep, uid)[0].Status == 0
+        finished = node.queries.orders()[0].status
+        assert finished is OrderStatus(finish.lower())
+        assert _worklist_accessions(assoc) == []
+
+        # The modality re-sends its N-CREATE after a timeout: refused, the exam stays closed.
+        status, _ = assoc.send_n_create(attrs, ModalityPerformedProcedureStep, uid)
+        assert status.Status == 0x0111  # Duplicate SOP Instance
+        assert node.queries.orders()[0].status is finished
+        assert _worklist_accessions(assoc) == []
+
+        same = Dataset()
+        same.PerformedProcedureStepStatus = finish
+        other = Dataset()
+        other.PerformedProcedureStepStatus = (
+            "DISCONTINUED" if finish == "COMPLETED" else "COMPLETED"
+        )
+        no_status = Dataset()
+        no_status.PerformedProcedureStepEndTime = "120000"
+        for mods in (same, other, no_status):
+            status, _ = assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)
+            assert status.Status == 0x0110, mods  # Processing failure
+        assert node.queries.orders()[0].status is finished
     finally:
         assoc.release()
 

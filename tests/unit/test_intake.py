@@ -159,15 +159,37 @@ def test_mpps_update_of_unknown_step_is_refused(uow):
         ProcedureSteps(uow, FixedClock()).update(Uid("1.2.3"), "COMPLETED")
 
 
-def test_finished_mpps_cannot_change_again(intake, uow):
-    from pacsflow.domain.errors import InvalidInput
+@pytest.mark.parametrize("finish", ["COMPLETED", "DISCONTINUED"])
+@pytest.mark.parametrize("again", ["DISCONTINUED", "COMPLETED", "IN PROGRESS", ""])
+def test_finished_mpps_refuses_every_update(intake, uow, finish, again):
+    """PS3.4 F.7.2.2.2: no N-SET after COMPLETED/DISCONTINUED, not even one without a status."""
+    from pacsflow.domain.errors import ProcedureStepFinished
 
     steps = ProcedureSteps(uow, FixedClock())
     uid = Uid("1.2.826.0.1.3")
     steps.start(PerformedStep(uid, "IN PROGRESS"))
+    steps.update(uid, finish)
+    with pytest.raises(ProcedureStepFinished):
+        steps.update(uid, again)
+
+
+def test_a_resent_mpps_create_is_refused_and_does_not_reopen_the_order(intake, uow, queries):
+    from pacsflow.domain.errors import DuplicateProcedureStep, ProcedureStepFinished
+
+    p = f.patient()
+    o = f.order(p)
+    _apply(intake, cmd.PlaceOrder(o, p))
+    steps = ProcedureSteps(uow, FixedClock())
+    uid = Uid("1.2.826.0.1.4")
+    created = PerformedStep(uid, "IN PROGRESS", accession_number=o.accession_number)
+    steps.start(created)
     steps.update(uid, "COMPLETED")
-    with pytest.raises(InvalidInput):
-        steps.update(uid, "DISCONTINUED")
+    with pytest.raises(DuplicateProcedureStep):
+        steps.start(created)
+    assert queries.orders()[0].status is OrderStatus.COMPLETED
+    assert queries.worklist() == []
+    with pytest.raises(ProcedureStepFinished):  # the step itself stayed COMPLETED
+        steps.update(uid, "COMPLETED")
 
 
 def test_worklist_filter_narrows_in_the_store(intake, queries):

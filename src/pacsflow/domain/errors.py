@@ -10,6 +10,8 @@ PacsflowError
 │   ├── DuplicateAccession    a new order reusing another order's accession number
 │   ├── IdentifierInUse       a changed patient identifier already names another patient
 │   ├── UnknownProcedureStep  an update for a performed procedure step never created
+│   ├── DuplicateProcedureStep  a performed procedure step created a second time
+│   ├── ProcedureStepFinished  a change to a step already COMPLETED or DISCONTINUED
 │   └── InstanceRejected      an instance arrives again after a rejection note rejected it
 ├── AccessDenied              the caller may not do this
 │   ├── Unauthenticated       no valid credentials were presented
@@ -62,6 +64,14 @@ class UnknownProcedureStep(ConflictingState):
     """An update for a performed procedure step that was never created."""
 
 
+class DuplicateProcedureStep(ConflictingState):
+    """A performed procedure step is created again with the SOP Instance UID of an existing one."""
+
+
+class ProcedureStepFinished(ConflictingState):
+    """A change to a performed procedure step that is already COMPLETED or DISCONTINUED."""
+
+
 class InstanceRejected(ConflictingState):
     """An instance arrives whose SOP Instance UID a rejection note rejected (IHE IOCM)."""
 
@@ -90,6 +100,7 @@ __all__ = [
     "AccessDenied",
     "ConflictingState",
     "DuplicateAccession",
+    "DuplicateProcedureStep",
     "Forbidden",
     "IdentifierInUse",
     "InstanceRejected",
@@ -98,6 +109,7 @@ __all__ = [
     "MissingIdentifier",
     "PacsflowError",
     "PermanentError",
+    "ProcedureStepFinished",
     "TransientError",
     "Unauthenticated",
     "UnknownOrder",

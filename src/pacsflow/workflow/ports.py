@@ -612,6 +612,10 @@ class ProcedureStepRepository(Protocol):
         """One performed step."""
         ...
 
+    def add(self, step: PerformedStep, at: datetime) -> bool:
+        """Record a new performed step; False when one with its SOP Instance UID exists."""
+        ...
+
     def save(self, step: PerformedStep, at: datetime) -> None:
         """Insert or update a performed step."""
         ...

@@ -7,7 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from pacsflow.domain.errors import InvalidInput, UnknownProcedureStep
+from pacsflow.domain.errors import (
+    DuplicateProcedureStep,
+    InvalidInput,
+    ProcedureStepFinished,
+    UnknownProcedureStep,
+)
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import Clock, PerformedStep, UnitOfWork, UnitOfWorkFactory
@@ -50,22 +55,29 @@ class ProcedureSteps:
             )
         with self._uow() as uow:
             now = self._clock.now()
-            uow.procedure_steps.save(step, now)
+            # A modality re-sending after a timeout must not reopen a finished exam.
+            if not uow.procedure_steps.add(step, now):
+                raise DuplicateProcedureStep(
+                    f"performed procedure step {step.sop_instance_uid} exists already"
+                )
             self._move_order(uow, step, StepStatus.IN_PROGRESS)
             uow.commit()
 
     def update(self, sop_uid: Uid, status: str) -> PerformedStep:
-        """A modality updated a step (N-SET); COMPLETED/DISCONTINUED finish it and its order."""
+        """A modality updated a step (N-SET); COMPLETED/DISCONTINUED finish it and its order.
+
+        A finished step refuses every update, whatever it carries.
+        """
         with self._uow() as uow:
             step = uow.procedure_steps.get(sop_uid)
             if step is None:
                 raise UnknownProcedureStep(f"no performed procedure step {sop_uid}")
+            if step.status != StepStatus.IN_PROGRESS:
+                # PS3.4 F.7.2.2.2: once COMPLETED or DISCONTINUED, no attribute may change.
+                raise ProcedureStepFinished(
+                    f"procedure step {sop_uid} is already {step.status}; it cannot change"
+                )
             if status and status != step.status:
-                if step.status != StepStatus.IN_PROGRESS:
-                    raise InvalidInput(
-                        f"procedure step is already {step.status}; it cannot become {status}",
-                        location="PerformedProcedureStepStatus",
-                    )
                 try:
                     new = StepStatus(status)
                 except ValueError as exc:

@@ -1512,6 +1512,27 @@ class SqlProcedureStepRepository:
             performed_station_ae=row.performed_station_ae,
         )
 
+    def add(self, step: PerformedStep, at: datetime) -> bool:
+        """Record a new performed step; False when one with its SOP Instance UID exists."""
+        if self.get(step.sop_instance_uid) is not None:
+            return False
+        try:
+            with self._c.begin_nested():  # a concurrent N-CREATE of the same UID loses here
+                self._c.execute(
+                    sa.insert(t.procedure_steps).values(
+                        sop_instance_uid=step.sop_instance_uid,
+                        status=step.status,
+                        accession_number=step.accession_number,
+                        study_instance_uid=step.study_instance_uid,
+                        performed_station_ae=step.performed_station_ae,
+                        created_at=at,
+                        updated_at=at,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
     def save(self, step: PerformedStep, at: datetime) -> None:
         """Insert or update a performed step."""
         values = {

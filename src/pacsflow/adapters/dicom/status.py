@@ -7,9 +7,11 @@ from pydicom.dataset import Dataset
 from pacsflow.domain.errors import (
     AccessDenied,
     ConflictingState,
+    DuplicateProcedureStep,
     InstanceRejected,
     InvalidInput,
     PacsflowError,
+    ProcedureStepFinished,
     TransientError,
     UnknownProcedureStep,
 )
@@ -24,6 +26,7 @@ DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 UNABLE_TO_PROCESS = 0xC001
 NO_SUCH_OBJECT_INSTANCE = 0x0112
+DUPLICATE_SOP_INSTANCE = 0x0111
 NOT_AUTHORIZED = 0x0124
 PROCESSING_FAILURE = 0x0110
 INVALID_ATTRIBUTE_VALUE = 0x0106
@@ -44,6 +47,9 @@ _N_SERVICE = (
     (AccessDenied, NOT_AUTHORIZED),
     (TransientError, PROCESSING_FAILURE),
     (UnknownProcedureStep, NO_SUCH_OBJECT_INSTANCE),
+    (DuplicateProcedureStep, DUPLICATE_SOP_INSTANCE),
+    # PS3.4 F.7.2.2.2: a finished step refuses every N-SET with Processing failure.
+    (ProcedureStepFinished, PROCESSING_FAILURE),
     (InvalidInput, INVALID_ATTRIBUTE_VALUE),
     (ConflictingState, PROCESSING_FAILURE),
 )
@@ -80,6 +86,7 @@ __all__ = [
     "CANCEL",
     "CANNOT_UNDERSTAND",
     "DATASET_MISMATCH",
+    "DUPLICATE_SOP_INSTANCE",
     "MOVE_DESTINATION_UNKNOWN",
     "NOT_AUTHORIZED",
     "NO_SUCH_OBJECT_INSTANCE",
