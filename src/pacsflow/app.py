@@ -176,6 +176,7 @@ def prefetch(settings: Settings, engine: sa.Engine | None = None) -> Prefetch:
             RelevanceRule(**r.model_dump() | {"modalities": tuple(r.modalities)})
             for r in settings.prefetch_rules
         ],
+        body_parts=settings.prefetch_body_parts,
     )
 
 

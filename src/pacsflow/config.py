@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     #: Archives (AE titles of configured peers) searched for priors; empty: no prefetch.
     prefetch_archives: list[str] = Field(default_factory=list)
     prefetch_rules: list[PrefetchRule] = Field(default_factory=list)
+    #: Body part examined per procedure code (e.g. {"CTCHEST": "CHEST"}), for the rules'
+    #: same_body_part on an order; a code not listed: the words of its text.
+    prefetch_body_parts: dict[str, str] = Field(default_factory=dict)
     #: This node's site, a context field routing rules can test.
     site: str = ""
     #: A study is stable (study_stable routing rules run) after this long without new instances.
@@ -191,6 +194,11 @@ class Settings(BaseSettings):
             if not 0 < minutes < float("inf"):
                 raise ValueError(f"the {priority} reading target must be positive minutes")
         return targets
+
+    @field_validator("prefetch_body_parts")
+    @classmethod
+    def _prefetch_body_parts(cls, value: dict[str, str]) -> dict[str, str]:
+        return {code.strip(): part.strip().upper() for code, part in value.items()}
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,9 @@ from pacsflow.domain.prefetch import (
     CurrentStudy,
     PriorCandidate,
     RelevanceRule,
+    body_part_in_text,
     choose_priors,
+    ordered_body_part,
     rule_for,
     same_region,
 )
@@ -144,3 +146,37 @@ def test_chosen_priors_are_relevant_unique_recent_first_and_at_most_k(
             assert TODAY - timedelta(days=366 * years + 1) <= p.study_date <= TODAY
     dated = [p.study_date for p in found if p.study_date is not None]
     assert dated == sorted(dated, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [
+        ("CT chest w/o contrast", "CHEST"),
+        ("CT THORAX", "THORAX"),
+        ("MR brain and head", "BRAIN"),
+        ("XR both knees", "KNEE"),
+        ("CT abdominal aorta", "ABDOMEN"),
+        ("CT abdomen and pelvis", "ABDOMENPELVIS"),
+        ("CT chest/abdomen/pelvis", "CHESTABDPELVIS"),
+        ("MR head & neck", "HEADNECK"),
+        ("XR chest and knee", ""),  # several regions, no combined term: not narrowed
+        ("CTCHEST", ""),  # a code, not words
+        ("", ""),
+    ],
+)
+def test_a_procedure_text_names_its_body_part(text: str, part: str) -> None:
+    assert body_part_in_text(text) == part
+
+
+def test_the_procedure_code_mapping_wins_over_the_text() -> None:
+    mapping = {"CTCHEST": "CHEST", "CTSPECIAL": ""}
+    assert ordered_body_part("CTCHEST", ["MR brain"], mapping) == "CHEST"
+    assert ordered_body_part("CTSPECIAL", ["CT chest"], mapping) == ""  # mapped to none
+    assert ordered_body_part("CTX", ["CT 7", "CT chest"], mapping) == "CHEST"
+    assert ordered_body_part("CTX", [], mapping) == ""
+
+
+def test_an_ordered_combined_body_part_keeps_priors_of_each_region() -> None:
+    for prior_part in ("CHEST", "LIVER", "PELVIS"):
+        assert same_region("CHESTABDPELVIS", prior_part)
+    assert not same_region("CHESTABDPELVIS", "HEAD")

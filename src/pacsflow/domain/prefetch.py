@@ -2,12 +2,14 @@
 
 Relevance rules are chosen per procedure code (a rule with an empty code is the default):
 same modality (or one of a listed set), same body part or anatomic region, within N years
-before the current study, and at most K, the most recent first.
+before the current study, and at most K, the most recent first. An ordered study has no
+body part yet: it comes from the site's procedure code mapping, else from the words of the
+procedure's text (ordered_body_part).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -16,9 +18,24 @@ from datetime import date
 REGIONS: tuple[frozenset[str], ...] = (
     frozenset({"HEAD", "BRAIN", "SKULL", "HEADNECK", "FACE", "ORBIT", "SINUS", "IAC"}),
     frozenset({"NECK", "CSPINE", "HEADNECK"}),
-    frozenset({"CHEST", "THORAX", "LUNG", "HEART", "CHESTABDOMEN", "RIB", "BREAST"}),
-    frozenset({"ABDOMEN", "ABD", "LIVER", "KIDNEY", "PANCREAS", "CHESTABDOMEN", "ABDOMENPELVIS"}),
-    frozenset({"PELVIS", "HIP", "ABDOMENPELVIS", "BLADDER", "PROSTATE", "UTERUS"}),
+    frozenset(
+        {"CHEST", "THORAX", "LUNG", "HEART", "CHESTABDOMEN", "CHESTABDPELVIS", "RIB", "BREAST"}
+    ),
+    frozenset(
+        {
+            "ABDOMEN",
+            "ABD",
+            "LIVER",
+            "KIDNEY",
+            "PANCREAS",
+            "CHESTABDOMEN",
+            "ABDOMENPELVIS",
+            "CHESTABDPELVIS",
+        }
+    ),
+    frozenset(
+        {"PELVIS", "HIP", "ABDOMENPELVIS", "CHESTABDPELVIS", "BLADDER", "PROSTATE", "UTERUS"}
+    ),
     frozenset({"SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "COCCYX"}),
     frozenset({"EXTREMITY", "KNEE", "ANKLE", "FOOT", "LEG", "HAND", "WRIST", "ELBOW", "ARM"}),
     frozenset({"SHOULDER", "CLAVICLE", "ARM"}),
@@ -35,6 +52,60 @@ def same_region(a: str, b: str) -> bool:
     if not x or not y:
         return False
     return x == y or any(x in region and y in region for region in REGIONS)
+
+
+#: Words of a procedure's text that name a body part, as a BodyPartExamined term: every term
+#: of REGIONS names itself, plus these adjectives and abbreviations.
+_WORDS: dict[str, str] = {
+    **{term: term for region in REGIONS for term in region},
+    "ABD": "ABDOMEN",
+    "ABDOMINAL": "ABDOMEN",
+    "PELVIC": "PELVIS",
+    "CARDIAC": "HEART",
+    "CRANIAL": "HEAD",
+    "RENAL": "KIDNEY",
+    "HEPATIC": "LIVER",
+    "MAMMO": "BREAST",
+    "MAMMOGRAPHY": "BREAST",
+    "PULMONARY": "LUNG",
+}
+
+#: Texts naming body parts of several regions, e.g. "CT chest abdomen pelvis".
+_COMBINED: dict[frozenset[str], str] = {
+    frozenset({"HEAD", "NECK"}): "HEADNECK",
+    frozenset({"CHEST", "ABDOMEN"}): "CHESTABDOMEN",
+    frozenset({"ABDOMEN", "PELVIS"}): "ABDOMENPELVIS",
+    frozenset({"CHEST", "ABDOMEN", "PELVIS"}): "CHESTABDPELVIS",
+}
+
+
+def body_part_in_text(text: str) -> str:
+    """The body part a procedure's text names ("CT chest w/o contrast" -> CHEST), else "".
+
+    Whole words are matched (a trailing S dropped: "lungs"). Words of one region give the
+    first; of several regions, their combined term (CHESTABDOMEN...) or "" when there is none:
+    an order that cannot be narrowed keeps every prior rather than the wrong ones.
+    """
+    found: list[str] = []
+    for word in "".join(ch if ch.isalnum() else " " for ch in text.upper()).split():
+        term = _WORDS.get(word) or (_WORDS.get(word[:-1]) if word.endswith("S") else None)
+        if term and term not in found:
+            found.append(term)
+    if not found:
+        return ""
+    if any(all(term in region for term in found) for region in REGIONS):
+        return found[0]
+    return _COMBINED.get(frozenset(found), "")
+
+
+def ordered_body_part(procedure_code: str, texts: Iterable[str], mapping: Mapping[str, str]) -> str:
+    """The body part an order examines: the site's mapping of its code, else its texts' words.
+
+    The texts are tried in turn (the code's meaning, then the procedure description).
+    """
+    if procedure_code in mapping:
+        return mapping[procedure_code]
+    return next((part for part in map(body_part_in_text, texts) if part), "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +210,10 @@ __all__ = [
     "CurrentStudy",
     "PriorCandidate",
     "RelevanceRule",
+    "body_part_in_text",
     "choose_priors",
     "is_relevant",
+    "ordered_body_part",
     "rule_for",
     "same_region",
 ]

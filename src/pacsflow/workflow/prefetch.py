@@ -13,14 +13,20 @@ exceptions queue).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Protocol
 
 from pacsflow.domain.jobs import Job, NewJob
 from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
-from pacsflow.domain.prefetch import CurrentStudy, PriorCandidate, RelevanceRule, choose_priors
+from pacsflow.domain.prefetch import (
+    CurrentStudy,
+    PriorCandidate,
+    RelevanceRule,
+    choose_priors,
+    ordered_body_part,
+)
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports import (
     ArrivedInstance,
@@ -62,12 +68,14 @@ class Prefetch:
         archives: Archives,
         archive_names: Sequence[str],
         rules: Sequence[RelevanceRule] = (),
+        body_parts: Mapping[str, str] | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._archives = archives
         self._names = tuple(archive_names)
         self._rules = tuple(rules)
+        self._body_parts = dict(body_parts or {})
 
     @property
     def is_enabled(self) -> bool:
@@ -81,6 +89,12 @@ class Prefetch:
         if not self.is_enabled:
             return
         reference = order.scheduled_start or now
+        code = order.procedure_code
+        body_part = ordered_body_part(
+            code.value if code else "",
+            (code.meaning if code else "", order.requested_procedure_description),
+            self._body_parts,
+        )
         uow.jobs.enqueue(
             NewJob(
                 PREFETCH_JOB,
@@ -89,8 +103,8 @@ class Prefetch:
                     "patient_id": order.patient.value,
                     "issuer": order.patient.issuer,
                     "modalities": [order.modality] if order.modality else [],
-                    "body_part": "",
-                    "procedure_code": order.procedure_code.value if order.procedure_code else "",
+                    "body_part": body_part,
+                    "procedure_code": code.value if code else "",
                     "reference_date": reference.date().isoformat(),
                     "exclude": [order.study_instance_uid] if order.study_instance_uid else [],
                 },
