@@ -170,7 +170,11 @@ def prefetch(settings: Settings, engine: sa.Engine | None = None) -> Prefetch:
     return Prefetch(
         SqlUnitOfWorkFactory(engine),
         SystemClock(),
-        DicomArchives(settings.ae_title, settings.peer_address),
+        DicomArchives(
+            settings.ae_title,
+            settings.peer_address,
+            with_issuer=lambda ae: (peer := settings.peer(ae)) is None or peer.query_with_issuer,
+        ),
         settings.prefetch_archives,
         [
             RelevanceRule(**r.model_dump() | {"modalities": tuple(r.modalities)})

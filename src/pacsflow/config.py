@@ -33,6 +33,9 @@ class DicomPeer(BaseModel):
     move_destinations: list[str] = Field(default_factory=list)
     #: Jobs (forwarding, prefetch) talking to this peer at the same time, across the node.
     max_concurrent_jobs: int = Field(default=2, ge=1)
+    #: As a prefetch archive: search with IssuerOfPatientID too (false: by Patient ID only, for
+    #: an archive whose old studies were stored without an issuer).
+    query_with_issuer: bool = True
 
     @field_validator("ae_title")
     @classmethod

@@ -55,10 +55,12 @@ class DicomArchives:
         address: Callable[[str], tuple[str, int] | None],
         *,
         with_body_parts: bool = True,
+        with_issuer: Callable[[str], bool] = lambda archive: True,
     ) -> None:
         self._ae_title = ae_title
         self._address = address
         self._with_body_parts = with_body_parts
+        self._with_issuer = with_issuer
 
     def _associate(self, archive: str, model: str) -> Association:
         address = self._address(archive)
@@ -83,12 +85,18 @@ class DicomArchives:
         return assoc
 
     def find_studies(self, archive: str, patient: PatientIdentifier) -> list[PriorCandidate]:
-        """The archive's studies of this patient identifier (study level, Study Root)."""
+        """The archive's studies of this patient identifier (study level, Study Root).
+
+        An archive set to be searched by Patient ID only gets an empty IssuerOfPatientID (a
+        return key): a study answered with an issuer other than the patient's is another
+        patient's and dropped; one stored without an issuer is kept.
+        """
+        is_id_only = not self._with_issuer(archive)
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.PatientID = patient.value
-        if patient.issuer:
-            query.IssuerOfPatientID = patient.issuer
+        if patient.issuer or is_id_only:
+            query.IssuerOfPatientID = "" if is_id_only else patient.issuer
         for keyword in (
             "StudyInstanceUID",
             "StudyDate",
@@ -105,7 +113,7 @@ class DicomArchives:
             candidates = []
             for ds in found:
                 uid = str(ds.get("StudyInstanceUID", "")).strip()
-                if not uid:
+                if not uid or (is_id_only and _other_issuer(ds, patient)):
                     continue
                 parts = _values(ds, "BodyPartExamined")
                 if not parts and self._with_body_parts:
@@ -181,6 +189,12 @@ class DicomArchives:
         if code != 0:
             raise TransientError(f"C-MOVE from {archive} answered {code:#06x}")
         return completed
+
+
+def _other_issuer(ds: Dataset, patient: PatientIdentifier) -> bool:
+    """True when an answer names an issuer and it is not the patient's (another patient)."""
+    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+    return bool(patient.issuer and issuer and issuer != patient.issuer)
 
 
 def _date(value: str) -> date | None:
