@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from pacsflow.domain.orders import ProcedureCode
 from pacsflow.domain.patients import PatientIdentifier
 from pacsflow.domain.prefetch import PriorCandidate, RelevanceRule
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ports import StudyState
 from pacsflow.workflow.prefetch import PREFETCH_JOB, Prefetch
 from tests import factories as f
 from tests.fakes import FixedClock, memory_uow
@@ -27,7 +30,15 @@ class StubArchives:
         raise AssertionError("no retrieval in this test")
 
 
-def _chosen(body_parts: dict[str, str], code: ProcedureCode, description: str) -> set[str]:
+def _chosen(
+    body_parts: dict[str, str],
+    code: ProcedureCode,
+    description: str,
+    *,
+    max_priors: int = 5,
+    local_body_part: str | None = None,
+) -> set[str]:
+    """The priors chosen for a CT order (with a local study of the patient if told)."""
     uow = memory_uow()
     clock = FixedClock()
     prefetch = Prefetch(
@@ -35,11 +46,19 @@ def _chosen(body_parts: dict[str, str], code: ProcedureCode, description: str) -
         clock,
         StubArchives(),
         ["PACS"],
-        [RelevanceRule(same_body_part=True, max_priors=5)],
+        [RelevanceRule(same_body_part=True, max_priors=max_priors)],
         body_parts=body_parts,
     )
-    order = f.order(f.patient(), procedure_code=code, requested_procedure_description=description)
+    p = f.patient()
+    order = f.order(p, procedure_code=code, requested_procedure_description=description)
     with uow() as u:
+        if local_body_part is not None:
+            local = f.received(p, study_uid=Uid("1.2.826.0.1.99"))
+            u.studies.add_instance(
+                replace(f.arrived(local, body_part=local_body_part), study_date=date(2026, 6, 1)),
+                clock.now(),
+            )
+            u.studies.set_match(local.study_instance_uid, StudyState.PUBLISHED, p.primary, "")
         prefetch.on_order(u, order, clock.now())
         u.commit()
     with uow(read_only=True) as u:
@@ -64,3 +83,11 @@ def test_an_unmapped_code_takes_its_body_part_from_its_text(meaning: str, descri
 def test_an_order_whose_body_part_is_unknown_keeps_every_prior() -> None:
     chosen = _chosen({}, ProcedureCode("CTX", "L", "CT protocol 7"), "")
     assert chosen == {"chest", "head", "unknown"}
+
+
+def test_a_local_study_of_another_body_part_does_not_take_the_place_of_a_relevant_prior() -> None:
+    code = ProcedureCode("CTCHEST", "L", "CT chest")
+    head_here = _chosen({}, code, "", max_priors=2, local_body_part="HEAD")
+    assert head_here == {"unknown", "chest"}
+    chest_here = _chosen({}, code, "", max_priors=2, local_body_part="CHEST")
+    assert chest_here == {"1.2.826.0.1.99", "unknown"}  # the newest: the local chest CT

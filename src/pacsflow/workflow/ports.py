@@ -221,6 +221,7 @@ class StudyRecord:
     study_id: str = ""
     referring_physician: str = ""
     modalities: tuple[str, ...] = ()
+    body_parts: tuple[str, ...] = ()  # BodyPartExamined of its series
     series_count: int = 0
     instance_count: int = 0
     received_at: datetime | None = None

@@ -259,6 +259,7 @@ class Prefetch:
                     archive=LOCAL,
                     study_date=study.study_date,
                     modalities=study.modalities,
+                    body_parts=study.body_parts,
                     description=study.study_description,
                     instance_count=study.instance_count,
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -582,7 +583,7 @@ class SqlStudyRepository:
         row = self._c.execute(
             sa.select(t.studies).where(t.studies.c.study_instance_uid == study_uid)
         ).first()
-        return _study(row, (set(), 0, 0)) if row else None
+        return _study(row, _NO_STATS) if row else None
 
     def has_visible_instance(self, study_uid: Uid) -> bool:
         """True when the study has an instance that is neither rejected nor a rejection note."""
@@ -608,7 +609,7 @@ class SqlStudyRepository:
             # The full record only when there is one: the message refusing the instance.
             rejection=self.rejection(sop_uid) if m["rejection_pk"] is not None else None,
             is_indexed=bool(m["is_indexed"]),
-            study=_study(row, (set(), 0, 0)) if m["pk"] is not None else None,
+            study=_study(row, _NO_STATS) if m["pk"] is not None else None,
             has_visible_instance=bool(m["has_visible_instance"]),
         )
 
@@ -730,22 +731,23 @@ class SqlStudyRepository:
         if not rows:
             return []
         pks = [r.pk for r in rows]
-        stats: dict[int, tuple[set[str], int, int]] = {pk: (set(), 0, 0) for pk in pks}
+        stats: dict[int, tuple[set[str], list[str], int, int]] = {
+            pk: (set(), [], 0, 0) for pk in pks
+        }
+        se = t.series.c
         agg = self._c.execute(
-            sa.select(
-                t.series.c.study_pk,
-                t.series.c.modality,
-                sa.func.count(t.instances.c.pk),
-            )
-            .join(t.instances, t.instances.c.series_pk == t.series.c.pk)
-            .where(t.series.c.study_pk.in_(pks), _visible())
-            .group_by(t.series.c.pk, t.series.c.study_pk, t.series.c.modality)
+            sa.select(se.study_pk, se.modality, se.body_part, sa.func.count(t.instances.c.pk))
+            .join(t.instances, t.instances.c.series_pk == se.pk)
+            .where(se.study_pk.in_(pks), _visible())
+            .group_by(se.pk, se.study_pk, se.modality, se.body_part)
         ).all()
-        for study_pk, modality, count in agg:
-            mods, n_series, n_inst = stats[study_pk]
+        for study_pk, modality, body_part, count in agg:
+            mods, parts, n_series, n_inst = stats[study_pk]
             if modality:
                 mods.add(modality)
-            stats[study_pk] = (mods, n_series + 1, n_inst + int(count))
+            if body_part and body_part not in parts:
+                parts.append(body_part)
+            stats[study_pk] = (mods, parts, n_series + 1, n_inst + int(count))
         return [_study(r, stats[r.pk]) for r in rows]
 
     def instances(
@@ -1049,14 +1051,19 @@ def _received(m: Any) -> ReceivedIdentity:
     )
 
 
-def _study(row: sa.Row[Any], stats: tuple[set[str], int, int]) -> StudyRecord:
+#: Per study: modalities, body parts (in series order), series and instance counts.
+_Stats = tuple[AbstractSet[str], Sequence[str], int, int]
+_NO_STATS: _Stats = (frozenset(), (), 0, 0)
+
+
+def _study(row: sa.Row[Any], stats: _Stats) -> StudyRecord:
     m = row._mapping
     patient = (
         PatientIdentifier(PatientId(m["patient_id"]), Issuer(m["patient_issuer"] or ""))
         if m["patient_id"] is not None
         else None
     )
-    mods, n_series, n_inst = stats
+    mods, parts, n_series, n_inst = stats
     study_date: date | None = m["study_date"]
     return StudyRecord(
         study_instance_uid=Uid(m["study_instance_uid"]),
@@ -1070,6 +1077,7 @@ def _study(row: sa.Row[Any], stats: tuple[set[str], int, int]) -> StudyRecord:
         study_id=m["study_id"],
         referring_physician=m["referring_physician"],
         modalities=tuple(sorted(mods)),
+        body_parts=tuple(parts),
         series_count=n_series,
         instance_count=n_inst,
         received_at=aware(m["created_at"]),
