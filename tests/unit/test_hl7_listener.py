@@ -42,25 +42,25 @@ class FakeIntake:
     def journal(self, message: InboundMessage) -> Journaled:
         if self.fail_journal is not None:
             raise self.fail_journal
-        earlier = None
+        earlier = reused = None
+        key = (message.sending_application, message.sending_facility, message.control_id)
         if message.control_id:
-            earlier = next(
-                (
-                    e
-                    for e in self.entries.values()
-                    if e.status in (MessageStatus.APPLIED, MessageStatus.REJECTED)
-                    and (
-                        e.message.sending_application,
-                        e.message.sending_facility,
-                        e.message.control_id,
-                    )
-                    == (message.sending_application, message.sending_facility, message.control_id)
-                ),
-                None,
-            )
+            answered = [
+                e
+                for e in self.entries.values()
+                if e.status in (MessageStatus.APPLIED, MessageStatus.REJECTED)
+                and (
+                    e.message.sending_application,
+                    e.message.sending_facility,
+                    e.message.control_id,
+                )
+                == key
+            ]
+            earlier = next((e for e in answered if e.message.digest == message.digest), None)
+            reused = answered[-1] if answered and earlier is None else None
         entry_id = len(self.entries) + 1
         self.entries[entry_id] = JournalEntry(entry_id, NOW, message, MessageStatus.RECEIVED)
-        return Journaled(entry_id, earlier)
+        return Journaled(entry_id, earlier, reused)
 
     def apply(
         self, entry_id: int, commands: Sequence[cmd.Command], ack: Callable[[], bytes]

@@ -50,10 +50,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Journaled:
-    """A message now durably journaled; `earlier` is set when it repeats an answered one."""
+    """A message now durably journaled.
+
+    `earlier` is the answered entry it repeats (a retransmission); `reused` the answered entry
+    of other content whose control id it reuses (a new message, applied as such).
+    """
 
     entry_id: int
     earlier: JournalEntry | None
+    reused: JournalEntry | None = None
 
 
 #: Keeps a report version inside the intake transaction (Results.record).
@@ -87,10 +92,15 @@ class Intake:
     def journal(self, message: InboundMessage) -> Journaled:
         """Durably journal a message before anything else happens to it."""
         with self._uow() as uow:
-            earlier = uow.journal.find_answered(message) if message.control_id else None
-            entry_id = uow.journal.add(message, self._clock.now())
+            earlier = reused = None
+            if message.control_id:
+                earlier = uow.journal.find_answered(message)
+                reused = None if earlier is not None else uow.journal.find_reused(message)
+            entry_id = uow.journal.add(
+                message, self._clock.now(), reuses=reused.id if reused else None
+            )
             uow.commit()
-        return Journaled(entry_id, earlier)
+        return Journaled(entry_id, earlier, reused)
 
     def apply(
         self, entry_id: int, commands: Sequence[cmd.Command], ack: Callable[[], bytes]

@@ -2,10 +2,12 @@
 
 Every message is journaled before anything else, so one that cannot be applied can be
 replayed. AA (or CA in enhanced mode) is recorded in the same transaction that applies the
-message; a message repeating an answered one (same MSH-3, MSH-4, MSH-10) gets the earlier
-answer again and is not applied twice. AE answers content that will fail again as sent;
-AR answers a failure unrelated to the content (the store is unavailable), so the sender
-resends. The one table below maps each error to its answer.
+message; a retransmission of an answered one (same MSH-3, MSH-4, MSH-10 and the same content
+but MSH-7, see retransmission.py) gets the earlier answer again and is not applied twice. A
+different message reusing an answered control id is a new message: applied and answered on
+its own, its journal entry records the entry whose id it reused. AE answers content that
+will fail again as sent; AR answers a failure unrelated to the content (the store is
+unavailable), so the sender resends. The one table below maps each error to its answer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pacsflow.adapters.hl7.errors import (
     UnsupportedCharset,
     UnsupportedEvent,
 )
+from pacsflow.adapters.hl7.retransmission import content_digest
 from pacsflow.adapters.hl7.translate import FieldMap, translate
 from pacsflow.domain.commands import Command
 from pacsflow.domain.errors import (
@@ -156,6 +159,17 @@ class Hl7Service:
                 f"repeats journal entry {journaled.earlier.id}",
             )
             return journaled.earlier.ack
+        if journaled.reused is not None:
+            log.warning(
+                "HL7 %s control id %s from %s^%s reuses the id of journal entry %d, which held "
+                "another message; handled as a new message (journal entry %d)",
+                header.message_type,
+                header.control_id,
+                header.sender_application,
+                header.sender_facility,
+                journaled.reused.id,
+                entry_id,
+            )
         try:
             self._check_sender(header)
             accepted = self._acks.build(header, AckCode.AA)
@@ -230,6 +244,7 @@ def _inbound(raw: bytes, peer: str, header: Header | None) -> InboundMessage:
         sending_facility=header.sender_facility,
         control_id=header.control_id,
         message_type=header.message_type,
+        digest=content_digest(raw),
     )
 
 
