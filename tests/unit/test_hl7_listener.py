@@ -181,6 +181,28 @@ def test_unknown_event_is_ae_201() -> None:
     assert ack.get("ERR-3") == "201"
 
 
+@pytest.mark.parametrize("control", ["XR", "CR", "SR"])
+def test_an_unsupported_order_control_is_ae_103_table_value_not_found(control: str) -> None:
+    raw = sample("omi_o23_v251.hl7").replace(b"\rORC|NW|", f"\rORC|{control}|".encode())
+
+    ack = answer(FakeIntake(), raw)
+
+    assert ack.get("MSA-1") == "AE"
+    assert ack.get("ERR-3") == "103"
+    assert (ack.get("ERR-2.1"), ack.get("ERR-2.3")) == ("ORC", "1")
+    assert ack.get("MSA-3").startswith(f"ORC-1 (order control) '{control}' is not one")
+
+
+def test_error_texts_quote_values_as_received() -> None:
+    raw = b"MSH|^~\\~|HIS|H|PACSFLOW|R|20240315083000||ADT^A01|X1|P|2.5\rPID|1||9^^^H\r"
+
+    ack = answer(FakeIntake(), raw)
+
+    assert ack.get("MSA-1") == "AE"
+    assert ack.get("MSA-3").startswith("MSH-2 (encoding characters) '^~\\~' must be distinct")
+    assert ack.get("ERR-8") == ack.get("MSA-3")
+
+
 @pytest.mark.parametrize(
     ("error", "code"),
     [

@@ -263,7 +263,7 @@ def test_orm_sc_with_unknown_status_is_reported_at_orc_5() -> None:
 def test_orm_unsupported_order_control_is_reported_at_orc_1() -> None:
     raw = sample("orm_o01_nw.hl7").replace(b"ORC|NW|", b"ORC|OK|")
 
-    with pytest.raises(UnsupportedMessage) as caught:
+    with pytest.raises(UnknownTableValue) as caught:
         commands_of(raw)
 
     assert caught.value.location == "ORC-1"
@@ -315,7 +315,7 @@ def test_orm_cancel_needs_no_pid() -> None:
 def test_unsupported_order_control_is_reported_before_a_missing_accession() -> None:
     raw = sample("orm_o01_nw.hl7").replace(b"ORC|NW|", b"ORC|OK|").replace(b"|ACC1001|", b"||")
 
-    with pytest.raises(UnsupportedMessage) as caught:
+    with pytest.raises(UnknownTableValue) as caught:
         commands_of(raw)
 
     assert caught.value.location == "ORC-1"

@@ -21,6 +21,7 @@ from pacsflow.domain.errors import (
     IdentifierInUse,
     UnknownOrder,
     UnsupportedMessage,
+    quote,
 )
 from pacsflow.domain.matching import ExceptionReason, Matched
 from pacsflow.domain.orders import (
@@ -328,7 +329,7 @@ class Intake:
 def _existing(uow: UnitOfWork, accession: AccessionNumber) -> Order:
     order = uow.orders.by_accession(accession)
     if order is None:
-        raise UnknownOrder(f"no order has accession number {accession!r}")
+        raise UnknownOrder(f"no order has accession number {quote(accession)}")
     return order
 
 
@@ -349,8 +350,8 @@ def _change_identifier(
     wrong, right = uow.patients.find(incorrect), uow.patients.find(correct)
     if wrong is not None and right is not None and wrong.primary != right.primary:
         raise IdentifierInUse(
-            f"patient identifier {correct.value!r} already belongs to another patient than "
-            f"{incorrect.value!r}; joining two patients is a merge (A40)"
+            f"patient identifier {quote(correct.value)} already belongs to another patient than "
+            f"{quote(incorrect.value)}; joining two patients is a merge (A40)"
         )
     if wrong is None and right is None:  # neither known: register the patient as now named
         named = tuple(i for i in patient.identifiers if i != incorrect) or (correct,)

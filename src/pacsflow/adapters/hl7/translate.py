@@ -26,7 +26,7 @@ from pacsflow.adapters.hl7.errors import (
     UnsupportedEvent,
 )
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.errors import MalformedMessage, MissingIdentifier, UnsupportedMessage
+from pacsflow.domain.errors import MalformedMessage, MissingIdentifier, UnsupportedMessage, quote
 from pacsflow.domain.orders import (
     AccessionNumber,
     Order,
@@ -403,7 +403,7 @@ def _birth_date(text: str) -> date | None:
         return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
     except ValueError as exc:
         raise MalformedMessage(
-            f"PID-7 (date of birth) {text!r} is not a date (YYYYMMDD)", location="PID-7"
+            f"PID-7 (date of birth) {quote(text)} is not a date (YYYYMMDD)", location="PID-7"
         ) from exc
 
 
@@ -502,9 +502,9 @@ def _order_command(
     if not control:
         raise RequiredFieldMissing("ORC-1 (order control) is required", location="ORC-1")
     if control not in _ORDER_CONTROLS:
-        raise UnsupportedMessage(
-            f"ORC-1 (order control) {control} is not handled; pacsflow takes "
-            f"{', '.join(_ORDER_CONTROLS)}",
+        raise UnknownTableValue(
+            f"ORC-1 (order control) {quote(control)} is not one pacsflow handles (HL7 table "
+            f"0119); it takes {', '.join(_ORDER_CONTROLS)}",
             location="ORC-1",
         )
     accession = _accession(scope, locations)
@@ -600,7 +600,7 @@ def _study_uid(value: str, locations: OrderFieldLocations) -> Uid:
         return new_uid()
     if not is_valid_uid(value):
         raise MalformedMessage(
-            f"{locations.study_instance_uid} (Study Instance UID) {value!r} is not a valid "
+            f"{locations.study_instance_uid} (Study Instance UID) {quote(value)} is not a valid "
             "DICOM UID (digits and dots, at most 64 characters)",
             location=locations.study_instance_uid,
         )
@@ -619,7 +619,7 @@ def parse_timestamp(text: str, location: str, zone: tzinfo = UTC) -> datetime | 
     match = _TS.match(text)
     if match is None:
         raise MalformedMessage(
-            f"{location} {text!r} is not an HL7 timestamp (YYYYMMDDHHMM[SS][+ZZZZ])",
+            f"{location} {quote(text)} is not an HL7 timestamp (YYYYMMDDHHMM[SS][+ZZZZ])",
             location=location,
         )
     year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
@@ -640,7 +640,7 @@ def parse_timestamp(text: str, location: str, zone: tzinfo = UTC) -> datetime | 
         )
     except ValueError as exc:
         raise MalformedMessage(
-            f"{location} {text!r} is not a valid date and time", location=location
+            f"{location} {quote(text)} is not a valid date and time", location=location
         ) from exc
 
 
