@@ -42,7 +42,7 @@ from pacsflow.domain.patients import (
     PatientIdentifier,
     PersonName,
 )
-from pacsflow.domain.reports import Report, status_from_code
+from pacsflow.domain.reports import Report, ReportStatus, status_from_code
 from pacsflow.domain.uids import Uid, is_valid_uid, new_uid
 
 _TS = re.compile(
@@ -271,6 +271,27 @@ def _change_identifier(message: Message, _field_map: FieldMap, _zone: tzinfo) ->
 _TEXT_TYPES = frozenset({"TX", "FT", "ST", "CE", "CWE", ""})
 #: OBX-3 codes that carry a Study Instance UID instead of text (DCM 113014, or the keyword).
 _STUDY_UID_CODES = frozenset({"113014", "STUDYINSTANCEUID", "STUDY INSTANCE UID"})
+#: Statuses whose report carries results (HL7 table 0123 R, P, F, C): no text, no report.
+_STATUSES_WITH_TEXT = frozenset(
+    {ReportStatus.PRELIMINARY, ReportStatus.FINAL, ReportStatus.CORRECTED}
+)
+#: ED-4 encodings whose ED-5 data is readable text as sent (table 0299 A; "ASCII" in use).
+_TEXT_ENCODINGS = frozenset({"", "A", "ASCII"})
+
+
+def _observation_text(obx: Segment) -> list[str]:
+    """The report lines of one OBX: OBX-5 of a text type, or of an ED carrying text."""
+    value_type = _text(obx.get(2)).upper()
+    if value_type in _TEXT_TYPES:
+        return [_text(r.get(1)) for r in obx.repetitions(5)]
+    if value_type == "ED":
+        return [
+            _text(r.get(5))
+            for r in obx.repetitions(5)
+            if _text(r.get(4)).upper() in _TEXT_ENCODINGS
+            and (_text(r.get(2)).upper() == "TEXT" or _text(r.get(3)).lower().startswith("text/"))
+        ]
+    return []
 
 
 def _oru(message: Message, _field_map: FieldMap, zone: tzinfo) -> list[cmd.Command]:
@@ -303,13 +324,22 @@ def _oru(message: Message, _field_map: FieldMap, zone: tzinfo) -> list[cmd.Comma
                 code = (_text(seg.get(3, 1)) or _text(seg.get(3, 2))).upper()
                 if code in _STUDY_UID_CODES or _text(seg.get(3, 2)).upper() in _STUDY_UID_CODES:
                     study_uid = _text(seg.get(5)) or study_uid
-                elif _text(seg.get(2)).upper() in _TEXT_TYPES:
-                    lines.extend(_text(r.get(1)) for r in seg.repetitions(5))
+                else:
+                    lines.extend(_observation_text(seg))
             elif seg.name == "NTE":
                 lines.extend(_text(r.get(1)) for r in seg.repetitions(3))
         status_code = _text(obr.get(25))
         if not status_code:
             raise MissingIdentifier(f"{where}-25 (result status) is required", location="OBR-25")
+        text = "\n".join(lines).strip("\n")
+        status = status_from_code(status_code)
+        if not text.strip() and status in _STATUSES_WITH_TEXT:
+            raise RequiredFieldMissing(
+                f"{where} (result status {status_code}) has no observation text: no OBX-5 of a "
+                "text type (TX, FT, ST, CE, CWE, or ED with text) and no NTE; a report needs "
+                "its text",
+                location="OBX-5" if any(seg.name == "OBX" for seg in rest) else "OBX",
+            )
         interpreter = " ".join(
             part for part in (_text(obr.get(32, 1, 2)), _text(obr.get(32, 1, 3))) if part
         ) or _text(obr.get(32, 1, 1))
@@ -317,8 +347,8 @@ def _oru(message: Message, _field_map: FieldMap, zone: tzinfo) -> list[cmd.Comma
             cmd.ReceiveReport(
                 Report(
                     accession_number=_text(obr.get(18)) or _text(obr.get(3)),
-                    status=status_from_code(status_code),
-                    text="\n".join(lines).strip("\n"),
+                    status=status,
+                    text=text,
                     patient=patient,
                     study_instance_uid=study_uid,
                     radiologist=interpreter,
