@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pacsflow.adapters.hl7.codec import Message, parse
+from pacsflow.adapters.hl7.field_map import SenderFieldMaps
 from pacsflow.adapters.hl7.listener import Hl7Service
 from pacsflow.adapters.hl7.mllp import MllpClient, MllpServer
 from pacsflow.adapters.hl7.translate import FieldMap
@@ -336,6 +337,25 @@ def test_site_field_map_is_used() -> None:
     service(intake, field_map).handle(sample("orm_o01_ca.hl7"), "ris:1")
 
     assert intake.applied[0][1] == [cmd.CancelOrder(AccessionNumber("FIL2001"))]
+
+
+def test_a_senders_own_field_map_applies_to_that_sender_only() -> None:
+    maps = SenderFieldMaps.from_settings(
+        {"accession_fallbacks": "", "RIS^RADIOLOGY": {"accession_fallbacks": "ORC-2.1"}}
+    )
+    hl7 = Hl7Service(FakeIntake(), maps, "PACSFLOW", "RADIOLOGY")
+    without_obr_18 = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||")
+
+    own = parse(hl7.handle(without_obr_18, "ris:1"))
+    other = parse(hl7.handle(without_obr_18.replace(b"|RIS|RADIOLOGY|", b"|RIS2|RADIOLOGY|"), "x"))
+
+    assert own.get("MSA-1") == "AA"
+    assert (other.get("MSA-1"), other.get("ERR-1.4.1")) == ("AE", "101")
+
+
+def test_a_senders_field_map_with_an_unknown_key_names_the_sender() -> None:
+    with pytest.raises(ValueError, match="RIS2"):
+        SenderFieldMaps.from_settings({"RIS2": {"accesion_number": "OBR-3"}})
 
 
 @settings(database=None, deadline=None, max_examples=300)

@@ -117,6 +117,17 @@ def test_an_oru_without_a_result_status_is_refused() -> None:
         translate(parse(ORU.replace("|||||||F|||", "||||||||||").encode()), FieldMap())
 
 
+def test_an_oru_without_obr_18_takes_the_orders_filler_number_as_accession() -> None:
+    raw = ORU.replace("|||||||||||ACC77|", "||||||||||||").replace(
+        "PID|1||123^^^HOSP||Doe^Jane\r", "PID|1||123^^^HOSP||Doe^Jane\rORC|RE||F55^RIS\r"
+    )
+
+    [command] = translate(parse(raw.encode()), FieldMap())
+
+    assert isinstance(command, cmd.ReceiveReport)
+    assert command.report.accession_number == "F55"
+
+
 _NO_TEXT = ORU.split("OBX|2")[0]  # only the Study Instance UID observation
 
 

@@ -27,8 +27,9 @@ from pacsflow.adapters.hl7.errors import (
     UnsupportedCharset,
     UnsupportedEvent,
 )
+from pacsflow.adapters.hl7.field_map import FieldMap, SenderFieldMaps
 from pacsflow.adapters.hl7.retransmission import content_digest
-from pacsflow.adapters.hl7.translate import FieldMap, translate
+from pacsflow.adapters.hl7.translate import translate
 from pacsflow.domain.commands import Command
 from pacsflow.domain.errors import (
     AccessDenied,
@@ -112,7 +113,7 @@ class Hl7Service:
     def __init__(
         self,
         intake: MessageIntake,
-        field_map: FieldMap | None = None,
+        field_map: FieldMap | SenderFieldMaps | None = None,
         app_name: str = "PACSFLOW",
         facility: str = "PACSFLOW",
         *,
@@ -123,7 +124,10 @@ class Hl7Service:
     ) -> None:
         self._intake = intake
         self._allowed = allowed_senders
-        self._field_map = field_map or FieldMap()
+        if isinstance(field_map, SenderFieldMaps):
+            self._field_maps = field_map
+        else:
+            self._field_maps = SenderFieldMaps(field_map or FieldMap())
         self._zone = assume_zone
         self._acks = AckBuilder(app_name, facility, control_ids=control_ids, clock=clock)
 
@@ -191,7 +195,9 @@ class Hl7Service:
             )
 
     def _translate(self, message: Message) -> list[Command]:
-        return translate(message, self._field_map, assume_zone=self._zone)
+        header = message.msh
+        field_map = self._field_maps.for_sender(header.sender_application, header.sender_facility)
+        return translate(message, field_map, assume_zone=self._zone)
 
     def _answer_failure(self, entry_id: int, header: Header, exc: Exception) -> bytes:
         reply, error = _reply_for(exc)
