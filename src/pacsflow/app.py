@@ -21,7 +21,7 @@ from pacsflow.adapters.dicom.datasets import is_dicom_keyword
 from pacsflow.adapters.dicom.sender import DicomSender, read_attributes
 from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
 from pacsflow.adapters.dicomweb import StowDestination, StowSender
-from pacsflow.adapters.hl7 import FieldMap, Hl7Service, MllpServer
+from pacsflow.adapters.hl7 import Hl7Service, MllpServer, SenderFieldMaps
 from pacsflow.adapters.hl7.results import Hl7Subscriber, MllpResultSender
 from pacsflow.adapters.http import HttpServer, create_app
 from pacsflow.adapters.security import Argon2Hasher, server_context
@@ -388,7 +388,7 @@ class Pacsflow:
         self.handlers[DELIVER_RESULT_JOB] = self.results.deliver
         service = Hl7Service(
             self.intake,
-            FieldMap().with_overrides(settings.hl7_fields),
+            SenderFieldMaps.from_settings(settings.hl7_fields),
             app_name=settings.hl7_application,
             facility=settings.hl7_facility,
             allowed_senders=frozenset(settings.hl7_allowed_senders),

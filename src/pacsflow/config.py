@@ -138,7 +138,9 @@ class Settings(BaseSettings):
     #: STOW-RS endpoints routing rules may name in send_to (besides DICOM peers).
     dicomweb_destinations: list[DicomwebDestination] = Field(default_factory=list)
     station_mappings: list[StationMapping] = Field(default_factory=list)
-    hl7_fields: dict[str, str] = Field(default_factory=dict)
+    #: Where order values sit (key -> location); a table keyed by MSH-3 or MSH-3^MSH-4
+    #: holds one sender's own overrides on top (docs/configuration.md).
+    hl7_fields: dict[str, str | dict[str, str]] = Field(default_factory=dict)
     hl7_application: str = "PACSFLOW"
     hl7_facility: str = "PACSFLOW"
     #: TLS: with a certificate and key, the listeners named in tls_listeners speak TLS only.

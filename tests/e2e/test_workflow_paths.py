@@ -143,7 +143,8 @@ def test_bad_inputs_get_clear_errors_and_never_stop_the_listeners(
         "MSH|^~\\&|HIS|HOSP|PACSFLOW|RAD|20261128090000||ADT^A01|BAD0003|P|2.5.1"
         "||||||ISO IR87\rPID|1||1^^^H||X^Y\r"
     )
-    no_accession = ORM.replace("ACC1001", "").replace("ORM0001", "BAD0004")
+    # No accession number anywhere on its chain (OBR-18, then the filler number ORC-3/OBR-3).
+    no_accession = ORM.replace("ACC1001", "").replace("FL1001", "").replace("ORM0001", "BAD0004")
     garbage = "this is not HL7 at all"
     acks = served.send_hl7(no_pid3, unknown_type, bad_charset, no_accession, garbage)
     codes = [_msa(a)[1] for a in acks]

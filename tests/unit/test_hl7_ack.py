@@ -76,6 +76,16 @@ def test_ae_before_v25_has_err_1_with_code_in_subcomponents() -> None:
     assert err.get(2) == ""
 
 
+def test_ae_before_v25_keeps_the_code_fourth_when_the_location_is_a_segment() -> None:
+    error = AckError(ErrorCode.REQUIRED_FIELD_MISSING, "no observation text", "OBX")
+
+    err = reply(sample("adt_a01_v231.hl7"), AckCode.AE, error).segment("ERR")
+
+    assert err is not None
+    assert [err.get(1, n) for n in (1, 2, 3)] == ["OBX", "1", ""]
+    assert err.get(1, 4, 1) == "101"
+
+
 def test_err_location_carries_component_when_given() -> None:
     error = AckError(ErrorCode.REQUIRED_FIELD_MISSING, "accession", "IPC-1.1")
 

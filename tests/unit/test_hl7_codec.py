@@ -22,7 +22,7 @@ from pacsflow.adapters.hl7.codec import (
     unescape,
 )
 from pacsflow.adapters.hl7.errors import SegmentSequenceError, UnsupportedCharset
-from pacsflow.domain.errors import InvalidInput, MalformedMessage
+from pacsflow.domain.errors import InvalidInput, MalformedMessage, quote
 
 SAMPLES = Path(__file__).parents[1] / "samples" / "hl7"
 
@@ -285,3 +285,8 @@ def test_built_fields_parse_back_to_the_same_text(values: list[str]) -> None:
     message = parse(encode_message([msh, segment], "UNICODE UTF-8"))
 
     assert [message.get(f"ZZZ-{n}") for n in range(1, len(values) + 1)] == values
+
+
+def test_quote_shows_a_value_as_received_and_controls_as_hex() -> None:
+    assert quote("^~\\&") == "'^~\\&'"
+    assert quote("A\x0bB\rC") == "'A\\x0bB\\x0dC'"

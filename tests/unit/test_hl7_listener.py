@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pacsflow.adapters.hl7.codec import Message, parse
+from pacsflow.adapters.hl7.field_map import SenderFieldMaps
 from pacsflow.adapters.hl7.listener import Hl7Service
 from pacsflow.adapters.hl7.mllp import MllpClient, MllpServer
 from pacsflow.adapters.hl7.translate import FieldMap
@@ -42,25 +43,25 @@ class FakeIntake:
     def journal(self, message: InboundMessage) -> Journaled:
         if self.fail_journal is not None:
             raise self.fail_journal
-        earlier = None
+        earlier = reused = None
+        key = (message.sending_application, message.sending_facility, message.control_id)
         if message.control_id:
-            earlier = next(
-                (
-                    e
-                    for e in self.entries.values()
-                    if e.status in (MessageStatus.APPLIED, MessageStatus.REJECTED)
-                    and (
-                        e.message.sending_application,
-                        e.message.sending_facility,
-                        e.message.control_id,
-                    )
-                    == (message.sending_application, message.sending_facility, message.control_id)
-                ),
-                None,
-            )
+            answered = [
+                e
+                for e in self.entries.values()
+                if e.status in (MessageStatus.APPLIED, MessageStatus.REJECTED)
+                and (
+                    e.message.sending_application,
+                    e.message.sending_facility,
+                    e.message.control_id,
+                )
+                == key
+            ]
+            earlier = next((e for e in answered if e.message.digest == message.digest), None)
+            reused = answered[-1] if answered and earlier is None else None
         entry_id = len(self.entries) + 1
         self.entries[entry_id] = JournalEntry(entry_id, NOW, message, MessageStatus.RECEIVED)
-        return Journaled(entry_id, earlier)
+        return Journaled(entry_id, earlier, reused)
 
     def apply(
         self, entry_id: int, commands: Sequence[cmd.Command], ack: Callable[[], bytes]
@@ -179,6 +180,28 @@ def test_unknown_event_is_ae_201() -> None:
     ack = answer(FakeIntake(), sample("adt_a04_utf8.hl7").replace(b"ADT^A04", b"ADT^A03"))
 
     assert ack.get("ERR-3") == "201"
+
+
+@pytest.mark.parametrize("control", ["XR", "CR", "SR"])
+def test_an_unsupported_order_control_is_ae_103_table_value_not_found(control: str) -> None:
+    raw = sample("omi_o23_v251.hl7").replace(b"\rORC|NW|", f"\rORC|{control}|".encode())
+
+    ack = answer(FakeIntake(), raw)
+
+    assert ack.get("MSA-1") == "AE"
+    assert ack.get("ERR-3") == "103"
+    assert (ack.get("ERR-2.1"), ack.get("ERR-2.3")) == ("ORC", "1")
+    assert ack.get("MSA-3").startswith(f"ORC-1 (order control) '{control}' is not one")
+
+
+def test_error_texts_quote_values_as_received() -> None:
+    raw = b"MSH|^~\\~|HIS|H|PACSFLOW|R|20240315083000||ADT^A01|X1|P|2.5\rPID|1||9^^^H\r"
+
+    ack = answer(FakeIntake(), raw)
+
+    assert ack.get("MSA-1") == "AE"
+    assert ack.get("MSA-3").startswith("MSH-2 (encoding characters) '^~\\~' must be distinct")
+    assert ack.get("ERR-8") == ack.get("MSA-3")
 
 
 @pytest.mark.parametrize(
@@ -314,6 +337,25 @@ def test_site_field_map_is_used() -> None:
     service(intake, field_map).handle(sample("orm_o01_ca.hl7"), "ris:1")
 
     assert intake.applied[0][1] == [cmd.CancelOrder(AccessionNumber("FIL2001"))]
+
+
+def test_a_senders_own_field_map_applies_to_that_sender_only() -> None:
+    maps = SenderFieldMaps.from_settings(
+        {"accession_fallbacks": "", "RIS^RADIOLOGY": {"accession_fallbacks": "ORC-2.1"}}
+    )
+    hl7 = Hl7Service(FakeIntake(), maps, "PACSFLOW", "RADIOLOGY")
+    without_obr_18 = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||")
+
+    own = parse(hl7.handle(without_obr_18, "ris:1"))
+    other = parse(hl7.handle(without_obr_18.replace(b"|RIS|RADIOLOGY|", b"|RIS2|RADIOLOGY|"), "x"))
+
+    assert own.get("MSA-1") == "AA"
+    assert (other.get("MSA-1"), other.get("ERR-1.4.1")) == ("AE", "101")
+
+
+def test_a_senders_field_map_with_an_unknown_key_names_the_sender() -> None:
+    with pytest.raises(ValueError, match="RIS2"):
+        SenderFieldMaps.from_settings({"RIS2": {"accesion_number": "OBR-3"}})
 
 
 @settings(database=None, deadline=None, max_examples=300)

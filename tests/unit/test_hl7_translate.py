@@ -263,7 +263,7 @@ def test_orm_sc_with_unknown_status_is_reported_at_orc_5() -> None:
 def test_orm_unsupported_order_control_is_reported_at_orc_1() -> None:
     raw = sample("orm_o01_nw.hl7").replace(b"ORC|NW|", b"ORC|OK|")
 
-    with pytest.raises(UnsupportedMessage) as caught:
+    with pytest.raises(UnknownTableValue) as caught:
         commands_of(raw)
 
     assert caught.value.location == "ORC-1"
@@ -279,7 +279,7 @@ def test_orm_empty_order_control_is_a_missing_required_field() -> None:
 
 
 def test_orm_without_accession_is_missing_identifier_at_obr_18() -> None:
-    raw = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||")
+    raw = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||").replace(b"FIL2001^RIS", b"")
 
     with pytest.raises(MissingIdentifier) as caught:
         commands_of(raw)
@@ -315,7 +315,7 @@ def test_orm_cancel_needs_no_pid() -> None:
 def test_unsupported_order_control_is_reported_before_a_missing_accession() -> None:
     raw = sample("orm_o01_nw.hl7").replace(b"ORC|NW|", b"ORC|OK|").replace(b"|ACC1001|", b"||")
 
-    with pytest.raises(UnsupportedMessage) as caught:
+    with pytest.raises(UnknownTableValue) as caught:
         commands_of(raw)
 
     assert caught.value.location == "ORC-1"
@@ -387,11 +387,57 @@ def test_omi_places_order_from_ipc_and_tq1() -> None:
 
 def test_omi_without_accession_is_missing_identifier_at_ipc_1() -> None:
     raw = sample("omi_o23_v251.hl7").replace(b"IPC|ACC2001^RIS|", b"IPC||")
+    raw = raw.replace(b"FIL3001^RIS", b"")
 
     with pytest.raises(MissingIdentifier) as caught:
         commands_of(raw)
 
     assert caught.value.location == "IPC-1.1"
+    assert "none in ORC-3.1, OBR-3.1 either" in str(caught.value)
+
+
+def test_an_order_without_accession_falls_back_to_the_filler_order_number() -> None:
+    orm = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||")
+    omi = sample("omi_o23_v251.hl7").replace(b"IPC|ACC2001^RIS|", b"IPC||")
+
+    placed = only(orm)
+    changed = only(omi.replace(b"ORC|NW|", b"ORC|XO|"))
+
+    assert isinstance(placed, cmd.PlaceOrder)
+    assert placed.order.accession_number == "FIL2001"
+    assert isinstance(changed, cmd.ChangeOrder)
+    assert changed.order.accession_number == "FIL3001"
+
+
+def test_the_filler_fallback_reads_obr_3_when_orc_3_is_empty() -> None:
+    raw = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||")
+    raw = raw.replace(b"PLC1001^EPIC|FIL2001^RIS||SC", b"PLC1001^EPIC|||SC")
+
+    command = only(raw)
+
+    assert isinstance(command, cmd.PlaceOrder)
+    assert command.order.accession_number == "FIL2001"
+
+
+def test_without_fallbacks_the_accession_location_is_required() -> None:
+    raw = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||")
+
+    with pytest.raises(MissingIdentifier) as caught:
+        commands_of(raw, FieldMap().with_overrides({"accession_fallbacks": ""}))
+
+    assert caught.value.location == "OBR-18"
+    assert str(caught.value) == "OBR-18 (accession number) is required"
+
+
+def test_a_new_order_without_obr_is_not_an_imaging_order() -> None:
+    lines = sample("orm_o01_nw.hl7").rstrip(b"\r").split(b"\r")
+    raw = b"\r".join(line for line in lines if line[:3] not in (b"OBR", b"ZDS")) + b"\r"
+    raw += b"ODS|D||1^Regular diet\r"
+
+    with pytest.raises(UnsupportedMessage) as caught:
+        commands_of(raw)
+
+    assert caught.value.location == "OBR"
 
 
 # --- dispatch and field map ------------------------------------------------------------------

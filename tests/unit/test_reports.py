@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pacsflow.adapters.hl7.codec import parse
+from pacsflow.adapters.hl7.errors import RequiredFieldMissing
 from pacsflow.adapters.hl7.results import Hl7Subscriber, MllpResultSender
 from pacsflow.adapters.hl7.translate import FieldMap, translate
 from pacsflow.domain import commands as cmd
@@ -114,6 +115,55 @@ def test_an_oru_becomes_a_report_with_its_identifiers_text_and_interpreter() -> 
 def test_an_oru_without_a_result_status_is_refused() -> None:
     with pytest.raises(MissingIdentifier, match="OBR"):
         translate(parse(ORU.replace("|||||||F|||", "||||||||||").encode()), FieldMap())
+
+
+def test_an_oru_without_obr_18_takes_the_orders_filler_number_as_accession() -> None:
+    raw = ORU.replace("|||||||||||ACC77|", "||||||||||||").replace(
+        "PID|1||123^^^HOSP||Doe^Jane\r", "PID|1||123^^^HOSP||Doe^Jane\rORC|RE||F55^RIS\r"
+    )
+
+    [command] = translate(parse(raw.encode()), FieldMap())
+
+    assert isinstance(command, cmd.ReceiveReport)
+    assert command.report.accession_number == "F55"
+
+
+_NO_TEXT = ORU.split("OBX|2")[0]  # only the Study Instance UID observation
+
+
+def test_a_final_report_without_observation_text_is_refused_at_obx_5() -> None:
+    with pytest.raises(RequiredFieldMissing, match="no observation text") as caught:
+        translate(parse(_NO_TEXT.encode()), FieldMap())
+
+    assert caught.value.location == "OBX-5"
+
+
+def test_an_oru_whose_obx_segments_run_onto_the_obr_line_is_refused() -> None:
+    lines = ORU.rstrip("\r").split("\r")
+    run_together = "\r".join(lines[:2]) + "\r" + " ".join(lines[2:]) + "\r"
+
+    with pytest.raises(RequiredFieldMissing, match="no observation text") as caught:
+        translate(parse(run_together.encode()), FieldMap())
+
+    assert caught.value.location == "OBX"
+
+
+def test_a_cancelled_report_needs_no_text() -> None:
+    cancelled = _NO_TEXT.replace("|||||||F|||", "|||||||X|||")
+
+    [command] = translate(parse(cancelled.encode()), FieldMap())
+
+    assert isinstance(command, cmd.ReceiveReport)
+    assert (command.report.status, command.report.text) == (S.CANCELLED, "")
+
+
+def test_an_ed_observation_carrying_text_is_the_report_text() -> None:
+    ed = _NO_TEXT + "OBX|2|ED|18748-4^Diagnostic Imaging Report^LN||^Text^text/xml^A^<doc/>\r"
+
+    [command] = translate(parse(ed.encode()), FieldMap())
+
+    assert isinstance(command, cmd.ReceiveReport)
+    assert command.report.text == "<doc/>"
 
 
 def _study() -> StudyRecord:

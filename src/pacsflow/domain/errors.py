@@ -96,6 +96,16 @@ class PermanentError(PacsflowError):
     """Retrying cannot help (a peer refused for good, the work names what is gone)."""
 
 
+def quote(value: str) -> str:
+    """A received value for an error text, in quotes and as received (no doubled backslashes).
+
+    Only characters that cannot be shown (controls) are written as \\xNN, so the text
+    stays one line and keeps the frame it travels in intact.
+    """
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in value)
+    return f"'{shown}'"
+
+
 __all__ = [
     "AccessDenied",
     "ConflictingState",
@@ -115,4 +125,5 @@ __all__ = [
     "UnknownOrder",
     "UnknownProcedureStep",
     "UnsupportedMessage",
+    "quote",
 ]

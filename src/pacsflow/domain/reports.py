@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from pacsflow.domain.errors import InvalidInput, MissingIdentifier
+from pacsflow.domain.errors import InvalidInput, MissingIdentifier, quote
 from pacsflow.domain.patients import PatientIdentifier
 
 
@@ -63,7 +63,7 @@ def status_from_code(code: str) -> ReportStatus:
     found = RESULT_STATUS_CODES.get(code.strip().upper())
     if found is None:
         raise InvalidInput(
-            f"result status {code!r} is not one of I, R, S, P, F, C, X", location="OBR-25"
+            f"result status {quote(code)} is not one of I, R, S, P, F, C, X", location="OBR-25"
         )
     return found
 

@@ -21,6 +21,7 @@ from pacsflow.domain.errors import (
     IdentifierInUse,
     UnknownOrder,
     UnsupportedMessage,
+    quote,
 )
 from pacsflow.domain.matching import ExceptionReason, Matched
 from pacsflow.domain.orders import (
@@ -50,10 +51,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Journaled:
-    """A message now durably journaled; `earlier` is set when it repeats an answered one."""
+    """A message now durably journaled.
+
+    `earlier` is the answered entry it repeats (a retransmission); `reused` the answered entry
+    of other content whose control id it reuses (a new message, applied as such).
+    """
 
     entry_id: int
     earlier: JournalEntry | None
+    reused: JournalEntry | None = None
 
 
 #: Keeps a report version inside the intake transaction (Results.record).
@@ -87,10 +93,15 @@ class Intake:
     def journal(self, message: InboundMessage) -> Journaled:
         """Durably journal a message before anything else happens to it."""
         with self._uow() as uow:
-            earlier = uow.journal.find_answered(message) if message.control_id else None
-            entry_id = uow.journal.add(message, self._clock.now())
+            earlier = reused = None
+            if message.control_id:
+                earlier = uow.journal.find_answered(message)
+                reused = None if earlier is not None else uow.journal.find_reused(message)
+            entry_id = uow.journal.add(
+                message, self._clock.now(), reuses=reused.id if reused else None
+            )
             uow.commit()
-        return Journaled(entry_id, earlier)
+        return Journaled(entry_id, earlier, reused)
 
     def apply(
         self, entry_id: int, commands: Sequence[cmd.Command], ack: Callable[[], bytes]
@@ -318,7 +329,7 @@ class Intake:
 def _existing(uow: UnitOfWork, accession: AccessionNumber) -> Order:
     order = uow.orders.by_accession(accession)
     if order is None:
-        raise UnknownOrder(f"no order has accession number {accession!r}")
+        raise UnknownOrder(f"no order has accession number {quote(accession)}")
     return order
 
 
@@ -339,8 +350,8 @@ def _change_identifier(
     wrong, right = uow.patients.find(incorrect), uow.patients.find(correct)
     if wrong is not None and right is not None and wrong.primary != right.primary:
         raise IdentifierInUse(
-            f"patient identifier {correct.value!r} already belongs to another patient than "
-            f"{incorrect.value!r}; joining two patients is a merge (A40)"
+            f"patient identifier {quote(correct.value)} already belongs to another patient than "
+            f"{quote(incorrect.value)}; joining two patients is a merge (A40)"
         )
     if wrong is None and right is None:  # neither known: register the patient as now named
         named = tuple(i for i in patient.identifiers if i != incorrect) or (correct,)

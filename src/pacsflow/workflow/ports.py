@@ -78,6 +78,8 @@ class InboundMessage:
     sending_facility: str = ""
     control_id: str = ""
     message_type: str = ""
+    #: What a retransmission of this message keeps (set by the adapter); "" when unknown.
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +92,29 @@ class JournalEntry:
     status: MessageStatus
     ack: bytes = b""
     error: str = ""
+    #: The earlier entry whose control id this different message reused, if any.
+    reuses: int | None = None
 
 
 class MessageJournal(Protocol):
     """Durable record of every inbound interface message."""
 
-    def add(self, message: InboundMessage, received_at: datetime) -> int:
-        """Journal a message as received; its entry id."""
+    def add(
+        self, message: InboundMessage, received_at: datetime, *, reuses: int | None = None
+    ) -> int:
+        """Journal a message as received (`reuses`: the entry whose control id it reuses)."""
         ...
 
     def find_answered(self, message: InboundMessage) -> JournalEntry | None:
-        """The applied or rejected entry with the same sender and control id, if any."""
+        """The applied or rejected entry this message repeats, if any.
+
+        Same sender, control id and digest; an entry journaled without a digest matches on
+        sender and control id alone.
+        """
+        ...
+
+    def find_reused(self, message: InboundMessage) -> JournalEntry | None:
+        """The latest applied or rejected entry with this sender and control id, any content."""
         ...
 
     def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:

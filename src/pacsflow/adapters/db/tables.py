@@ -254,6 +254,8 @@ hl7_messages = sa.Table(
     sa.Column("ack", sa.LargeBinary, nullable=True),
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("settled_at", _TS, nullable=True),
+    sa.Column("digest", sa.String(64), nullable=False, server_default=""),
+    sa.Column("reuses_pk", sa.Integer, nullable=True),
     sa.Index(
         "ix_hl7_messages_sender_control", "sending_application", "sending_facility", "control_id"
     ),

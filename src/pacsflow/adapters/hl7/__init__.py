@@ -28,6 +28,7 @@ from pacsflow.adapters.hl7.errors import (
     UnsupportedCharset,
     UnsupportedEvent,
 )
+from pacsflow.adapters.hl7.field_map import ORU_DEFAULTS, SenderFieldMaps
 from pacsflow.adapters.hl7.listener import Hl7Service, MessageIntake
 from pacsflow.adapters.hl7.mllp import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -53,6 +54,7 @@ __all__ = [
     "FIELD_MAP_KEYS",
     "OMI_DEFAULTS",
     "ORM_DEFAULTS",
+    "ORU_DEFAULTS",
     "AckBuilder",
     "AckCode",
     "AckError",
@@ -74,6 +76,7 @@ __all__ = [
     "RequiredFieldMissing",
     "Segment",
     "SegmentSequenceError",
+    "SenderFieldMaps",
     "UnknownTableValue",
     "UnsupportedCharset",
     "UnsupportedEvent",

@@ -175,8 +175,10 @@ def _err_fields(error: AckError, version: str) -> list[FieldValue]:
     code: tuple[str, str, str] = (str(error.code.value), error.code.text, "HL70357")
     if _version(version) >= _ERR_V25:
         return ["", where, code, "E", "", "", "", error.message]
-    # ERR-1 (ELD): segment ID ^ sequence ^ field position ^ code (CE as subcomponents)
-    position: tuple[Component, ...] = (*where[:3], code) if where else ("", "", "", code)
+    # ERR-1 (ELD): segment ID ^ sequence ^ field position ^ code (CE as subcomponents); the
+    # code stays the fourth component when the location names no field (a whole segment).
+    head = where[:3]
+    position: tuple[Component, ...] = (*head, *("",) * (3 - len(head)), code)
     return [position]
 
 

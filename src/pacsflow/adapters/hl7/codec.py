@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pacsflow.adapters.hl7.errors import SegmentSequenceError, UnsupportedCharset
-from pacsflow.domain.errors import MalformedMessage
+from pacsflow.domain.errors import MalformedMessage, quote
 
 _SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _LOCATION = re.compile(
@@ -254,7 +254,7 @@ def python_codec(charset: str) -> str:
     codec = _CHARSETS.get(charset.strip().upper())
     if codec is None:
         raise UnsupportedCharset(
-            f"MSH-18 (character set) {charset!r} is not supported; send ASCII, "
+            f"MSH-18 (character set) {quote(charset)} is not supported; send ASCII, "
             "8859/1 or UNICODE UTF-8",
             location="MSH-18",
         )
@@ -534,18 +534,18 @@ def _read_delimiters(line: str) -> Delimiters:
     separator = line[3]
     if separator.isalnum() or separator in " \t":
         raise MalformedMessage(
-            f"MSH-1 (field separator) {separator!r} is not a valid separator", location="MSH-1"
+            f"MSH-1 (field separator) {quote(separator)} is not a valid separator", location="MSH-1"
         )
     encoding = line[4:].split(separator, 1)[0]
     if len(encoding) not in (4, 5):
         raise MalformedMessage(
-            f"MSH-2 (encoding characters) {encoding!r} must be 4 characters, like ^~\\&",
+            f"MSH-2 (encoding characters) {quote(encoding)} must be 4 characters, like ^~\\&",
             location="MSH-2",
         )
     chars = separator + encoding
     if len(set(chars)) != len(chars) or any(c.isalnum() or c in " \t" for c in encoding):
         raise MalformedMessage(
-            f"MSH-2 (encoding characters) {encoding!r} must be distinct non-alphanumeric "
+            f"MSH-2 (encoding characters) {quote(encoding)} must be distinct non-alphanumeric "
             "characters, like ^~\\&",
             location="MSH-2",
         )
@@ -563,7 +563,7 @@ def _parse_segment(line: str, number: int, d: Delimiters, charset: str) -> Segme
     name = line[:3]
     if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != d.field):
         raise MalformedMessage(
-            f"segment {number} ({line[:8]!r}) does not start with a 3-character segment name",
+            f"segment {number} ({quote(line[:8])}) does not start with a 3-character segment name",
             location=f"segment {number}",
         )
     if number > 1 and name == "MSH":

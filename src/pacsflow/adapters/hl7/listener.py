@@ -2,10 +2,12 @@
 
 Every message is journaled before anything else, so one that cannot be applied can be
 replayed. AA (or CA in enhanced mode) is recorded in the same transaction that applies the
-message; a message repeating an answered one (same MSH-3, MSH-4, MSH-10) gets the earlier
-answer again and is not applied twice. AE answers content that will fail again as sent;
-AR answers a failure unrelated to the content (the store is unavailable), so the sender
-resends. The one table below maps each error to its answer.
+message; a retransmission of an answered one (same MSH-3, MSH-4, MSH-10 and the same content
+but MSH-7, see retransmission.py) gets the earlier answer again and is not applied twice. A
+different message reusing an answered control id is a new message: applied and answered on
+its own, its journal entry records the entry whose id it reused. AE answers content that
+will fail again as sent; AR answers a failure unrelated to the content (the store is
+unavailable), so the sender resends. The one table below maps each error to its answer.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pacsflow.adapters.hl7.errors import (
     UnsupportedCharset,
     UnsupportedEvent,
 )
-from pacsflow.adapters.hl7.translate import FieldMap, translate
+from pacsflow.adapters.hl7.field_map import FieldMap, SenderFieldMaps
+from pacsflow.adapters.hl7.retransmission import content_digest
+from pacsflow.adapters.hl7.translate import translate
 from pacsflow.domain.commands import Command
 from pacsflow.domain.errors import (
     AccessDenied,
@@ -109,7 +113,7 @@ class Hl7Service:
     def __init__(
         self,
         intake: MessageIntake,
-        field_map: FieldMap | None = None,
+        field_map: FieldMap | SenderFieldMaps | None = None,
         app_name: str = "PACSFLOW",
         facility: str = "PACSFLOW",
         *,
@@ -120,7 +124,10 @@ class Hl7Service:
     ) -> None:
         self._intake = intake
         self._allowed = allowed_senders
-        self._field_map = field_map or FieldMap()
+        if isinstance(field_map, SenderFieldMaps):
+            self._field_maps = field_map
+        else:
+            self._field_maps = SenderFieldMaps(field_map or FieldMap())
         self._zone = assume_zone
         self._acks = AckBuilder(app_name, facility, control_ids=control_ids, clock=clock)
 
@@ -156,6 +163,17 @@ class Hl7Service:
                 f"repeats journal entry {journaled.earlier.id}",
             )
             return journaled.earlier.ack
+        if journaled.reused is not None:
+            log.warning(
+                "HL7 %s control id %s from %s^%s reuses the id of journal entry %d, which held "
+                "another message; handled as a new message (journal entry %d)",
+                header.message_type,
+                header.control_id,
+                header.sender_application,
+                header.sender_facility,
+                journaled.reused.id,
+                entry_id,
+            )
         try:
             self._check_sender(header)
             accepted = self._acks.build(header, AckCode.AA)
@@ -177,7 +195,9 @@ class Hl7Service:
             )
 
     def _translate(self, message: Message) -> list[Command]:
-        return translate(message, self._field_map, assume_zone=self._zone)
+        header = message.msh
+        field_map = self._field_maps.for_sender(header.sender_application, header.sender_facility)
+        return translate(message, field_map, assume_zone=self._zone)
 
     def _answer_failure(self, entry_id: int, header: Header, exc: Exception) -> bytes:
         reply, error = _reply_for(exc)
@@ -230,6 +250,7 @@ def _inbound(raw: bytes, peer: str, header: Header | None) -> InboundMessage:
         sending_facility=header.sender_facility,
         control_id=header.control_id,
         message_type=header.message_type,
+        digest=content_digest(raw),
     )
 
 

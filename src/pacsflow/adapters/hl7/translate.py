@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 from pacsflow.adapters.hl7.codec import Location, Message, Repetition, Segment, get_in
@@ -25,8 +25,16 @@ from pacsflow.adapters.hl7.errors import (
     UnknownTableValue,
     UnsupportedEvent,
 )
+from pacsflow.adapters.hl7.field_map import (
+    FIELD_MAP_KEYS,
+    OMI_DEFAULTS,
+    ORM_DEFAULTS,
+    ORU_DEFAULTS,
+    FieldMap,
+    OrderFieldLocations,
+)
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.errors import MalformedMessage, MissingIdentifier, UnsupportedMessage
+from pacsflow.domain.errors import MalformedMessage, MissingIdentifier, UnsupportedMessage, quote
 from pacsflow.domain.orders import (
     AccessionNumber,
     Order,
@@ -42,7 +50,7 @@ from pacsflow.domain.patients import (
     PatientIdentifier,
     PersonName,
 )
-from pacsflow.domain.reports import Report, status_from_code
+from pacsflow.domain.reports import Report, ReportStatus, status_from_code
 from pacsflow.domain.uids import Uid, is_valid_uid, new_uid
 
 _TS = re.compile(
@@ -50,90 +58,6 @@ _TS = re.compile(
     r"(?:([+-])(\d{2})(\d{2}))?$"
 )
 _HL7_NULL = '""'
-
-
-@dataclass(frozen=True, slots=True)
-class OrderFieldLocations:
-    """Where one order structure (ORM^O01 or OMI^O23) carries the site-dependent values.
-
-    An empty location means the structure does not carry the value (e.g. no station AE in
-    ORM); the accession number must always have one.
-    """
-
-    accession_number: str
-    requested_procedure_id: str = ""
-    study_instance_uid: str = ""
-    scheduled_procedure_step_id: str = ""
-    modality: str = ""
-    station_ae: str = ""
-    station_name: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.accession_number:
-            raise ValueError("the accession number needs a location")
-        for f in fields(self):
-            value: str = getattr(self, f.name)
-            if value:
-                Location.parse(value)  # ValueError names the malformed location
-
-    def location(self, key: str) -> Location | None:
-        """The parsed location of one value, or None when it is not mapped."""
-        text: str = getattr(self, key)
-        return Location.parse(text) if text else None
-
-
-ORM_DEFAULTS = OrderFieldLocations(
-    accession_number="OBR-18",
-    requested_procedure_id="OBR-19",
-    study_instance_uid="ZDS-1.1",
-    scheduled_procedure_step_id="OBR-20",
-    modality="OBR-24",
-)
-"""IHE RAD-4/RAD-13 ORM^O01 (v2.3.1) placement."""
-
-OMI_DEFAULTS = OrderFieldLocations(
-    accession_number="IPC-1.1",
-    requested_procedure_id="IPC-2",
-    study_instance_uid="IPC-3",
-    scheduled_procedure_step_id="IPC-4",
-    modality="IPC-5",
-    station_name="IPC-7",
-    station_ae="IPC-9",
-)
-"""IHE RAD-4/RAD-13 OMI^O23 (v2.5.1) placement."""
-
-FIELD_MAP_KEYS = tuple(f.name for f in fields(OrderFieldLocations))
-_STRUCTURES = ("ORM", "OMI")
-
-
-@dataclass(frozen=True, slots=True)
-class FieldMap:
-    """Where the order values sit in ORM^O01 and in OMI^O23, for a site's RIS."""
-
-    orm: OrderFieldLocations = ORM_DEFAULTS
-    omi: OrderFieldLocations = OMI_DEFAULTS
-
-    def with_overrides(self, mapping: Mapping[str, str]) -> FieldMap:
-        """This map with some locations replaced; ValueError on an unknown key or location.
-
-        A key is a value name ("accession_number") and applies to both structures, or is
-        qualified by one ("ORM.accession_number", "OMI.station_ae"). An empty location
-        unmaps a value.
-        """
-        changes: dict[str, dict[str, str]] = {"ORM": {}, "OMI": {}}
-        for key, location in mapping.items():
-            structure, _, name = key.rpartition(".")
-            targets = (structure.upper(),) if structure else _STRUCTURES
-            if name not in FIELD_MAP_KEYS or not set(targets) <= set(_STRUCTURES):
-                raise ValueError(
-                    f"unknown field map key {key!r}; use one of {', '.join(FIELD_MAP_KEYS)}, "
-                    "optionally prefixed by ORM. or OMI."
-                )
-            for target in targets:
-                changes[target][name] = location.strip()
-        return FieldMap(
-            orm=replace(self.orm, **changes["ORM"]), omi=replace(self.omi, **changes["OMI"])
-        )
 
 
 # --- dispatch --------------------------------------------------------------------------------
@@ -271,12 +195,34 @@ def _change_identifier(message: Message, _field_map: FieldMap, _zone: tzinfo) ->
 _TEXT_TYPES = frozenset({"TX", "FT", "ST", "CE", "CWE", ""})
 #: OBX-3 codes that carry a Study Instance UID instead of text (DCM 113014, or the keyword).
 _STUDY_UID_CODES = frozenset({"113014", "STUDYINSTANCEUID", "STUDY INSTANCE UID"})
+#: Statuses whose report carries results (HL7 table 0123 P, F, C): no text, no report.
+_STATUSES_WITH_TEXT = frozenset(
+    {ReportStatus.PRELIMINARY, ReportStatus.FINAL, ReportStatus.CORRECTED}
+)
+#: ED-4 encodings whose ED-5 data is readable text as sent (table 0299 A; "ASCII" in use).
+_TEXT_ENCODINGS = frozenset({"", "A", "ASCII"})
 
 
-def _oru(message: Message, _field_map: FieldMap, zone: tzinfo) -> list[cmd.Command]:
+def _observation_text(obx: Segment) -> list[str]:
+    """The report lines of one OBX: OBX-5 of a text type, or of an ED carrying text."""
+    value_type = _text(obx.get(2)).upper()
+    if value_type in _TEXT_TYPES:
+        return [_text(r.get(1)) for r in obx.repetitions(5)]
+    if value_type == "ED":
+        return [
+            _text(r.get(5))
+            for r in obx.repetitions(5)
+            if _text(r.get(4)).upper() in _TEXT_ENCODINGS
+            and (_text(r.get(2)).upper() == "TEXT" or _text(r.get(3)).lower().startswith("text/"))
+        ]
+    return []
+
+
+def _oru(message: Message, field_map: FieldMap, zone: tzinfo) -> list[cmd.Command]:
     """ORU^R01: one report version per OBR (its OBX lines are the text), IHE RAD-28 style.
 
-    Accession number: OBR-18 (as in the order), else OBR-3 (filler order number); Study
+    Accession number: the field map's chain, read in the OBR and the ORC before it (by
+    default OBR-18 as in the order, else the filler order number ORC-3, OBR-3); Study
     Instance UID: ZDS-1, or an OBX whose OBX-3 is 113014 (DCM); status OBR-25; interpreter
     OBR-32; observation time OBR-7.
     """
@@ -285,14 +231,20 @@ def _oru(message: Message, _field_map: FieldMap, zone: tzinfo) -> list[cmd.Comma
     commands: list[cmd.Command] = []
     zds_uid = _text(message.get("ZDS-1.1"))
     groups: list[list[Segment]] = []
+    orders: list[tuple[Segment, ...]] = []  # each OBR with the ORC just before it, if any
+    orc: tuple[Segment, ...] = ()
     for segment in message.segments:
-        if segment.name == "OBR":
+        if segment.name == "ORC":
+            orc = (segment,)
+        elif segment.name == "OBR":
             groups.append([segment])
+            orders.append((*orc, segment))
+            orc = ()
         elif groups and segment.name in ("OBX", "NTE", "ZDS"):
             groups[-1].append(segment)
     if not groups:
         raise MissingIdentifier("ORU^R01 needs an OBR segment", location="OBR")
-    for n, (obr, *rest) in enumerate(groups, start=1):
+    for n, ((obr, *rest), order) in enumerate(zip(groups, orders, strict=True), start=1):
         where = f"OBR[{n}]"
         lines: list[str] = []
         study_uid = zds_uid
@@ -303,22 +255,31 @@ def _oru(message: Message, _field_map: FieldMap, zone: tzinfo) -> list[cmd.Comma
                 code = (_text(seg.get(3, 1)) or _text(seg.get(3, 2))).upper()
                 if code in _STUDY_UID_CODES or _text(seg.get(3, 2)).upper() in _STUDY_UID_CODES:
                     study_uid = _text(seg.get(5)) or study_uid
-                elif _text(seg.get(2)).upper() in _TEXT_TYPES:
-                    lines.extend(_text(r.get(1)) for r in seg.repetitions(5))
+                else:
+                    lines.extend(_observation_text(seg))
             elif seg.name == "NTE":
                 lines.extend(_text(r.get(1)) for r in seg.repetitions(3))
         status_code = _text(obr.get(25))
         if not status_code:
             raise MissingIdentifier(f"{where}-25 (result status) is required", location="OBR-25")
+        text = "\n".join(lines).strip("\n")
+        status = status_from_code(status_code)
+        if not text.strip() and status in _STATUSES_WITH_TEXT:
+            raise RequiredFieldMissing(
+                f"{where} (result status {status_code}) has no observation text: no OBX-5 of a "
+                "text type (TX, FT, ST, CE, CWE, or ED with text) and no NTE; a report needs "
+                "its text",
+                location="OBX-5" if any(seg.name == "OBX" for seg in rest) else "OBX",
+            )
         interpreter = " ".join(
             part for part in (_text(obr.get(32, 1, 2)), _text(obr.get(32, 1, 3))) if part
         ) or _text(obr.get(32, 1, 1))
         commands.append(
             cmd.ReceiveReport(
                 Report(
-                    accession_number=_text(obr.get(18)) or _text(obr.get(3)),
-                    status=status_from_code(status_code),
-                    text="\n".join(lines).strip("\n"),
+                    accession_number=_first_accession(_Scope(order, ()), field_map.oru),
+                    status=status,
+                    text=text,
                     patient=patient,
                     study_instance_uid=study_uid,
                     radiologist=interpreter,
@@ -403,7 +364,7 @@ def _birth_date(text: str) -> date | None:
         return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
     except ValueError as exc:
         raise MalformedMessage(
-            f"PID-7 (date of birth) {text!r} is not a date (YYYYMMDD)", location="PID-7"
+            f"PID-7 (date of birth) {quote(text)} is not a date (YYYYMMDD)", location="PID-7"
         ) from exc
 
 
@@ -502,10 +463,16 @@ def _order_command(
     if not control:
         raise RequiredFieldMissing("ORC-1 (order control) is required", location="ORC-1")
     if control not in _ORDER_CONTROLS:
-        raise UnsupportedMessage(
-            f"ORC-1 (order control) {control} is not handled; pacsflow takes "
-            f"{', '.join(_ORDER_CONTROLS)}",
+        raise UnknownTableValue(
+            f"ORC-1 (order control) {quote(control)} is not one pacsflow handles (HL7 table "
+            f"0119); it takes {', '.join(_ORDER_CONTROLS)}",
             location="ORC-1",
+        )
+    if control in ("NW", "XO") and not scope.has("OBR"):
+        raise UnsupportedMessage(
+            f"ORC-1 {control} order has no OBR (observation request): pacsflow takes imaging "
+            "orders, not diet, supply or pharmacy orders",
+            location="OBR",
         )
     accession = _accession(scope, locations)
     match control:
@@ -536,11 +503,19 @@ def _order_command(
 
 
 def _accession(scope: _Scope, locations: OrderFieldLocations) -> AccessionNumber:
-    where = Location.parse(locations.accession_number)
-    value = scope.get(where)
+    value = _first_accession(scope, locations)
     if not value:
-        raise MissingIdentifier(f"{where} (accession number) is required", location=str(where))
+        where, *fallbacks = locations.accession_chain()
+        tried = f"; none in {', '.join(map(str, fallbacks))} either" if fallbacks else ""
+        raise MissingIdentifier(
+            f"{where} (accession number) is required{tried}", location=str(where)
+        )
     return AccessionNumber(value)
+
+
+def _first_accession(scope: _Scope, locations: OrderFieldLocations) -> str:
+    """The accession number at the first location of the chain that holds one ("" if none)."""
+    return next((v for v in map(scope.get, locations.accession_chain()) if v), "")
 
 
 def _order(
@@ -600,7 +575,7 @@ def _study_uid(value: str, locations: OrderFieldLocations) -> Uid:
         return new_uid()
     if not is_valid_uid(value):
         raise MalformedMessage(
-            f"{locations.study_instance_uid} (Study Instance UID) {value!r} is not a valid "
+            f"{locations.study_instance_uid} (Study Instance UID) {quote(value)} is not a valid "
             "DICOM UID (digits and dots, at most 64 characters)",
             location=locations.study_instance_uid,
         )
@@ -619,7 +594,7 @@ def parse_timestamp(text: str, location: str, zone: tzinfo = UTC) -> datetime | 
     match = _TS.match(text)
     if match is None:
         raise MalformedMessage(
-            f"{location} {text!r} is not an HL7 timestamp (YYYYMMDDHHMM[SS][+ZZZZ])",
+            f"{location} {quote(text)} is not an HL7 timestamp (YYYYMMDDHHMM[SS][+ZZZZ])",
             location=location,
         )
     year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
@@ -640,7 +615,7 @@ def parse_timestamp(text: str, location: str, zone: tzinfo = UTC) -> datetime | 
         )
     except ValueError as exc:
         raise MalformedMessage(
-            f"{location} {text!r} is not a valid date and time", location=location
+            f"{location} {quote(text)} is not a valid date and time", location=location
         ) from exc
 
 
@@ -654,6 +629,7 @@ __all__ = [
     "FIELD_MAP_KEYS",
     "OMI_DEFAULTS",
     "ORM_DEFAULTS",
+    "ORU_DEFAULTS",
     "FieldMap",
     "OrderFieldLocations",
     "parse_timestamp",
