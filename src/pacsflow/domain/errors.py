@@ -17,6 +17,7 @@ PacsflowError
 │   ├── Unauthenticated       no valid credentials were presented
 │   └── Forbidden             valid credentials, but not the permission
 └── TransientError            the store or a peer is unavailable; retrying may succeed
+    └── StorageFull           no space left where objects or their records are written
 """
 
 
@@ -92,6 +93,10 @@ class TransientError(PacsflowError):
     """The store or a peer is unavailable; the same input may succeed later."""
 
 
+class StorageFull(TransientError):
+    """No space is left where objects, their spool files or their records are written."""
+
+
 class PermanentError(PacsflowError):
     """Retrying cannot help (a peer refused for good, the work names what is gone)."""
 
@@ -120,6 +125,7 @@ __all__ = [
     "PacsflowError",
     "PermanentError",
     "ProcedureStepFinished",
+    "StorageFull",
     "TransientError",
     "Unauthenticated",
     "UnknownOrder",

@@ -34,11 +34,13 @@ class BlobStore(Protocol):
     """Immutable object storage for received files."""
 
     def put_file(self, key: str, source: Path) -> int:
-        """Durably store the file at source under key (moving it when possible); its size."""
+        """Durably store the file at source under key, taking source (moved when possible,
+        else copied and removed); its size. On failure nothing is left under key, and
+        StorageFull says that no space is left."""
         ...
 
     def put_bytes(self, key: str, data: bytes) -> int:
-        """Durably store data under key; its size."""
+        """Durably store data under key; its size (on failure nothing is left under key)."""
         ...
 
     def open(self, key: str) -> BinaryIO:

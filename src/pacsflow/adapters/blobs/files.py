@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
-from pacsflow.domain.errors import InvalidInput, TransientError
+from pacsflow.domain.errors import InvalidInput, StorageFull, TransientError
+
+log = logging.getLogger(__name__)
+
+#: The errors of a file system (or a user's quota) that has no space left.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class FileBlobStore:
@@ -35,8 +41,11 @@ class FileBlobStore:
         indexed only after this returns, so nothing reads it early, and on a journalling file
         system the one fsync of the file then commits its data and the rename together, which
         leaves the directory fsync (still done, as POSIX asks) next to nothing to write.
+        From another file system it is copied in through the staging directory and source is
+        removed once the copy is durable. On failure nothing is left under key or in staging.
         """
         target = self._path(key)
+        placed = copied = False
         try:
             self._make_parent(target)
             try:
@@ -44,22 +53,39 @@ class FileBlobStore:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                tmp = self.staging / (target.name + ".part")
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, target)
+                self._copy_in(source, target)
+                copied = True
+            placed = True
             size = _fsync_file(target)
             _fsync_dir(target.parent)
-            return size
         except OSError as exc:
-            raise TransientError(f"cannot store object: {exc.strerror}") from exc
+            if placed:
+                target.unlink(missing_ok=True)
+            raise _store_error(exc) from exc
+        if copied:
+            _remove_spooled(source)
+        return size
+
+    def _copy_in(self, source: Path, target: Path) -> None:
+        """Copy source to target through a staging file (removed again if the copy fails)."""
+        part = self.staging / (target.name + ".part")
+        try:
+            shutil.copyfile(source, part)
+            os.replace(part, target)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
 
     def put_bytes(self, key: str, data: bytes) -> int:
         """Durably store data under key: written in place, then the file and its directory
-        fsynced (key is new and unique and indexed only after this returns)."""
+        fsynced (key is new and unique and indexed only after this returns). On failure the
+        partly written file is removed."""
         target = self._path(key)
+        created = False
         try:
             self._make_parent(target)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            created = True
             try:
                 view = memoryview(data)
                 while view:
@@ -70,7 +96,9 @@ class FileBlobStore:
             _fsync_dir(target.parent)
             return len(data)
         except OSError as exc:
-            raise TransientError(f"cannot store object: {exc.strerror}") from exc
+            if created:
+                target.unlink(missing_ok=True)
+            raise _store_error(exc) from exc
 
     def _make_parent(self, target: Path) -> None:
         """Create target's directory unless this store made it already (objects only grow)."""
@@ -97,6 +125,22 @@ class FileBlobStore:
     def delete(self, key: str) -> None:
         """Remove an object that was never indexed; absent keys are ignored."""
         self._path(key).unlink(missing_ok=True)
+
+
+def _store_error(exc: OSError) -> TransientError:
+    """Ours for a failed write: StorageFull when the file system has no space left."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _NO_SPACE:
+        return StorageFull(f"cannot store object: {reason}")
+    return TransientError(f"cannot store object: {reason}")
+
+
+def _remove_spooled(source: Path) -> None:
+    """Remove the spool file an object was copied from (the store holds the object now)."""
+    try:
+        source.unlink(missing_ok=True)
+    except OSError as exc:  # stored all the same: the spool file is debris, not a failure
+        log.warning("could not remove the spool file %s: %s", source, exc.strerror)
 
 
 def _fsync_file(path: Path) -> int:
