@@ -10,8 +10,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from pacsflow.domain.audit import ActiveParticipant, AuditEvent, AuditSource
-from pacsflow.domain.errors import InvalidInput, MissingIdentifier
+from pacsflow.domain.audit import (
+    Action,
+    ActiveParticipant,
+    AuditEvent,
+    AuditSource,
+    instances_transferred,
+    study_object,
+)
+from pacsflow.domain.errors import InvalidInput, MissingIdentifier, StorageFull
 from pacsflow.domain.matching import (
     ExceptionReason,
     Held,
@@ -37,6 +44,7 @@ from pacsflow.workflow.ports import (
     UnitOfWorkFactory,
 )
 from pacsflow.workflow.rejections import apply_rejection, refuse_if_rejected, rejection_event
+from pacsflow.workflow.storage_alarm import StorageAlarm
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,7 @@ class Ingest:
         self._on_duplicate = tuple(on_duplicate)
         self._audit = audit
         self._rounds = GroupCommit(uow)
+        self._alarm = StorageAlarm(uow, clock)
 
     def receive(
         self,
@@ -87,12 +96,16 @@ class Ingest:
         source: Path | bytes,
         *,
         requestor: ActiveParticipant | None = None,
+        receiver: ActiveParticipant | None = None,
     ) -> IngestResult:
         """Durably store and index an instance (its file, or the file's bytes); idempotent.
 
         An instance a rejection note rejected is refused (InstanceRejected), stored or not.
         A rejection note is stored like any instance and applied in the same transaction;
-        requestor (the sender, for the audit record) defaults to the source AE title.
+        requestor (the sender, for the audit record) defaults to the source AE title. With a
+        receiver, the transfer of the instance's study from requestor to receiver (110104)
+        is audited in the transaction that indexes it: no instance is stored unaudited.
+        An instance refused for lack of space (StorageFull) raises the storage_full alert.
         """
         validate(arrived)
         inst = arrived.instance
@@ -100,31 +113,49 @@ class Ingest:
         # duplicate is then deleted again): one transaction per instance instead of a look
         # first, and no file write or fsync while holding the database's write lock.
         key = f"{inst.study_instance_uid}/{inst.sop_instance_uid}.{uuid.uuid4().hex[:12]}.dcm"
-        size = (
-            self._blobs.put_bytes(key, source)
-            if isinstance(source, bytes)
-            else self._blobs.put_file(key, source)
-        )
+        try:
+            size = (
+                self._blobs.put_bytes(key, source)
+                if isinstance(source, bytes)
+                else self._blobs.put_file(key, source)
+            )
+        except StorageFull as exc:
+            self.refused_for_space(arrived.source_ae, exc)
+            raise
         stored = replace(arrived, instance=_with_blob(arrived, key, size))
         sender = requestor or ActiveParticipant(user_id=arrived.source_ae, is_requestor=True)
         try:
-            result = self._index(arrived, stored, sender)
-        except BaseException:
+            result = self._index(arrived, stored, sender, receiver)
+        except BaseException as exc:
             self._blobs.delete(key)  # never indexed: leave no orphan behind
+            if isinstance(exc, StorageFull):  # the database has no space left
+                self.refused_for_space(arrived.source_ae, exc)
             raise
+        self._alarm.flush()  # an alert that could not be recorded while the disk was full
         if result.status is IngestStatus.DUPLICATE:
             self._blobs.delete(key)  # stored once: the copy indexed first stays
             for hook in self._on_duplicate:  # after the transaction: hooks may write
                 hook(arrived)
         return result
 
+    def refused_for_space(self, source_ae: str, error: StorageFull) -> None:
+        """An instance from source_ae was refused because no space is left: alert."""
+        self._alarm.refused(source_ae, str(error))
+
     def _index(
-        self, arrived: ArrivedInstance, stored: ArrivedInstance, sender: ActiveParticipant
+        self,
+        arrived: ArrivedInstance,
+        stored: ArrivedInstance,
+        sender: ActiveParticipant,
+        receiver: ActiveParticipant | None,
     ) -> IngestResult:
         # Instances arriving together (several associations) share one transaction.
-        result, audited = self._rounds.run(lambda uow: self._index_in(uow, arrived, stored, sender))
-        if audited is not None and self._audit is not None:
-            self._audit.forward(audited)
+        result, audited = self._rounds.run(
+            lambda uow: self._index_in(uow, arrived, stored, sender, receiver)
+        )
+        if self._audit is not None:
+            for event in audited:
+                self._audit.forward(event)
         return result
 
     def _index_in(
@@ -133,10 +164,11 @@ class Ingest:
         arrived: ArrivedInstance,
         stored: ArrivedInstance,
         sender: ActiveParticipant,
-    ) -> tuple[IngestResult, AuditEvent | None]:
-        """Index one stored instance in uow (not committed); the audit event to forward."""
+        receiver: ActiveParticipant | None,
+    ) -> tuple[IngestResult, list[AuditEvent]]:
+        """Index one stored instance in uow (not committed); the audit events to forward."""
         inst = arrived.instance
-        audited: AuditEvent | None = None
+        audited: list[AuditEvent] = []
         # One look: rejected? indexed already? the study's row (not its counts: they
         # would scan every instance, per instance).
         view = uow.studies.view_arrival(inst.sop_instance_uid, inst.study_instance_uid)
@@ -144,7 +176,7 @@ class Ingest:
         existing = view.study
         if view.is_indexed:  # sent again, or a twin won the race
             state = existing.state if existing else StudyState.HELD
-            return IngestResult(IngestStatus.DUPLICATE, state), None
+            return IngestResult(IngestStatus.DUPLICATE, state), []
         # A study left with no visible instance by rejections (not one rejected whole):
         # its next instance is matched like the first of a new study, since what made it
         # published or held was rejected with the instances (IOCM).
@@ -176,15 +208,26 @@ class Ingest:
         else:
             outcome = None
             state = self._check_consistent(uow, existing, arrived.identity)
+        source = self._audit.source if self._audit else AuditSource("pacsflow")
+        if receiver is not None:
+            audited.append(
+                instances_transferred(
+                    source,
+                    sender,
+                    receiver,
+                    now,
+                    action=Action.CREATE,
+                    studies=[study_object(inst.study_instance_uid)],
+                )
+            )
         if arrived.rejection is not None:
             apply_rejection(uow, arrived.rejection, now)
-            source = self._audit.source if self._audit else AuditSource("pacsflow")
-            audited = rejection_event(uow, source, sender, arrived.rejection, now)
+            audited.append(rejection_event(uow, source, sender, arrived.rejection, now))
         else:
             for hook in self._after_store:  # work the arrival causes, in the same transaction
                 hook(uow, stored, state, now)
-        if audited is not None:  # last before commit: the audit chain head stays locked briefly
-            uow.audit.append(audited, now)
+        for event in audited:  # last before commit: the audit chain head stays locked briefly
+            uow.audit.append(event, now)
         return IngestResult(IngestStatus.STORED, state, outcome), audited
 
     def _match_new_study(self, uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:

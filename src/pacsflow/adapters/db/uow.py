@@ -24,7 +24,7 @@ from pacsflow.adapters.db.repositories import (
 )
 from pacsflow.adapters.db.routing import SqlRoutingStore
 from pacsflow.adapters.db.settings_log import SqlSettingsLog
-from pacsflow.domain.errors import TransientError
+from pacsflow.domain.errors import StorageFull, TransientError
 from pacsflow.workflow.audit import AuditLog
 from pacsflow.workflow.ports import (
     AccountRepository,
@@ -47,6 +47,19 @@ from pacsflow.workflow.ports import (
 
 #: How long a write transaction waits for the writer lock (SQLite's busy_timeout too).
 _LOCK_WAIT = 30.0
+#: SQLite's SQLITE_FULL and PostgreSQL's SQLSTATE disk_full: the database has no space left.
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def _unavailable(what: str, exc: sa.exc.OperationalError) -> TransientError:
+    """Ours for a database error: StorageFull when the database has no space left."""
+    orig = exc.orig
+    full = (
+        getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL
+        or getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+    )
+    return (StorageFull if full else TransientError)(f"{what}: {orig}")
 
 
 class SqlUnitOfWork:
@@ -94,7 +107,7 @@ class SqlUnitOfWork:
                 conn = conn.execution_options(**{READ_ONLY: True})
             conn.begin()
         except sa.exc.OperationalError as exc:
-            raise TransientError(f"database unavailable: {exc.orig}") from exc
+            raise _unavailable("database unavailable", exc) from exc
         self._conn = conn
         self.accounts = SqlAccountRepository(conn)
         self.audit = SqlAuditLog(conn)
@@ -134,7 +147,7 @@ class SqlUnitOfWork:
         try:
             self._conn.commit()
         except sa.exc.OperationalError as exc:
-            raise TransientError(f"database commit failed: {exc.orig}") from exc
+            raise _unavailable("database commit failed", exc) from exc
 
 
 class SqlUnitOfWorkFactory:

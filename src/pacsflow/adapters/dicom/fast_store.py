@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -57,6 +57,8 @@ from pynetdicom.presentation import (
 )
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
+
+from pacsflow.adapters.dicom.spool import SpoolFile
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ class ReceivedObject:
     sop_instance_uid: str
     #: The Part 10 file's bytes, when the object was small enough to be kept in memory.
     data: bytes | None = None
+    #: Why the data set could not be spooled (disk full): it was read and dropped.
+    spool_error: OSError | None = None
 
 
 #: Stores a received object; returns the status (an int, or a Dataset with Status and an
@@ -380,9 +384,9 @@ class FastStore:
         pending = s.pending
         assert pending is not None
         s.pending = None
-        path, data = s.end_object()
+        path, data, error = s.end_object()
         received = ReceivedObject(
-            path, pending.transfer_syntax, pending.sop_class, pending.sop_instance, data
+            path, pending.transfer_syntax, pending.sop_class, pending.sop_instance, data, error
         )
         answer: int | Dataset = _UNABLE_TO_PROCESS
         try:
@@ -432,7 +436,7 @@ class _Session:
         self.peer_max_pdu = 0
         self.command = bytearray()
         self.pending: _Pending | None = None
-        self.file: BinaryIO | None = None
+        self.file: SpoolFile | None = None
         self.path: Path | None = None
         #: The object's bytes while it is small enough to keep in memory (else None).
         self.kept: bytearray | None = None
@@ -487,7 +491,7 @@ class _Session:
         if self.file is None:
             assert self.spool is not None
             self.path = self.spool()
-            self.file = self.path.open("xb")
+            self.file = SpoolFile(self.path)  # a full disk drops the rest: refused, not aborted
             self.file.write(kept or b"")
             self.kept = None
         self.file.write(chunk)
@@ -497,17 +501,18 @@ class _Session:
         self.kept = bytearray(file_meta)
         self.spool = spool
 
-    def end_object(self) -> tuple[Path | None, bytes | None]:
-        """The received object: its spooled file, or its bytes."""
+    def end_object(self) -> tuple[Path | None, bytes | None, OSError | None]:
+        """The received object: its spooled file, or its bytes; why it could not be spooled."""
         path, file, kept = self.path, self.file, self.kept
         self.path, self.file, self.kept = None, None, None
         if file is not None:
             file.close()
-        return path, None if kept is None else bytes(kept)
+        error = file.error if file is not None else None
+        return path, None if kept is None else bytes(kept), error
 
     def discard_partial(self) -> None:
         """Remove the file of an object whose data set never completed."""
-        path, _ = self.end_object()
+        path, _, _ = self.end_object()
         if path is not None:
             path.unlink(missing_ok=True)
 

@@ -55,7 +55,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from pacsflow.adapters.dicom import _tuning, status
+from pacsflow.adapters.dicom import _tuning, spool, status
 from pacsflow.adapters.dicom.completeness import check_complete
 from pacsflow.adapters.dicom.datasets import (
     arrived_instance,
@@ -80,6 +80,7 @@ from pacsflow.domain.errors import (
     InvalidInput,
     PacsflowError,
     PermanentError,
+    StorageFull,
     TransientError,
 )
 from pacsflow.domain.jobs import Job, NewJob
@@ -166,7 +167,7 @@ class DicomServer:
         self._enqueue = enqueue
         self._rights = rights
         self._audit = audit
-        # Studies stored per association, audited once when the association closes.
+        # Studies stored per association (each audited with its first instance).
         self._received: dict[int, set[str]] = {}
         self._received_lock = threading.Lock()
         self._ssl = ssl_context
@@ -182,6 +183,8 @@ class DicomServer:
         _config.STORE_RECV_CHUNKED_DATASET = True
         # Wake pynetdicom's reactor threads on events instead of 1 ms polling (see _tuning).
         _tuning.apply()
+        # A data set that cannot be spooled (disk full) is refused, not aborted (see spool).
+        spool.install()
         ae = AE(ae_title=ae_title)
         ae.maximum_pdu_size = max_pdu
         ae.maximum_associations = max_associations
@@ -291,11 +294,13 @@ class DicomServer:
     # -- Storage ------------------------------------------------------------------------------
 
     def _on_store(self, event: Event) -> int | Dataset:
+        spooled = getattr(event.request, "_dataset_file", None)  # see spool.install
         received = ReceivedObject(
             path=Path(event.dataset_path),
             transfer_syntax=str(event.context.transfer_syntax),
             sop_class_uid=_request_uid(event, "AffectedSOPClassUID"),
             sop_instance_uid=_request_uid(event, "AffectedSOPInstanceUID"),
+            spool_error=spooled.error if isinstance(spooled, spool.SpoolFile) else None,
         )
         return self._store(_caller(event), received)
 
@@ -303,6 +308,11 @@ class DicomServer:
         """Store one received object: the C-STORE status (both receive paths end here)."""
         try:
             self._allow(caller.ae_title, DicomOperation.STORE)
+            if received.spool_error is not None:  # read to its end and dropped: disk full
+                refused = spool.refusal(received.spool_error)
+                if isinstance(refused, StorageFull):
+                    self._ingest.refused_for_space(caller.ae_title, refused)
+                raise refused
             transfer_syntax, data = received.transfer_syntax, received.data
             source: Path | bytes = data if data is not None else _spooled(received)
             # The header alone reads fine from a data set cut short: walk it all first.
@@ -316,7 +326,22 @@ class DicomServer:
             rejection = read_rejection(header, _readable(source))  # an IOCM rejection note?
             if rejection is not None:
                 arrived = replace(arrived, rejection=rejection)
-            result = self._ingest.receive(arrived, source, requestor=_participant(caller))
+            study = arrived.instance.study_instance_uid
+            with self._received_lock:
+                audited = study in self._received.get(caller.association, ())
+            result = self._ingest.receive(
+                arrived,
+                source,
+                requestor=_participant(caller),
+                # The first instance of each study an association stores carries the audit
+                # record of the transfer in its own transaction (PS3.15 A.5.3.2: one patient
+                # per message), so an acknowledged object is never left unaudited.
+                receiver=(
+                    None
+                    if audited or self._audit is None
+                    else atna.ActiveParticipant(user_id=self.ae_title)
+                ),
+            )
             if result.status is IngestStatus.STORED:
                 with self._received_lock:
                     self._received.setdefault(caller.association, set()).add(
@@ -389,24 +414,9 @@ class DicomServer:
         self._closed(_caller(event))
 
     def _closed(self, caller: Caller) -> None:
-        """Audit what an association stored (110104 C), once, instead of once per instance."""
+        """Forget what an association stored (each study was audited when it arrived)."""
         with self._received_lock:
-            studies = self._received.pop(caller.association, set())
-        if not studies or self._audit is None:
-            return
-        try:
-            self._record(
-                atna.instances_transferred(
-                    self._audit.source,
-                    _participant(caller),
-                    atna.ActiveParticipant(user_id=self.ae_title),
-                    datetime.now(UTC),
-                    action=atna.Action.CREATE,
-                    studies=[atna.study_object(uid) for uid in sorted(studies)],
-                )
-            )
-        except Exception:  # the objects are stored; a failed audit write must be visible
-            log.exception("could not record the audit event of a storage association")
+            self._received.pop(caller.association, None)
 
     def _on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         query, model = event.identifier, _request_uid(event, "AffectedSOPClassUID")
