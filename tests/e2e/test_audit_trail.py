@@ -71,7 +71,7 @@ def test_each_kind_of_access_is_audited_and_tampering_is_caught(
     assert ("110110", "C", 0) in kinds  # patient registered (ADT)
     assert ("110109", "C", 0) in kinds  # order placed (ORM)
     assert ("110112", "E", 0) in kinds  # queries: C-FIND and the API read
-    assert ("110104", "C", 0) in kinds  # instances stored (one event per association)
+    assert ("110104", "C", 0) in kinds  # instances stored (one event per study and association)
     assert ("110114", "E", 4) in kinds  # failed authentication
     assert ("110101", "R", 0) in kinds  # the auditor's search
     assert ("110101", "R", 4) in kinds  # the refused audit read

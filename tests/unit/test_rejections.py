@@ -314,7 +314,7 @@ def test_the_audit_record_goes_to_the_trail_collector_after_commit(tmp_path: Pat
     env.ingest = Ingest(env.uow, env.blobs, env.clock, audit=trail)
     _, identity = published(env)
     a, _ = env.study(identity, 2)
-    assert sent == []  # storing images is audited per association, by the listener
+    assert sent == []  # storing images is audited when the listener names the receiver
     env.store(note(identity, [a]))
     [event] = sent
     assert (event.event_id, event.action) == (EventId.INSTANCES_ACCESSED, Action.DELETE)

@@ -837,7 +837,7 @@ class ForwardRecord:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """Something an operator must look at (a routing loop, a study coming back)."""
+    """Something an operator must look at (a routing loop, a study coming back, a full disk)."""
 
     kind: str
     subject: str

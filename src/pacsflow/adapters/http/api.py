@@ -1208,7 +1208,7 @@ def create_app(
 
     @app.get("/api/alerts", tags=["jobs"], dependencies=[requires(Permission.READ_JOBS)])
     def alerts(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AlertOut]:
-        """Routing alerts (loops, studies sent back by a destination), most recent first."""
+        """Alerts (routing loops, studies sent back, C-STOREs refused: disk full), newest first."""
         return [
             AlertOut(
                 kind=a.kind,
