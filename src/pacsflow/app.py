@@ -43,7 +43,7 @@ from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.jobs import Jobs
-from pacsflow.workflow.ports import InstanceRecord
+from pacsflow.workflow.ports import Clock, InstanceRecord
 from pacsflow.workflow.prefetch import PREFETCH_JOB, RETRIEVE_JOB, Prefetch
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import MergedIdQueries, Queries
@@ -87,10 +87,10 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def jobs(settings: Settings, engine: sa.Engine | None = None) -> Jobs:
+def jobs(settings: Settings, engine: sa.Engine | None = None, clock: Clock | None = None) -> Jobs:
     """The job queue service over the configured database (for the CLI)."""
     engine = engine or make_engine(settings.effective_database_url)
-    return Jobs(SqlUnitOfWorkFactory(engine), SystemClock())
+    return Jobs(SqlUnitOfWorkFactory(engine), clock or SystemClock())
 
 
 def exception_targets(settings: Settings) -> dict[ExceptionReason, timedelta]:
@@ -98,44 +98,55 @@ def exception_targets(settings: Settings) -> dict[ExceptionReason, timedelta]:
     return {reason: timedelta(minutes=m) for reason, m in settings.exception_targets.items()}
 
 
-def reconciliation(settings: Settings, engine: sa.Engine | None = None) -> Reconciliation:
+def reconciliation(
+    settings: Settings, engine: sa.Engine | None = None, clock: Clock | None = None
+) -> Reconciliation:
     """The reconciliation actions over the configured database (for the CLI).
 
     Publishing a held study starts what waits for it, as on a node: routing, prefetch and
     waiting reports, enqueued in the action's transaction for the nodes' workers to run.
     """
     engine = engine or make_engine(settings.effective_database_url)
+    clock = clock or SystemClock()
     return Reconciliation(
         SqlUnitOfWorkFactory(engine),
-        SystemClock(),
+        clock,
         AuditSource(settings.ae_title),
         on_published=[
-            routing(settings, engine).on_published,
-            prefetch(settings, engine).on_published,
-            results(settings, engine).on_published,
+            routing(settings, engine, clock).on_published,
+            prefetch(settings, engine, clock).on_published,
+            results(settings, engine, clock).on_published,
         ],
     )
 
 
-def exception_queue(settings: Settings, engine: sa.Engine | None = None) -> ExceptionQueue:
+def exception_queue(
+    settings: Settings, engine: sa.Engine | None = None, clock: Clock | None = None
+) -> ExceptionQueue:
     """The exceptions queue (targets, candidates, daily report) over the configured database."""
     engine = engine or make_engine(settings.effective_database_url)
-    return ExceptionQueue(SqlUnitOfWorkFactory(engine), SystemClock(), exception_targets(settings))
+    return ExceptionQueue(
+        SqlUnitOfWorkFactory(engine), clock or SystemClock(), exception_targets(settings)
+    )
 
 
-def accounts(settings: Settings, engine: sa.Engine | None = None) -> Accounts:
+def accounts(
+    settings: Settings, engine: sa.Engine | None = None, clock: Clock | None = None
+) -> Accounts:
     """The accounts service over the configured database."""
     engine = engine or make_engine(settings.effective_database_url)
     return Accounts(
         SqlUnitOfWorkFactory(engine),
         Argon2Hasher(fast_for_tests=settings.fast_hashing_for_tests),
-        SystemClock(),
+        clock or SystemClock(),
         AuditSource(settings.ae_title),
         operator=f"{getpass.getuser()}@cli",
     )
 
 
-def routing(settings: Settings, engine: sa.Engine | None = None) -> Routing:
+def routing(
+    settings: Settings, engine: sa.Engine | None = None, clock: Clock | None = None
+) -> Routing:
     """The routing service: rule versions, dry runs and the forwarding job handlers."""
     engine = engine or make_engine(settings.effective_database_url)
     uow = SqlUnitOfWorkFactory(engine)
@@ -152,7 +163,7 @@ def routing(settings: Settings, engine: sa.Engine | None = None) -> Routing:
     )
     return Routing(
         uow,
-        SystemClock(),
+        clock or SystemClock(),
         attributes,
         senders,
         is_destination=lambda name: settings.peer(name) is not None or senders.stow.knows(name),
@@ -164,12 +175,14 @@ def routing(settings: Settings, engine: sa.Engine | None = None) -> Routing:
     )
 
 
-def prefetch(settings: Settings, engine: sa.Engine | None = None) -> Prefetch:
+def prefetch(
+    settings: Settings, engine: sa.Engine | None = None, clock: Clock | None = None
+) -> Prefetch:
     """The prefetch service: priors of a patient searched and retrieved through the job queue."""
     engine = engine or make_engine(settings.effective_database_url)
     return Prefetch(
         SqlUnitOfWorkFactory(engine),
-        SystemClock(),
+        clock or SystemClock(),
         DicomArchives(
             settings.ae_title,
             settings.peer_address,
@@ -184,17 +197,21 @@ def prefetch(settings: Settings, engine: sa.Engine | None = None) -> Prefetch:
     )
 
 
-def results(settings: Settings, engine: sa.Engine | None = None) -> Results:
+def results(
+    settings: Settings, engine: sa.Engine | None = None, clock: Clock | None = None
+) -> Results:
     """The result rail: reports kept and attached, deliveries to the HL7 subscribers."""
     engine = engine or make_engine(settings.effective_database_url)
+    clock = clock or SystemClock()
     return Results(
         SqlUnitOfWorkFactory(engine),
-        SystemClock(),
+        clock,
         [_subscriber(r) for r in settings.result_subscribers],
         MllpResultSender(
             {r.name: _hl7_subscriber(settings, r) for r in settings.result_subscribers},
             app_name=settings.hl7_application,
             facility=settings.hl7_facility,
+            clock=clock.now,
         ),
     )
 
@@ -283,7 +300,7 @@ class _Senders:
 class Pacsflow:
     """One pacsflow node: DICOM, HL7 MLLP and HTTP listeners over one database and blob store."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         url = prepare_database(settings)
         staging = settings.data_dir / "tmp"
@@ -293,7 +310,7 @@ class Pacsflow:
         tempfile.tempdir = str(staging)
         self.engine = make_engine(url)
         uow = SqlUnitOfWorkFactory(self.engine)
-        clock = SystemClock()
+        self.clock = clock = clock or SystemClock()
         blobs = open_blob_store(settings.effective_storage_url)
         rules = tuple(
             StationRule(
@@ -304,7 +321,7 @@ class Pacsflow:
             )
             for m in settings.station_mappings
         )
-        self.accounts = accounts(settings, self.engine)
+        self.accounts = accounts(settings, self.engine, clock)
         source = AuditSource(settings.ae_title)
         self.syslog = (
             SyslogTlsSender(
@@ -321,7 +338,7 @@ class Pacsflow:
         )
         self.audit = AuditTrail(uow, clock, source, self.syslog)
         self.queries = Queries(uow, blobs, MergedIdQueries(settings.merged_id_queries))
-        self.exception_queue = exception_queue(settings, self.engine)
+        self.exception_queue = exception_queue(settings, self.engine, clock)
         self.reading = ReadingWorklist(
             uow,
             clock,
@@ -329,9 +346,9 @@ class Pacsflow:
             timedelta(minutes=settings.reading_claim_minutes),
             site=settings.site,
         )
-        self.routing = routing(settings, self.engine)
-        self.prefetch = prefetch(settings, self.engine)
-        self.results = results(settings, self.engine)
+        self.routing = routing(settings, self.engine, clock)
+        self.prefetch = prefetch(settings, self.engine, clock)
+        self.results = results(settings, self.engine, clock)
         # What publishing a held study (reconciliation, late match) starts, in its transaction.
         self._on_published = [
             self.routing.on_published,
@@ -482,20 +499,20 @@ class Pacsflow:
         self.hl7.start()
         self.http.start()
         self.worker.start()
-        changed = record_settings(
+        recorded = record_settings(
             SqlUnitOfWorkFactory(self.engine),
             self.audit,
-            SystemClock(),
+            self.clock,
             f"{self.settings.ae_title}@{socket.gethostname()}",
             redacted_settings(self.settings),
         )
-        if changed:
-            log.info("settings changed since the last start: %s", ", ".join(changed))
+        if recorded is not None:
+            log.info("%s", recorded.summary())
         self.audit.record(
             application_activity(
                 self.audit.source,
                 ActiveParticipant(self.settings.ae_title, user_name="pacsflow"),
-                SystemClock().now(),
+                self.clock.now(),
             )
         )
         log.info(

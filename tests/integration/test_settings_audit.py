@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from pacsflow.app import Pacsflow, redacted_settings
 from pacsflow.domain.audit import ActiveParticipant, EventTypes
@@ -41,6 +44,24 @@ def test_each_start_with_changed_settings_is_audited_with_the_changed_keys(
     assert len(events) == 2  # the first start and the change; the identical start adds none
     assert events[0].startswith("first start: ")
     assert events[1] == "changed: job_workers, site"
+
+
+def test_the_first_start_logs_first_start_not_every_setting_as_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def start_and_stop(site: str) -> list[str]:
+        caplog.clear()
+        node = Pacsflow(make_settings(tmp_path, site=site))
+        with caplog.at_level(logging.INFO, logger="pacsflow.app"):
+            node.start()
+        node.stop()
+        return [r.getMessage() for r in caplog.records if r.name == "pacsflow.app"]
+
+    first = start_and_stop(site="north")
+    assert "first start: settings recorded" in first
+    assert not [m for m in first if m.startswith("settings changed")]
+    assert not [m for m in start_and_stop(site="north") if "settings" in m]
+    assert "settings changed since the last start: site" in start_and_stop(site="south")
 
 
 def test_passwords_and_tokens_never_reach_the_log(tmp_path: Path) -> None:

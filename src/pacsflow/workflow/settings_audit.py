@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pacsflow.domain.audit import ActiveParticipant, EventTypes, security_alert
@@ -16,23 +17,37 @@ def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[st
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
+@dataclass(frozen=True, slots=True)
+class SettingsRecorded:
+    """What a start recorded: the node's first settings, or the keys that changed."""
+
+    is_first_start: bool
+    changed: tuple[str, ...]
+
+    def summary(self) -> str:
+        """One line for the log."""
+        if self.is_first_start:
+            return "first start: settings recorded"
+        return "settings changed since the last start: " + ", ".join(self.changed)
+
+
 def record_settings(
     uow: UnitOfWorkFactory,
     trail: AuditTrail,
     clock: Clock,
     node: str,
     current: Mapping[str, Any],
-) -> list[str]:
+) -> SettingsRecorded | None:
     """Record the settings a node starts with; audit a change (110131) when they differ.
 
-    `current` must already have its secrets redacted. Returns the changed keys (every key on
-    the node's first start), empty when nothing changed.
+    `current` must already have its secrets redacted. Returns what was recorded (the changed
+    keys; every key on the node's first start), None when nothing changed.
     """
     text = json.dumps(current, sort_keys=True, default=str)
     with uow() as u:
         last = u.settings_log.last(node)
         if last == text:
-            return []
+            return None
         before: Mapping[str, Any] = json.loads(last) if last else {}
         changed = changed_keys(before, json.loads(text))
         now = clock.now()
@@ -48,7 +63,7 @@ def record_settings(
         u.audit.append(event, now)
         u.commit()
     trail.forward(event)
-    return changed
+    return SettingsRecorded(is_first_start=last is None, changed=tuple(changed))
 
 
-__all__ = ["changed_keys", "record_settings"]
+__all__ = ["SettingsRecorded", "changed_keys", "record_settings"]
