@@ -8,6 +8,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,42 @@ from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer, Settings
 from pacsflow.domain.access import Role
 from pacsflow.domain.uids import new_uid
+from tests.fakes import RunningClock
 from tests.peers.orthanc import orthanc  # noqa: F401 (fixture)
 from tests.peers.postgres import pg_database_url, postgres_url  # noqa: F401 (fixtures)
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def _test_start() -> datetime:
+    """The instant the tests' clocks start from: PACSFLOW_TEST_NOW (ISO 8601 with an offset,
+    read here only, never by pacsflow), else the moment the run began."""
+    text = os.environ.get("PACSFLOW_TEST_NOW", "")
+    if not text:
+        return datetime.now(UTC)
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"PACSFLOW_TEST_NOW={text!r} is not ISO 8601") from exc
+    if start.tzinfo is None:
+        raise pytest.UsageError(f"PACSFLOW_TEST_NOW={text!r} needs a UTC offset (e.g. Z)")
+    return start.astimezone(UTC)
+
+
+#: Read before any test runs (the autouse fixture below clears PACSFLOW_* variables).
+TEST_START = _test_start()
+
+
+def pytest_report_header() -> str:
+    """Say where the tests' clocks start, so that a failing run can be repeated at that time."""
+    return f"tests' clocks start at {TEST_START.isoformat()} (PACSFLOW_TEST_NOW to repeat)"
+
+
+@pytest.fixture
+def clock() -> RunningClock:
+    """The time of the test: starts at TEST_START and runs; advance() skips ahead."""
+    return RunningClock(TEST_START)
+
 
 requires_dcmtk = pytest.mark.skipif(
     shutil.which("storescu") is None, reason="DCMTK is not installed (apt-get install dcmtk)"
@@ -148,14 +181,14 @@ def make_settings(tmp_path: Path, peers: list[DicomPeer] | None = None, **kw: ob
 
 
 @pytest.fixture
-def node(tmp_path: Path, receiver: Receiver) -> Iterator[Pacsflow]:
+def node(tmp_path: Path, receiver: Receiver, clock: RunningClock) -> Iterator[Pacsflow]:
     """A running pacsflow node on loopback whose C-MOVE peer DEST is the receiver fixture."""
     settings = make_settings(
         tmp_path,
         peers=[DicomPeer(ae_title="DEST", host="127.0.0.1", port=receiver.port), *TOOL_PEERS],
         station_mappings=[{"station_ae": "CT01", "modality": "CT"}],
     )
-    n = Pacsflow(settings)
+    n = Pacsflow(settings, clock)
     n.start()
     yield n
     n.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +27,38 @@ class FixedClock:
 
     def advance(self, seconds: float) -> None:
         self.current += timedelta(seconds=seconds)
+
+
+class RunningClock:
+    """A clock that starts at a chosen instant and then runs (a node's workers need time to
+    pass: leases, backoff); tests move it on with advance() instead of waiting."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("the start instant needs a UTC offset")
+        self.start = start.astimezone(UTC)
+        self._origin = time.monotonic()
+        self._skipped = timedelta(0)
+        self._frozen: datetime | None = None
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            if self._frozen is not None:
+                return self._frozen + self._skipped
+            skipped = self._skipped
+        return self.start + skipped + timedelta(seconds=time.monotonic() - self._origin)
+
+    def freeze(self) -> None:
+        """Stop the clock where it is (a test that needs every event at one known instant,
+        whatever the machine's speed); advance() still moves it."""
+        frozen = self.now()
+        with self._lock:
+            self._frozen, self._skipped = frozen, timedelta(0)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._skipped += timedelta(seconds=seconds)
 
 
 class InMemoryBlobStore:

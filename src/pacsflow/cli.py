@@ -8,12 +8,14 @@ import json
 import logging
 import signal
 import sys
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import click
 import typer
 from pydantic import ValidationError
 
@@ -27,6 +29,7 @@ from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.jobs import Jobs
+from pacsflow.workflow.ports import Clock
 from pacsflow.workflow.reconciliation import Correction, Done, Reconciliation
 from pacsflow.workflow.routing import Routing
 
@@ -114,6 +117,22 @@ def main_options(
     """pacsflow command-line interface."""
 
 
+@dataclass(frozen=True, slots=True)
+class CliContext:
+    """What a caller may hand the commands as click's context object: the clock (tests)."""
+
+    clock: Clock
+
+
+def _clock() -> Clock:
+    """The time the commands work at: the wall clock unless the caller gave another."""
+    from pacsflow.app import SystemClock
+
+    ctx = click.get_current_context(silent=True)
+    given = ctx.find_root().obj if ctx is not None else None
+    return given.clock if isinstance(given, CliContext) else SystemClock()
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
@@ -179,7 +198,7 @@ def _accounts(config: Path | None) -> Accounts:
 
     settings = _settings(config)
     prepare_database(settings)
-    return accounts(settings)
+    return accounts(settings, clock=_clock())
 
 
 def _fail(exc: PacsflowError) -> NoReturn:
@@ -258,7 +277,7 @@ def _jobs(config: Path | None) -> Jobs:
 
     settings = _settings(config)
     prepare_database(settings)
-    return jobs(settings)
+    return jobs(settings, clock=_clock())
 
 
 @jobs_app.command("list")
@@ -347,7 +366,7 @@ def _routing(config: Path | None) -> Routing:
 
     settings = _settings(config)
     prepare_database(settings)
-    return routing(settings)
+    return routing(settings, clock=_clock())
 
 
 def _cli_actor() -> ActiveParticipant:
@@ -536,7 +555,7 @@ def routing_dry_run(
     prints, per study, the active and the candidate destinations and the
     change (+added, -removed). Nothing is sent and nothing is saved.
     """
-    end = _when(until, "--until") if until is not None else datetime.now(UTC)
+    end = _when(until, "--until") if until is not None else _clock().now()
     start = _when(since, "--since") if since is not None else end - timedelta(days=7)
     if start >= end:
         raise typer.BadParameter(
@@ -592,7 +611,7 @@ def _reconciliation(config: Path | None) -> Reconciliation:
 
     settings = _settings(config)
     prepare_database(settings)
-    return reconciliation(settings)
+    return reconciliation(settings, clock=_clock())
 
 
 def _exception_queue(config: Path | None) -> ExceptionQueue:
@@ -600,7 +619,7 @@ def _exception_queue(config: Path | None) -> ExceptionQueue:
 
     settings = _settings(config)
     prepare_database(settings)
-    return exception_queue(settings)
+    return exception_queue(settings, clock=_clock())
 
 
 def _duration(value: timedelta) -> str:
@@ -975,4 +994,4 @@ def main() -> None:
     sys.exit(app())
 
 
-__all__ = ["app", "main"]
+__all__ = ["CliContext", "app", "main"]

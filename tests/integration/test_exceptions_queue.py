@@ -6,8 +6,9 @@ import csv
 import getpass
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -17,11 +18,13 @@ from typer.testing import CliRunner
 from pacsflow.adapters.db.audit import audit_records
 from pacsflow.adapters.db.tables import exceptions as exceptions_table
 from pacsflow.app import Pacsflow
+from pacsflow.cli import CliContext
 from pacsflow.cli import app as cli
 from pacsflow.domain.access import Role
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid
 from tests.conftest import requires_dcmtk, restamp, storescu
+from tests.fakes import RunningClock
 from tests.scheduling import scheduled
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
@@ -55,13 +58,14 @@ def _age(node: Pacsflow, exception_id: int, hours: float) -> None:
         conn.execute(
             sa.update(exceptions_table)
             .where(exceptions_table.c.pk == exception_id)
-            .values(opened_at=datetime.now(UTC) - timedelta(hours=hours))
+            .values(opened_at=node.clock.now() - timedelta(hours=hours))
         )
 
 
 def test_owners_targets_candidates_and_the_report_over_the_api(
-    node: Pacsflow, api_token: str, tmp_path: Path
+    node: Pacsflow, api_token: str, tmp_path: Path, clock: RunningClock
 ) -> None:
+    clock.freeze()  # everything happens on one day, however close to midnight the run starts
     api = Api(node, api_token)
     p, o = scheduled(node)
     pid = str(p.primary.value)
@@ -113,8 +117,10 @@ def test_owners_targets_candidates_and_the_report_over_the_api(
     rejected = api.post(f"/api/exceptions/{walk_in['id']}/reject", {"reason": "test"})
     api.post(f"/api/reconciliation/{rejected.json()['action_id']}/undo")
 
+    clock.advance(1)  # today's report counts up to now, excluded
     report = api.get("/api/exceptions/report")
     assert report.status_code == 200, report.text
+    assert report.json()["day"] == clock.now().date().isoformat()  # today in UTC
     total = report.json()["total"]
     assert (total["opened"], total["resolved"], total["matched"]) == (1, 1, 1)
     assert (total["rejected"], total["undone"], total["open_at_end"]) == (1, 1, 1)
@@ -130,13 +136,24 @@ def test_owners_targets_candidates_and_the_report_over_the_api(
     assert api.get("/api/exceptions/report", tz="Mars/Olympus").status_code == 400
     assert api.get("/api/exceptions/report", day="2999-01-01").status_code == 400
     assert api.get("/api/exceptions/report", format="xml").status_code == 422
-    honolulu = api.get("/api/exceptions/report", day=day, tz="Pacific/Honolulu").json()
-    assert honolulu["start"].startswith(f"{day}T10:00:00")
+    # Today in Honolulu is the UTC day or the one before it (before 10:00 UTC); its report
+    # starts at midnight there, 10:00 UTC. Tomorrow there has not begun, at any hour.
+    today_there = clock.now().astimezone(ZoneInfo("Pacific/Honolulu")).date()
+    honolulu = api.get("/api/exceptions/report", day=str(today_there), tz="Pacific/Honolulu")
+    assert honolulu.status_code == 200, honolulu.text
+    start_there = datetime.fromisoformat(honolulu.json()["start"])
+    assert start_there == datetime.combine(today_there, time(10), UTC)
+    assert honolulu.json()["total"]["opened"] == 1
+    tomorrow_there = str(today_there + timedelta(days=1))
+    early = api.get("/api/exceptions/report", day=tomorrow_there, tz="Pacific/Honolulu")
+    assert early.status_code == 400
+    assert early.json()["detail"] == f"{tomorrow_there} has not begun yet"
 
 
 def test_the_queue_from_the_cli(
-    node: Pacsflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    node: Pacsflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: RunningClock
 ) -> None:
+    clock.freeze()  # the day's report counts everything, however close to midnight
     monkeypatch.setenv("PACSFLOW_DATA_DIR", str(node.settings.data_dir))
     node.accounts.create_user("rita", [Role.RECONCILER])
     p, o = scheduled(node)
@@ -148,8 +165,10 @@ def test_the_queue_from_the_cli(
     waiting = Report("", ReportStatus.PRELIMINARY, "no acute findings", study_instance_uid=uid)
     assert node.results.receive(waiting, "test").attached_study_uid is None
 
+    at_the_node = CliContext(clock)
+
     def ok(*args: str) -> str:
-        result = runner.invoke(cli, ["exceptions", *args])
+        result = runner.invoke(cli, ["exceptions", *args], obj=at_the_node)
         assert result.exit_code == 0, result.output
         return result.output
 
@@ -173,19 +192,21 @@ def test_the_queue_from_the_cli(
     assert [r.attached_study_uid for r in node.results.reports_of(Uid(uid))] == [uid]
     action = assigned.split("(action ")[1].split(";")[0]
     assert ok("undo", action) == f"undid action {action}: the study is held\n"
-    wrong = runner.invoke(cli, ["exceptions", "match", exc_id, "NO-SUCH-ORDER"])
+    wrong = runner.invoke(cli, ["exceptions", "match", exc_id, "NO-SUCH-ORDER"], obj=at_the_node)
     assert wrong.exit_code == 1
     assert "no order has accession number 'NO-SUCH-ORDER'" in wrong.output
     assert "the study is rejected" in ok("reject", exc_id, "--reason", "test image")
     assert ok("list") == "no open exceptions\n"
 
+    clock.advance(1)  # today's report counts up to now, excluded
     report = json.loads(ok("report", "--format", "json"))
+    assert report["day"] == clock.now().date().isoformat()
     total = report["total"]
     assert (total["opened"], total["resolved"], total["assigned"]) == (1, 1, 1)
     assert (total["undone"], total["rejected"], total["open_at_end"]) == (1, 1, 0)
     header = ok("report", "--day", report["day"]).splitlines()[0]
     assert header.startswith("reason,source,opened,resolved,matched,assigned,rejected,undone")
-    bad = runner.invoke(cli, ["exceptions", "report", "--day", "yesterday"])
+    bad = runner.invoke(cli, ["exceptions", "report", "--day", "yesterday"], obj=at_the_node)
     assert bad.exit_code == 2
 
     me = f"{getpass.getuser()}@cli"
