@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,6 @@ from types import FrameType
 from typing import Annotated, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import click
 import typer
 from pydantic import ValidationError
 
@@ -109,12 +109,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """pacsflow command-line interface."""
+    _given_clock.set(ctx.obj.clock if isinstance(ctx.obj, CliContext) else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +126,15 @@ class CliContext:
     clock: Clock
 
 
+#: The clock of the running command when its caller gave one (set by main_options).
+_given_clock: ContextVar[Clock | None] = ContextVar("pacsflow_cli_clock", default=None)
+
+
 def _clock() -> Clock:
     """The time the commands work at: the wall clock unless the caller gave another."""
     from pacsflow.app import SystemClock
 
-    ctx = click.get_current_context(silent=True)
-    given = ctx.find_root().obj if ctx is not None else None
-    return given.clock if isinstance(given, CliContext) else SystemClock()
+    return _given_clock.get() or SystemClock()
 
 
 def _settings(config: Path | None) -> Settings:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from pacsflow.app import Pacsflow
-from pacsflow.cli import app
+from pacsflow.cli import CliContext, app
 from pacsflow.config import DicomPeer
 from pacsflow.workflow.ports import StudyFilter
 from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
+from tests.fakes import RunningClock
 from tests.scheduling import scheduled
 
 runner = CliRunner()
@@ -49,8 +50,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
-def _ok(*args: str, stdin: str | None = None) -> str:
-    result = runner.invoke(app, ["routing", *args], input=stdin)
+def _ok(*args: str, stdin: str | None = None, obj: CliContext | None = None) -> str:
+    result = runner.invoke(app, ["routing", *args], input=stdin, obj=obj)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -148,10 +149,10 @@ def test_bad_rules_and_unknown_versions_fail_with_the_reason(data_dir: Path) -> 
 @pytest.mark.dcmtk
 @requires_dcmtk
 def test_a_dry_run_lists_each_recent_study_with_where_the_candidate_sends_it(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, clock: RunningClock
 ) -> None:
     # Two published studies (a CT and an MR), received by a node that is then stopped.
-    node = Pacsflow(make_settings(tmp_path, peers=PEERS))
+    node = Pacsflow(make_settings(tmp_path, peers=PEERS), clock)
     node.start()
     try:
         studies = {}
@@ -181,9 +182,10 @@ def test_a_dry_run_lists_each_recent_study_with_where_the_candidate_sends_it(
         encoding="utf-8",
     )
 
+    at = CliContext(clock)  # the dry run's default period ends at the node's now
     rows = {
         row["study_instance_uid"]: row
-        for row in map(json.loads, _ok("dry-run", str(candidate), "--json").splitlines())
+        for row in map(json.loads, _ok("dry-run", str(candidate), "--json", obj=at).splitlines())
     }
     assert rows[studies["CT"]] == {
         "study_instance_uid": studies["CT"],
@@ -202,7 +204,7 @@ def test_a_dry_run_lists_each_recent_study_with_where_the_candidate_sends_it(
         "changed": True,
     }
 
-    table = _ok("dry-run", str(candidate)).splitlines()
+    table = _ok("dry-run", str(candidate), obj=at).splitlines()
     assert table[0].split() == ["study", "active", "candidate", "change"]
     by_study = {line.split()[0]: line.split()[1:] for line in table[1:-1]}
     assert by_study[studies["CT"]] == ["ORTHANC", "ARCHIVE", "+ARCHIVE", "-ORTHANC"]
@@ -210,23 +212,27 @@ def test_a_dry_run_lists_each_recent_study_with_where_the_candidate_sends_it(
     assert table[-1] == "2 study(ies), 2 routed differently by the candidate"
 
     # The active rules as the candidate: nothing changes, and --changed-only hides it all.
-    same = _ok("dry-run", "-", "--json", stdin=CT_TO_ORTHANC).splitlines()
+    same = _ok("dry-run", "-", "--json", stdin=CT_TO_ORTHANC, obj=at).splitlines()
     assert [json.loads(line)["changed"] for line in same] == [False, False]
-    assert _ok("dry-run", "-", "--changed-only", "--json", stdin=CT_TO_ORTHANC) == ""
-    assert _ok("dry-run", "-", "--changed-only", stdin=CT_TO_ORTHANC).startswith(
+    assert _ok("dry-run", "-", "--changed-only", "--json", stdin=CT_TO_ORTHANC, obj=at) == ""
+    assert _ok("dry-run", "-", "--changed-only", stdin=CT_TO_ORTHANC, obj=at).startswith(
         "no changed studies received between"
     )
 
     # Only studies received in the period count.
-    later = datetime.now(UTC) + timedelta(hours=1)
+    now = clock.now()
+    later = now + timedelta(hours=1)
     after = ["--since", later.isoformat(), "--until", (later + timedelta(days=1)).isoformat()]
-    assert _ok("dry-run", str(candidate), *after, "--json") == ""
-    wrong_way = runner.invoke(app, ["routing", "dry-run", str(candidate), "--since", after[1]])
+    assert _ok("dry-run", str(candidate), *after, "--json", obj=at) == ""
+    wrong_way = runner.invoke(
+        app, ["routing", "dry-run", str(candidate), "--since", after[1]], obj=at
+    )
     assert wrong_way.exit_code == 2
     assert "is not before" in wrong_way.output
-    earlier = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
-    before = (datetime.now(UTC) - timedelta(days=29)).date().isoformat()
-    assert _ok("dry-run", str(candidate), "--since", earlier, "--until", before) == (
+    # Dates without an offset are the host's local days (the CLI reads them so).
+    earlier = (now - timedelta(days=30)).date().isoformat()
+    before = (now - timedelta(days=29)).date().isoformat()
+    assert _ok("dry-run", str(candidate), "--since", earlier, "--until", before, obj=at) == (
         f"no studies received between {datetime.fromisoformat(earlier).astimezone().isoformat()}"
         f" and {datetime.fromisoformat(before).astimezone().isoformat()}\n"
     )
