@@ -4,10 +4,9 @@ held and finally reported studies never listed."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,10 @@ from pacsflow.domain.access import Role
 from pacsflow.domain.orders import Order, Priority, ProcedureCode
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.domain.reports import Report, ReportStatus
-from pacsflow.domain.uids import Uid
+from pacsflow.domain.uids import new_uid
 from pacsflow.workflow.ports import PriorRecord, PriorState
 from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
+from tests.fakes import RunningClock
 from tests.scheduling import send_scheduled
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
@@ -40,10 +40,16 @@ class Reading:
     node: Pacsflow
     tmp: Path
     clients: dict[str, httpx.Client]
+    clock: RunningClock
 
     def study(self, name: str, sample: str = "CT_small.dcm", **order_kw: object) -> Order:
-        """A published study of a new order (stored with storescu); its order."""
+        """A published study of a new order (stored with storescu); its order.
+
+        The clock is stopped (see _reading); it moves a second after each study, so that
+        each arrives one second after the one before.
+        """
         _sop, order = send_scheduled(self.node, self.tmp, sample, name, **order_kw)
+        self.clock.advance(1)
         return order
 
     def uow(self) -> SqlUnitOfWorkFactory:
@@ -59,7 +65,7 @@ class Reading:
         with self.uow()() as uow:
             report_id = uow.reports.add(
                 Report(order.accession_number, status, "No acute finding."),
-                datetime.now(UTC),
+                self.clock.now(),
                 "test",
             )
             uow.reports.attach(report_id, order.study_instance_uid)
@@ -70,11 +76,11 @@ class Reading:
             uow.prefetch.add(
                 PriorRecord(
                     request_key=f"order:{order.accession_number}",
-                    study_instance_uid=Uid(f"1.2.826.0.1.3680043.9.{time.monotonic_ns()}"),
+                    study_instance_uid=new_uid(),
                     archive="PACS",
                     patient=order.patient,
                     state=state,
-                    requested_at=datetime.now(UTC),
+                    requested_at=self.clock.now(),
                 )
             )
             uow.commit()
@@ -93,16 +99,20 @@ class Reading:
         return self.clients[who].post(f"/api/reading-worklist/{uid}/{action}")
 
 
-def _reading(tmp_path: Path, **settings: object) -> Iterator[Reading]:
+def _reading(tmp_path: Path, clock: RunningClock, **settings: object) -> Iterator[Reading]:
     node = Pacsflow(
         make_settings(
             tmp_path,
             peers=[DicomPeer(ae_title="DEST", host="127.0.0.1", port=9)],
             site="NORTH",
             **settings,
-        )
+        ),
+        clock,
     )
     node.start()
+    # Waiting times and claims move only when a test moves the clock: a slow machine
+    # neither lets a claim expire early nor makes a study wait longer.
+    clock.freeze()
     users = {"house": Role.RADIOLOGIST, "cuddy": Role.RADIOLOGIST, "wilson": Role.CLINICIAN}
     clients = {}
     for name, role in users.items():
@@ -113,7 +123,7 @@ def _reading(tmp_path: Path, **settings: object) -> Iterator[Reading]:
             timeout=30,
         )
     try:
-        yield Reading(node, tmp_path, clients)
+        yield Reading(node, tmp_path, clients, clock)
     finally:
         for client in clients.values():
             client.close()
@@ -121,9 +131,9 @@ def _reading(tmp_path: Path, **settings: object) -> Iterator[Reading]:
 
 
 @pytest.fixture
-def reading(tmp_path: Path) -> Iterator[Reading]:
+def reading(tmp_path: Path, clock: RunningClock) -> Iterator[Reading]:
     # ROUTINE studies are overdue almost at once; STAT and ASAP keep their defaults.
-    yield from _reading(tmp_path, reading_targets={"routine": 0.001})
+    yield from _reading(tmp_path, clock, reading_targets={"routine": 0.001})
 
 
 def test_the_worklist_orders_by_priority_then_triage_score_then_time_against_target(
@@ -140,6 +150,7 @@ def test_the_worklist_orders_by_priority_then_triage_score_then_time_against_tar
     held_path, held = restamp("CT_small.dcm", reading.tmp / "held.dcm", patient_id="NOBODY")
     assert storescu(reading.node.dicom.port, held_path).returncode == 0
 
+    reading.clock.advance(60)  # the STAT study waits a minute (and the one second after it)
     items = reading.worklist()
     assert [i["study_instance_uid"] for i in items] == [
         stat.study_instance_uid,
@@ -163,7 +174,7 @@ def test_the_worklist_orders_by_priority_then_triage_score_then_time_against_tar
     assert s["priors_ready"] is None  # no prefetch request
     assert s["claimed_by"] is None
     assert s["site"] == "NORTH"
-    assert 0 <= s["waiting_minutes"] < 5
+    assert s["waiting_minutes"] == 1.0  # 61 s, in minutes to one decimal
     r = by_uid[high.study_instance_uid]
     assert (r["priority"], r["triage_score"], r["overdue"]) == ("ROUTINE", 0.97, True)
     assert r["target_minutes"] == 0.001
@@ -288,8 +299,8 @@ def test_only_radiologists_claim_and_only_listed_studies(reading: Reading, tmp_p
 
 
 @pytest.fixture
-def short_claims(tmp_path: Path) -> Iterator[Reading]:
-    yield from _reading(tmp_path, reading_claim_minutes=0.04)  # 2.4 s
+def short_claims(tmp_path: Path, clock: RunningClock) -> Iterator[Reading]:
+    yield from _reading(tmp_path, clock, reading_claim_minutes=0.04)  # 2.4 s
 
 
 def test_a_claim_expires_and_then_anyone_may_take_the_study(short_claims: Reading) -> None:
@@ -300,13 +311,13 @@ def test_a_claim_expires_and_then_anyone_may_take_the_study(short_claims: Readin
     assert (expires - datetime.fromisoformat(first["claimed_at"])).total_seconds() == 2.4
 
     early = reading.claim("cuddy", study)
-    if early.status_code == 409:  # unless this machine stalled past the expiry
-        assert early.json()["claimed_by"] == "house"
-    deadline = time.monotonic() + 30
-    while (taken := reading.claim("cuddy", study)).status_code == 409:
-        assert time.monotonic() < deadline, taken.text
-        time.sleep(0.2)
-    assert taken.status_code == 200
+    assert early.status_code == 409
+    assert early.json()["claimed_by"] == "house"
+    reading.clock.advance(2.3)
+    assert reading.claim("cuddy", study).status_code == 409  # not yet
+    reading.clock.advance(0.1)  # the claim's end
+    taken = reading.claim("cuddy", study)
+    assert taken.status_code == 200, taken.text
     assert datetime.fromisoformat(taken.json()["claimed_at"]) >= expires
     seen = reading.worklist("house")[0]
     assert seen["claimed_by"] == "cuddy"
@@ -317,8 +328,8 @@ def test_an_expired_claim_is_no_longer_shown(short_claims: Reading) -> None:
     reading = short_claims
     study = reading.study("shown")
     expires = datetime.fromisoformat(reading.claim("house", study).json()["claim_expires_at"])
-    while datetime.now(UTC) < expires:
-        time.sleep(0.1)
+    assert reading.worklist("cuddy")[0]["claimed_by"] == "house"
+    reading.clock.advance((expires - reading.clock.now()).total_seconds())
     item = reading.worklist("cuddy")[0]
     assert item["study_instance_uid"] == study.study_instance_uid
     assert item["claimed_by"] is None
