@@ -46,9 +46,10 @@ class FakeDatabase:
 
 
 def wait_queued(rounds: GroupCommit, n: int) -> None:
-    """Wait until n callers wait for the next round."""
+    """Wait until n callers wait for the next round (fail after 5 s rather than hang)."""
     deadline = time.monotonic() + 5
-    while len(rounds._queue) < n and time.monotonic() < deadline:
+    while len(rounds._queue) < n:
+        assert time.monotonic() < deadline, f"{len(rounds._queue)} of {n} callers queued"
         time.sleep(0.001)
     assert len(rounds._queue) == n
 
@@ -92,8 +93,7 @@ def test_callers_arriving_together_share_a_commit_and_get_their_own_results() ->
     threads += [threading.Thread(target=caller, args=(i,)) for i in range(1, 8)]
     for t in threads[1:]:
         t.start()
-    while len(rounds._queue) < 7:
-        threading.Event().wait(0.001)
+    wait_queued(rounds, 7)
     others_queued.set()
     for t in threads:
         t.join(5)
@@ -140,8 +140,7 @@ def test_a_failing_piece_fails_alone_and_its_writes_are_not_committed() -> None:
     ]
     for t in rest:
         t.start()
-    while len(rounds._queue) < 2:
-        threading.Event().wait(0.001)
+    wait_queued(rounds, 2)
     queued.set()
     for t in [lead, *rest]:
         t.join(5)
