@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -155,6 +156,28 @@ def receiver() -> Iterator[Receiver]:
     holder.append(Receiver("DEST", server))
     yield holder[0]
     server.shutdown()
+
+
+def move_study(port: int, study_uid: str, receiver: Receiver) -> list[Dataset]:
+    """C-MOVE a study to the receiver (DEST) with movescu; what it received, taken from it.
+
+    No waiting: the final C-MOVE response comes only after every sub-operation was answered,
+    and the receiver keeps each object before it answers. The final response's count of
+    completed sub-operations must be what arrived, none failed.
+    """
+    res = dcmtk(
+        "movescu", "-d", "-S", "-aec", "PACSFLOW", "-aem", "DEST",
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+        "127.0.0.1", port,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    log = res.stdout + res.stderr  # DCMTK logs to stderr
+    counts = dict(re.findall(r"(Completed|Failed|Warning) Suboperations\s*: (\d+)", log))
+    assert counts, log  # the last of each is the final response's
+    with receiver.lock:
+        got, receiver.received[:] = list(receiver.received), []
+    assert (int(counts["Completed"]), counts["Failed"], counts["Warning"]) == (len(got), "0", "0")
+    return got
 
 
 #: DCMTK's default calling AE titles, configured as peers allowed to query and retrieve

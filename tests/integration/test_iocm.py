@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ from pacsflow.domain.rejections import RejectionReason
 from pacsflow.domain.uids import Uid, new_uid
 from pacsflow.workflow.ports import InboundMessage
 from tests import factories as f
-from tests.conftest import Receiver, dcmtk, requires_dcmtk, restamp, storescu
+from tests.conftest import Receiver, dcmtk, move_study, requires_dcmtk, restamp, storescu
 from tests.iocm import rejection_note, save
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
@@ -115,26 +114,8 @@ def test_rejection_notes_hide_instances_from_query_retrieve_and_the_api(
     [listed] = _studies(node, api_token)
     assert listed["instance_count"] == 1
 
-    res = dcmtk(
-        "movescu",
-        "-S",
-        "-aec",
-        "PACSFLOW",
-        "-aem",
-        "DEST",
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        study,
-        "127.0.0.1",
-        node.dicom.port,
-    )
-    assert res.returncode == 0, res.stderr
-    deadline = time.monotonic() + 10
-    while not receiver.received and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)  # a second (wrong) object would have arrived by now
-    assert [d.SOPInstanceUID for d in receiver.received] == [b.SOPInstanceUID]
+    moved = move_study(node.dicom.port, str(o.study_instance_uid), receiver)
+    assert [d.SOPInstanceUID for d in moved] == [b.SOPInstanceUID]
 
     # Sending the rejected image again is refused: 0xA771, as dcm4chee-arc answers.
     again = dcmtk("storescu", "-d", "-aec", "PACSFLOW", "127.0.0.1", node.dicom.port, path_a)

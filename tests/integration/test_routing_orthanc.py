@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ from pacsflow.domain.jobs import JobState
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.routing import FORWARD_JOB
 from tests.conftest import make_settings, requires_dcmtk
+from tests.fakes import RunningClock
 from tests.peers.orthanc import OrthancPeer, running_orthanc
 from tests.scheduling import send_scheduled
+from tests.waiting import wait_settled
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.dcmtk, requires_dcmtk]
 
@@ -72,7 +74,7 @@ class Routed:
 
 
 @pytest.fixture
-def routed(tmp_path: Path, orthanc: OrthancPeer) -> Iterator[Routed]:
+def routed(tmp_path: Path, orthanc: OrthancPeer, clock: RunningClock) -> Iterator[Routed]:
     settings = make_settings(
         tmp_path,
         peers=[DicomPeer(ae_title="ORTHANC", host="127.0.0.1", port=orthanc.dicom_port)],
@@ -81,7 +83,7 @@ def routed(tmp_path: Path, orthanc: OrthancPeer) -> Iterator[Routed]:
         job_retry_max_seconds=0.5,
         job_max_attempts=100,
     )
-    node = Pacsflow(settings)
+    node = Pacsflow(settings, clock)
     node.start()
     node.accounts.create_user("ops", [Role.ADMIN])
     token = node.accounts.create_token("ops", "routing tests", None)
@@ -109,7 +111,7 @@ def test_a_rule_sends_ct_to_orthanc_and_nothing_else(routed: Routed) -> None:
         return [(f["destination"], f["state"]) for f in found]
 
     assert _wait(lambda: forwards() == [("ORTHANC", "sent")]), forwards()
-    time.sleep(0.5)  # give a wrong forward of the MR every chance to happen
+    wait_settled(routed.node)  # the MR's routing job is done: a wrong forward would be too
     assert mr not in routed.orthanc.instances()
     assert routed.orthanc.count_instances() == 1
 
@@ -119,8 +121,10 @@ def test_a_dry_run_shows_what_a_candidate_changes_and_sends_nothing(routed: Rout
     ct = routed.send_scheduled("CT_small.dcm", "ct")
     assert _wait(lambda: ct in routed.orthanc.instances())
     mr = routed.send_scheduled("MR_small.dcm", "mr")
+    wait_settled(routed.node)
     before = routed.orthanc.count_instances()
-    now = datetime.now(UTC)
+    jobs_before = routed.node.jobs.list(limit=1000)
+    now = routed.node.clock.now()
     r = routed.http.post(
         "/api/routing/dry-run",
         json={
@@ -137,7 +141,7 @@ def test_a_dry_run_shows_what_a_candidate_changes_and_sends_nothing(routed: Rout
     assert rows["mr"]["active"] == []
     assert rows["mr"]["added"] == ["ORTHANC"]
     assert all(row["changed"] for row in r.json())
-    time.sleep(0.5)
+    assert routed.node.jobs.list(limit=1000) == jobs_before  # the dry run queued nothing
     assert routed.orthanc.count_instances() == before
     assert mr not in routed.orthanc.instances()
     assert [v["version"] for v in routed.http.get("/api/routing/versions").json()] == [1]
@@ -149,7 +153,7 @@ def test_a_rollback_restores_the_previous_routing(routed: Routed) -> None:
     diff = routed.http.get("/api/routing/diff", params={"old": 1, "new": 2}).json()["diff"]
     assert "-      Modality: {equals: CT}\n+      Modality: {equals: MR}\n" in diff
     ct_under_v2 = routed.send_scheduled("CT_small.dcm", "ct2")
-    time.sleep(1.0)
+    wait_settled(routed.node)  # routed (nowhere) by v2
     assert ct_under_v2 not in routed.orthanc.instances()
     r = routed.http.post("/api/routing/rollback")
     assert r.status_code == 200, r.text
@@ -193,7 +197,9 @@ def test_bad_rules_are_refused_with_the_reason(routed: Routed) -> None:
     assert routed.http.get("/api/routing/versions").json() == []
 
 
-def test_a_rule_sends_to_a_dicomweb_endpoint_by_stow_rs(tmp_path: Path) -> None:
+def test_a_rule_sends_to_a_dicomweb_endpoint_by_stow_rs(
+    tmp_path: Path, clock: RunningClock
+) -> None:
     with running_orthanc(tmp_path / "web", aet="WEBPACS", dicomweb=True) as web:
         settings = make_settings(
             tmp_path,
@@ -202,7 +208,7 @@ def test_a_rule_sends_to_a_dicomweb_endpoint_by_stow_rs(tmp_path: Path) -> None:
             ],
             job_poll_seconds=0.05,
         )
-        node = Pacsflow(settings)
+        node = Pacsflow(settings, clock)
         node.start()
         try:
             rules = "rules:\n  - name: mr-web\n    when: {Modality: MR}\n    send_to: [WEBPACS]\n"
@@ -217,7 +223,7 @@ def test_a_rule_sends_to_a_dicomweb_endpoint_by_stow_rs(tmp_path: Path) -> None:
                     [(d, s) for _, d, s, _ in node.routing.forwards(study)] == [("WEBPACS", "sent")]
                 )
             )
-            time.sleep(0.3)
+            wait_settled(node)  # the CT's routing job is done: a wrong forward would be too
             assert ct not in web.instances()
         finally:
             node.stop()
@@ -238,7 +244,7 @@ def test_a_forwarded_study_sent_back_is_stored_once_and_raises_an_alert(routed: 
     assert (alert["kind"], alert["peer"], alert["count"]) == ("returned", "ORTHANC", 1)
     assert "came back from ORTHANC" in alert["detail"]
     assert len(routed.node.queries.instances(sop_uids=[Uid(ct)])) == 1
-    time.sleep(0.5)
+    wait_settled(routed.node)  # the returned copy's jobs are done
     assert routed.orthanc.count_instances() == 1  # not forwarded again: the loop stops
     assert [j.kind for j in routed.node.jobs.list(kind=FORWARD_JOB)] == [FORWARD_JOB]
 
@@ -261,7 +267,9 @@ def test_mpps_completed_makes_a_study_stable_at_once(routed: Routed) -> None:
 
     routed.save(STABLE_CT)  # routing_stable_seconds is 60 here: without MPPS it would wait
     sop, order = send_scheduled(routed.node, routed.tmp, "CT_small.dcm", "ct")
-    time.sleep(1.0)
+    wait_settled(routed.node)  # all that is left is the study's routing, due in 60 s
+    [waiting] = routed.node.jobs.list(state=JobState.PENDING)
+    assert waiting.run_at - routed.node.clock.now() > timedelta(seconds=30)
     assert sop not in routed.orthanc.instances()
     ae = AE(ae_title="CT01")
     ae.add_requested_context(ModalityPerformedProcedureStep)

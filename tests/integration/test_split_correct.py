@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.conftest import (
     Receiver,
     dcmtk,
     make_settings,
+    move_study,
     requires_dcmtk,
     restamp,
     storescu,
@@ -118,18 +118,8 @@ def _multi(value: object) -> str:
 
 
 def _move(node: Pacsflow, receiver: Receiver, study_uid: str, expected: int) -> list[Dataset]:
-    res = dcmtk(
-        "movescu", "-S", "-aec", "PACSFLOW", "-aem", "DEST",
-        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-        "127.0.0.1", node.dicom.port,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    deadline = time.monotonic() + 10
-    while len(receiver.received) < expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)  # nothing more may come
-    with receiver.lock:
-        got, receiver.received[:] = list(receiver.received), []
+    got = move_study(node.dicom.port, study_uid, receiver)
+    assert len(got) == expected
     return got
 
 
