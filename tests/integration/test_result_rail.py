@@ -23,8 +23,10 @@ from pacsflow.domain.orders import Order
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.results import DELIVER_RESULT_JOB
 from tests.conftest import make_settings, requires_dcmtk
+from tests.fakes import RunningClock
 from tests.peers.orthanc import free_port
 from tests.scheduling import send_scheduled
+from tests.waiting import wait_settled
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 
@@ -130,8 +132,8 @@ def _settings(tmp_path: Path, ehr: Ehr) -> Settings:
 
 
 @pytest.fixture
-def node_with_ehr(tmp_path: Path, ehr: Ehr) -> Iterator[Pacsflow]:
-    node = Pacsflow(_settings(tmp_path, ehr))
+def node_with_ehr(tmp_path: Path, ehr: Ehr, clock: RunningClock) -> Iterator[Pacsflow]:
+    node = Pacsflow(_settings(tmp_path, ehr), clock)
     node.start()
     yield node
     node.stop()
@@ -196,7 +198,7 @@ def test_a_report_before_its_study_is_kept_flagged_and_attaches_when_the_study_a
     assert r.status_code == 201, r.text
     assert r.json()["attached_study_uid"] is None
     assert "no study" in r.json()["flag"]
-    time.sleep(0.3)
+    wait_settled(node)  # what the report started is done: nothing went out
     assert ehr.messages() == []
     # The study arrives (matching the order): the report attaches and is delivered.
     from pacsflow.domain import commands as cmd  # noqa: F401 - keeps the import style local
@@ -246,10 +248,10 @@ def test_an_ae_from_the_ehr_fails_the_delivery_with_its_reason_and_replay_delive
 
 
 def test_silence_and_a_down_ehr_are_retried_and_nothing_is_lost_across_a_restart(
-    tmp_path: Path, ehr: Ehr
+    tmp_path: Path, ehr: Ehr, clock: RunningClock
 ) -> None:
     settings = _settings(tmp_path, ehr)
-    node = Pacsflow(settings)
+    node = Pacsflow(settings, clock)
     node.start()
     try:
         ehr.mode = "silent"
@@ -266,7 +268,7 @@ def test_silence_and_a_down_ehr_are_retried_and_nothing_is_lost_across_a_restart
     assert ehr.messages() == []
     ehr.mode = "AA"
     ehr.up()
-    again = Pacsflow(settings)
+    again = Pacsflow(settings, clock)
     again.start()
     try:
         acc = str(order.accession_number)
@@ -316,7 +318,7 @@ def test_a_report_for_a_held_study_attaches_when_the_study_is_reconciled(
     assert _send_hl7(node, oru(order, "F", "read before reconciling", "H1")) == "AA"
     [waiting] = node.results.reports(unattached_only=True)
     assert "held" in waiting.flag
-    time.sleep(0.3)
+    wait_settled(node)  # what the report started is done: nothing went out
     assert ehr.messages() == []
     node.reconciliation.match_to_order(
         held.id, str(order.accession_number), ActiveParticipant("rita", is_requestor=True)
