@@ -23,7 +23,7 @@ from pacsflow.cli import app as cli
 from pacsflow.domain.access import Role
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid
-from tests.conftest import requires_dcmtk, restamp, storescu
+from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
 from tests.fakes import RunningClock
 from tests.scheduling import scheduled
 
@@ -215,6 +215,42 @@ def test_the_queue_from_the_cli(
             sa.select(audit_records.c.user_id).where(audit_records.c.event_id == "110103")
         ).all()
     assert [u[0] for u in users] == [me] * 4  # owner, assign, undo, reject
+
+
+#: 01:18 UTC, when the issue saw the report fail: the day before in Honolulu (UTC-10).
+EARLY_UTC = datetime(2026, 12, 6, 1, 18, tzinfo=UTC)
+
+
+def test_today_in_honolulu_before_10_utc_is_the_day_before_over_the_api(tmp_path: Path) -> None:
+    clock = RunningClock(EARLY_UTC)
+    clock.freeze()
+    node = Pacsflow(make_settings(tmp_path), clock)
+    node.start()
+    try:
+        node.accounts.create_user("tester", [Role.RECONCILER])
+        api = Api(node, node.accounts.create_token("tester", "tests"))
+        _send(node, tmp_path, "walkin", patient_id="NOBODY-1")
+        clock.advance(1)
+        honolulu = api.get("/api/exceptions/report", tz="Pacific/Honolulu")
+        assert honolulu.status_code == 200, honolulu.text
+        assert honolulu.json()["day"] == "2026-12-05"
+        assert honolulu.json()["total"]["opened"] == 1
+        utc_day = api.get("/api/exceptions/report", day="2026-12-06", tz="Pacific/Honolulu")
+        assert utc_day.status_code == 400
+        assert utc_day.json()["detail"] == "2026-12-06 has not begun yet"
+    finally:
+        node.stop()
+
+
+def test_the_cli_reports_the_day_of_its_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PACSFLOW_DATA_DIR", str(tmp_path / "data"))
+    at = CliContext(RunningClock(EARLY_UTC))
+    for tz, day in (("UTC", "2026-12-06"), ("Pacific/Honolulu", "2026-12-05")):
+        result = runner.invoke(cli, ["exceptions", "report", "-f", "json", "--tz", tz], obj=at)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["day"] == day
 
 
 @pytest.mark.parametrize(
