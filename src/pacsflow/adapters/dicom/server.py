@@ -56,6 +56,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from pacsflow.adapters.dicom import _tuning, status
+from pacsflow.adapters.dicom.byte_order import as_little_endian, is_big_endian
 from pacsflow.adapters.dicom.completeness import check_complete
 from pacsflow.adapters.dicom.datasets import (
     arrived_instance,
@@ -535,6 +536,15 @@ class DicomServer:
                 coerce_identity(ds, view.patient, view.study.accession_number, uid)
             yield ds
 
+    def _big_endian_accepted(self, event: Event, sop_class: str) -> bool:
+        """True when the C-GET peer accepted Big Endian for the class (never for C-MOVE)."""
+        if event.event is not evt.EVT_C_GET:
+            return False  # C-MOVE proposes little endian only for these (_contexts_for)
+        return any(
+            cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == ExplicitVRBigEndian
+            for cx in event.assoc.accepted_contexts
+        )
+
     def _on_move(self, event: Event) -> Iterator[Any]:
         target = str(event.move_destination).strip()
         caller = str(event.assoc.requestor.ae_title).strip()
@@ -570,6 +580,9 @@ class DicomServer:
             if event.is_cancelled:
                 yield status.CANCEL, None
                 return
+            if is_big_endian(ds) and not self._big_endian_accepted(event, str(ds.SOPClassUID)):
+                # A peer that prefers little endian (getscu +xb still gets it) gets it losslessly.
+                ds = as_little_endian(ds)
             yield status.PENDING, ds
 
     # -- MPPS -----------------------------------------------------------------------------------
@@ -781,7 +794,8 @@ def _contexts_for(instances: list[InstanceRecord]) -> list[PresentationContext]:
         wanted.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
     contexts = []
     for sop_class, syntaxes in sorted(wanted.items()):
-        for ts in sorted(syntaxes | set(_UNCOMPRESSED)):
+        # Big Endian leaves as little endian (lossless): one context fewer to be refused.
+        for ts in sorted((syntaxes - {ExplicitVRBigEndian}) | set(_UNCOMPRESSED)):
             contexts.append(build_context(sop_class, [ts]))
     return contexts[:128]
 
