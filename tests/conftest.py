@@ -176,7 +176,7 @@ def sample(name: str) -> Path:
 
 
 def restamp(
-    name: str,
+    name: str | Path,
     out: Path,
     *,
     patient_id: str,
@@ -187,8 +187,9 @@ def restamp(
     birth: str | None = None,
     sex: str | None = None,
 ) -> tuple[Path, Dataset]:
-    """Copy a pydicom sample with new identifiers and fresh UIDs, as a modality would send it."""
-    ds = dcmread(sample(name))
+    """Copy a pydicom sample (or a file) with new identifiers and fresh UIDs, as a modality
+    would send it."""
+    ds = dcmread(name if isinstance(name, Path) else sample(name))
     ds.PatientID = patient_id
     ds.AccessionNumber = accession
     ds.StudyInstanceUID = study_uid or new_uid()

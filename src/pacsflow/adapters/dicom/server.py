@@ -15,30 +15,11 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
-from pynetdicom.presentation import (
-    AllStoragePresentationContexts,
-    PresentationContext,
-    build_context,
-)
+from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -73,6 +54,7 @@ from pacsflow.adapters.dicom.datasets import (
 from pacsflow.adapters.dicom.fast_header import read_identifying
 from pacsflow.adapters.dicom.fast_store import Caller, DivertingServer, FastStore, ReceivedObject
 from pacsflow.adapters.dicom.matching import matches, project
+from pacsflow.adapters.dicom.negotiation import STORAGE_SOP_CLASSES, STORAGE_TRANSFER_SYNTAXES
 from pacsflow.adapters.dicom.rejections import read_rejection
 from pacsflow.domain import audit as atna
 from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows, move_allowed
@@ -93,26 +75,6 @@ from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries, StudyView
 
 log = logging.getLogger(__name__)
-
-#: Transfer syntaxes accepted for storage, most preferred first. pynetdicom accepts the first
-#: of these that the requestor proposes, so compressed syntaxes come first: a modality that
-#: offers its compressed original next to an uncompressed fallback keeps the original, and the
-#: object is stored as received (never transcoded on the way in).
-STORAGE_TRANSFER_SYNTAXES: list[str] = [
-    JPEG2000Lossless,
-    JPEG2000,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEGLosslessSV1,
-    JPEGLossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    RLELossless,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
 
 _UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
@@ -191,11 +153,10 @@ class DicomServer:
         # A connection that never sends a valid A-ASSOCIATE-RQ holds an association slot
         # until this timeout (pynetdicom 3.0.4): keep it short so port probes cannot starve.
         ae.acse_timeout = 5
-        for cx in AllStoragePresentationContexts:
-            assert cx.abstract_syntax is not None
+        for sop_class in STORAGE_SOP_CLASSES:
             # scu_role/scp_role accept the role reversal C-GET needs.
             ae.add_supported_context(
-                cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+                sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
             )
         for uid in (
             Verification,
