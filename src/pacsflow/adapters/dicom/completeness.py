@@ -370,8 +370,11 @@ def _walk_elements(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
     enc = frame.encoding
     read, skip = src.read, src.skip
     tag_length, tag_vr_length = enc.tag_length.unpack, enc.tag_vr_length.unpack
+    is_bounded = frame.end is not None
+    # A value at least this long may hide nesting past the limit (each level takes 16 bytes).
+    enter_at = (MAX_NESTING - depth) * _LEVEL_BYTES
     while True:
-        if frame.end is not None and _at_end(src, frame):
+        if is_bounded and _at_end(src, frame):
             return None
         head = read(8)
         if len(head) < 8:
@@ -384,7 +387,7 @@ def _walk_elements(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
                     f"data set ends inside an element header ({len(head)} of 8 bytes)"
                 )
             return None
-        if head == _ZERO_HEADER and frame.end is None:
+        if head == _ZERO_HEADER and not is_bounded:
             _skip_zero_run(src)
             continue
         vr = None
@@ -410,7 +413,7 @@ def _walk_elements(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
             tag = group << 16 | element
             is_fragments = tag == _PIXEL_DATA or vr not in (None, b"SQ", b"UN")
             return _Frame(enc, tag, is_sequence=True, is_fragments=is_fragments)
-        if depth + length // _LEVEL_BYTES >= MAX_NESTING:  # may hide nesting past the limit
+        if length >= enter_at:
             tag = group << 16 | element
             if vr == b"SQ" or (vr in (None, b"UN") and tag in _SEQUENCE_TAGS):
                 inner = enc if vr == b"SQ" else enc.as_implicit()
@@ -439,7 +442,7 @@ def _walk_items(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
             if frame.is_fragments:
                 raise MalformedMessage(f"a fragment of {_tag(frame.owner)} has no length")
             return _Frame(_first_element_encoding(src, enc, is_item=True), frame.owner, True)
-        if not frame.is_fragments and depth + length // _LEVEL_BYTES >= MAX_NESTING:
+        if not frame.is_fragments and length >= (MAX_NESTING - depth) * _LEVEL_BYTES:
             inner = _first_element_encoding(src, enc, is_item=True)
             return _Frame(inner, frame.owner, True, end=src.position + length)
         _skip(src, tag, length)
