@@ -59,16 +59,21 @@ _PROPOSE = {
 
 
 def storescu(
-    port: int, *files: Path, ae_title: str = "PACSFLOW"
+    port: int, *files: Path, ae_title: str = "PACSFLOW", required: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Send files with DCMTK storescu, one run per transfer syntax; the last failing run."""
+    """Send files with DCMTK storescu, one run per transfer syntax; the last failing run.
+
+    required (-R) proposes the files' own SOP classes, not DCMTK's default list (which leaves
+    out retired and some newer classes).
+    """
     groups: dict[str, list[Path]] = {}
     for path in files:
         ts = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
         groups.setdefault(_PROPOSE.get(ts, ""), []).append(path)
     result = None
     for flag, paths in groups.items():
-        args = ["storescu", "-v", *([flag] if flag else []), "-aec", ae_title]
+        args = ["storescu", "-v", *(["-R"] if required else []), *([flag] if flag else [])]
+        args += ["-aec", ae_title]
         res = dcmtk(*args, "127.0.0.1", port, *paths)
         if result is None or res.returncode != 0:
             result = res

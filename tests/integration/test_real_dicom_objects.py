@@ -84,6 +84,7 @@ def getscu(node: Pacsflow, out: Path, study_uid: str, *flags: str) -> list[Datas
     res = dcmtk(
         "getscu",
         "-S",
+        "+B",  # write each object as it came over the wire
         *flags,
         "-aec",
         "PACSFLOW",
@@ -147,6 +148,97 @@ def test_nesting_at_the_limit_is_stored_and_comes_back_to_getscu(
     assert got.SOPInstanceUID == sent.SOPInstanceUID
     assert got.PatientName == "Dvořák^Antonín"
     assert _depth(got) == 100
+
+
+# -- every shipped file, in its own transfer syntax ------------------------------------------
+
+#: Shipped files left out of the round trip: cut short (refused, tested in
+#: test_hostile_dicom), or files DCMTK cannot parse to send (implicit VR inside explicit).
+_NOT_ROUND_TRIP = {"MR_truncated.dcm", "rtplan_truncated.dcm", "badVR.dcm", "SC_rgb_jpeg.dcm"}
+#: The getscu flag that makes it accept (prefer) each syntax; explicit VR LE needs none.
+_PREFER = {
+    "1.2.840.10008.1.2.5": "+xr",
+    "1.2.840.10008.1.2.4.90": "+xv",
+    "1.2.840.10008.1.2.4.91": "+xw",
+    "1.2.840.10008.1.2.4.50": "+xy",
+    "1.2.840.10008.1.2.4.51": "+xx",
+    "1.2.840.10008.1.2.4.70": "+xs",
+    "1.2.840.10008.1.2.4.80": "+xt",
+    "1.2.840.10008.1.2.4.81": "+xu",
+    "1.2.840.10008.1.2.1.99": "+xd",
+    ExplicitVRBigEndian: "+xb",
+}
+
+
+_LITTLE_ENDIAN = {str(ExplicitVRLittleEndian), "1.2.840.10008.1.2"}
+
+
+def shipped_files() -> dict[str, list[Path]]:
+    """pydicom's and pynetdicom's test files that a modality could send, by transfer syntax."""
+    groups: dict[str, list[Path]] = {}
+    pydicom_files = sample("CT_small.dcm").parent
+    for path in sorted([*pydicom_files.glob("*.dcm"), *PYNETDICOM_FILES.glob("*.dcm")]):
+        if path.name in _NOT_ROUND_TRIP:
+            continue
+        try:
+            ds = _read(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - no File Meta Information: not sendable as it is
+            continue
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        keys = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        if syntax and all(ds.get(k) for k in keys):
+            groups.setdefault(syntax, []).append(path)
+    return groups
+
+
+def test_every_shipped_file_is_stored_as_received_and_comes_back_to_getscu(
+    node: Pacsflow, tmp_path: Path
+) -> None:
+    """One published study per transfer syntax: storescu in it, getscu preferring it."""
+    groups = shipped_files()
+    assert sum(len(paths) for paths in groups.values()) >= 60
+    for syntax, paths in groups.items():
+        patient, order = scheduled(node)
+        sent = {}
+        for n, src in enumerate(paths):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, ds = restamp(
+                    src,
+                    tmp_path / syntax / f"{n}.dcm",
+                    patient_id=str(patient.primary.value),
+                    accession=str(order.accession_number),
+                    study_uid=str(order.study_instance_uid),
+                    name_pn="Dvořák^Antonín",
+                    issuer="HOSP",
+                    birth="19700102",
+                    sex="M",
+                )
+            sent[str(ds.SOPInstanceUID)] = (src, ds)
+        files = sorted((tmp_path / syntax).iterdir())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if syntax == ExplicitVRBigEndian:  # else storescu proposes little endian first
+                args = ("storescu", "-R", "-xb", "-aec", "PACSFLOW", "127.0.0.1")
+                res = dcmtk(*args, node.dicom.port, *files)
+            else:
+                res = storescu(node.dicom.port, *files, required=True)
+        assert res.returncode == 0, f"{syntax}: {res.stdout + res.stderr}"
+        for uid, (src, _) in sent.items():
+            [inst] = node.queries.instances(sop_uids=[Uid(uid)])
+            assert inst.transfer_syntax_uid == syntax, f"{src.name} stored transcoded"
+        prefer = [_PREFER[syntax]] if syntax in _PREFER else []
+        with pydicom_config.disable_value_validation():
+            got = getscu(node, tmp_path / f"got-{syntax}", str(order.study_instance_uid), *prefer)
+        assert sorted(str(ds.SOPInstanceUID) for ds in got) == sorted(sent), syntax
+        for ds in got:
+            src, original = sent[str(ds.SOPInstanceUID)]
+            if syntax != ExplicitVRBigEndian:  # big endian comes back little endian (below)
+                # getscu writes what it receives uncompressed as explicit VR little endian
+                came = str(ds.file_meta.TransferSyntaxUID)
+                assert came == syntax or {came, syntax} <= _LITTLE_ENDIAN, src.name
+                assert ds.get("PixelData") == original.get("PixelData"), src.name
+            assert ds.PatientID == patient.primary.value
 
 
 # -- Explicit VR Big Endian ------------------------------------------------------------------
