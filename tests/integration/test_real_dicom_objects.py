@@ -36,7 +36,7 @@ from pacsflow.app import Pacsflow
 from pacsflow.domain.matching import ExceptionReason
 from pacsflow.domain.uids import Uid, new_uid
 from pacsflow.workflow.ports import StudyFilter
-from tests.conftest import dcmtk, requires_dcmtk, restamp, sample, storescu
+from tests.conftest import Receiver, dcmtk, requires_dcmtk, restamp, sample, storescu
 from tests.nesting import nested_object
 from tests.scheduling import scheduled
 
@@ -315,6 +315,33 @@ def test_big_endian_objects_come_back_to_getscu_preferring_big_endian(
         back = got[str(ds.SOPInstanceUID)]
         assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         _same_content(back, ds)
+
+
+def test_big_endian_objects_reach_a_c_move_destination(
+    node: Pacsflow, receiver: Receiver, tmp_path: Path
+) -> None:
+    study_uid, sent = _store_big_endian(node, tmp_path)
+    with pydicom_config.disable_value_validation():  # a sample's UID has a leading zero
+        res = dcmtk(
+            "movescu",
+            "-S",
+            "-aec",
+            "PACSFLOW",
+            "-aem",
+            "DEST",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study_uid}",
+            "127.0.0.1",
+            node.dicom.port,
+        )
+    assert res.returncode == 0, res.stdout + res.stderr
+    with receiver.lock:
+        got = {str(ds.SOPInstanceUID): ds for ds in receiver.received}
+    assert sorted(got) == sorted(str(ds.SOPInstanceUID) for ds in sent)
+    for ds in sent:
+        _same_content(got[str(ds.SOPInstanceUID)], ds)
 
 
 def test_a_peer_that_accepts_only_big_endian_gets_the_stored_bytes(
