@@ -542,7 +542,8 @@ class DicomServer:
                 yield status.CANCEL, None
                 return
             if is_big_endian(ds) and not self._big_endian_accepted(event, str(ds.SOPClassUID)):
-                # A peer that prefers little endian (getscu +xb still gets it) gets it losslessly.
+                # Little endian was accepted (getscu +xb proposes big endian first, in one
+                # context with little endian): re-encoded losslessly.
                 ds = as_little_endian(ds)
             yield status.PENDING, ds
 
