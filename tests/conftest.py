@@ -93,16 +93,21 @@ _PROPOSE = {
 
 
 def storescu(
-    port: int, *files: Path, ae_title: str = "PACSFLOW"
+    port: int, *files: Path, ae_title: str = "PACSFLOW", required: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Send files with DCMTK storescu, one run per transfer syntax; the last failing run."""
+    """Send files with DCMTK storescu, one run per transfer syntax; the last failing run.
+
+    required (-R) proposes the files' own SOP classes, not DCMTK's default list (which leaves
+    out retired and some newer classes).
+    """
     groups: dict[str, list[Path]] = {}
     for path in files:
         ts = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
         groups.setdefault(_PROPOSE.get(ts, ""), []).append(path)
     result = None
     for flag, paths in groups.items():
-        args = ["storescu", "-v", *([flag] if flag else []), "-aec", ae_title]
+        args = ["storescu", "-v", *(["-R"] if required else []), *([flag] if flag else [])]
+        args += ["-aec", ae_title]
         res = dcmtk(*args, "127.0.0.1", port, *paths)
         if result is None or res.returncode != 0:
             result = res
@@ -232,7 +237,7 @@ def sample(name: str) -> Path:
 
 
 def restamp(
-    name: str,
+    name: str | Path,
     out: Path,
     *,
     patient_id: str,
@@ -243,8 +248,9 @@ def restamp(
     birth: str | None = None,
     sex: str | None = None,
 ) -> tuple[Path, Dataset]:
-    """Copy a pydicom sample with new identifiers and fresh UIDs, as a modality would send it."""
-    ds = dcmread(sample(name))
+    """Copy a pydicom sample (or a file) with new identifiers and fresh UIDs, as a modality
+    would send it."""
+    ds = dcmread(name if isinstance(name, Path) else sample(name))
     ds.PatientID = patient_id
     ds.AccessionNumber = accession
     ds.StudyInstanceUID = study_uid or new_uid()

@@ -172,8 +172,11 @@ def test_bad_inputs_get_clear_errors_and_never_stop_the_listeners(
         "ADT0001": "applied",
     }
 
-    # DICOM: an object without Patient ID is refused with a failure status, nothing stored.
-    path, _ = restamp("CT_small.dcm", tmp_path / "nopid.dcm", patient_id="")
+    # DICOM: an object that cannot be indexed (no Study Instance UID) is refused with a
+    # failure status, nothing stored.
+    path, ds = restamp("CT_small.dcm", tmp_path / "nostudy.dcm", patient_id="P1")
+    del ds.StudyInstanceUID
+    ds.save_as(path, enforce_file_format=True)
     res = storescu(served.dicom_port, path)
     assert "CannotUnderstand" in res.stdout + res.stderr
     assert served.get("/api/studies", include_held="true").json() == []

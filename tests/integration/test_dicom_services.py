@@ -73,8 +73,21 @@ def test_storescu_stores_every_common_transfer_syntax_as_received(
         assert got == want, path.name
 
 
-def test_storescu_without_patient_id_gets_a_failure_status(node: Pacsflow, tmp_path: Path) -> None:
+def test_storescu_without_patient_id_is_stored_and_held(node: Pacsflow, tmp_path: Path) -> None:
+    # Patient ID is Type 2: an empty one is valid, the study waits in the exceptions queue.
     path, ds = restamp("CT_small.dcm", tmp_path / "nopid.dcm", patient_id="")
+    res = dcmtk("storescu", "-v", "-aec", "PACSFLOW", "127.0.0.1", node.dicom.port, path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    [inst] = node.queries.instances(sop_uids=[ds.SOPInstanceUID], is_published_only=False)
+    assert node.queries.studies(StudyFilter()) == []
+    [held] = node.queries.exceptions()
+    assert (held.study_instance_uid, held.reason) == (inst.study_instance_uid, "missing_patient_id")
+
+
+def test_storescu_without_study_uid_gets_a_failure_status(node: Pacsflow, tmp_path: Path) -> None:
+    path, ds = restamp("CT_small.dcm", tmp_path / "nostudy.dcm", patient_id="P1")
+    del ds.StudyInstanceUID
+    ds.save_as(path, enforce_file_format=True)
     res = dcmtk("storescu", "-v", "-aec", "PACSFLOW", "127.0.0.1", node.dicom.port, path)
     assert "Error: CannotUnderstand" in res.stdout + res.stderr  # 0xC000
     assert node.queries.instances(sop_uids=[ds.SOPInstanceUID], is_published_only=False) == []

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -172,6 +173,26 @@ def test_compressed_instances_go_decoded_to_a_peer_that_takes_only_uncompressed(
     assert "from JPEG Baseline (Process 1) to Explicit VR Little Endian for PEER" in "\n".join(
         transcoded
     )
+
+
+#: Big endian samples: 16-bit MR, 32-bit RT dose (swapped per sample), 8-bit RGB.
+BIG_ENDIAN = ["MR_small_bigendian.dcm", "rtdose_expb.dcm", "SC_rgb_small_odd_big_endian.dcm"]
+
+
+def test_big_endian_instances_reach_a_little_endian_peer_losslessly(
+    uncompressed_peer: Peer, tmp_path: Path
+) -> None:
+    with pydicom_config.disable_value_validation():  # an RT sample's UID has a leading zero
+        paths = [copied(name, tmp_path) for name in BIG_ENDIAN]
+        results = send(uncompressed_peer, *paths)
+        assert set(results.values()) == {""}, results
+        received = {str(ds.SOPInstanceUID): ds for ds in uncompressed_peer.received}
+        for path in paths:
+            original = dcmread(path)
+            got = received[str(original.SOPInstanceUID)]
+            assert got.file_meta.TransferSyntaxUID in UNCOMPRESSED, path.name
+            assert np.array_equal(got.pixel_array, original.pixel_array), path.name
+            assert got.Rows == original.Rows
 
 
 def test_a_peer_that_takes_the_stored_syntax_gets_the_stored_bytes(

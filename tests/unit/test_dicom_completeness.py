@@ -8,10 +8,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -26,8 +28,9 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from pacsflow.adapters.dicom.completeness import check_complete
+from pacsflow.adapters.dicom.completeness import MAX_NESTING, check_complete
 from pacsflow.domain.errors import MalformedMessage
+from tests.nesting import nested_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,3 +362,62 @@ def test_past_the_grace_a_ratio_under_100_to_1_passes() -> None:
     noise = random.Random(0).randbytes(1 << 20)
     head = MODALITY + explicit(0x0009, 0x1010, b"OB", noise)
     check(deflate_bomb(head, 72), DeflatedExplicitVRLittleEndian)
+
+
+# -- nesting ------------------------------------------------------------------------------------
+
+NESTINGS = [
+    pytest.param(False, False, id="undefined-explicit"),
+    pytest.param(True, False, id="defined-explicit"),
+    pytest.param(False, True, id="undefined-implicit"),
+    pytest.param(True, True, id="defined-implicit"),
+]
+
+
+def _syntax(implicit: bool) -> str:
+    return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+
+
+@pytest.mark.parametrize(("defined_length", "implicit"), NESTINGS)
+def test_nesting_at_the_limit_passes_and_pydicom_reads_coerces_and_writes_it(
+    tmp_path: Path, defined_length: bool, implicit: bool
+) -> None:
+    """What passes is what retrieval handles: read whole, decoded (coercion), written back."""
+    path = tmp_path / "deep.dcm"
+    nested_object(path, MAX_NESTING, defined_length=defined_length, implicit=implicit)
+    check_complete(path, _syntax(implicit))
+    ds = dcmread(path)
+    ds.decode()
+    ds.save_as(io.BytesIO())
+    assert sum(e.VR == "SQ" for e in ds.iterall()) == MAX_NESTING
+
+
+@pytest.mark.parametrize(("defined_length", "implicit"), NESTINGS)
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 100_000])
+def test_nesting_past_the_limit_fails_with_the_reason(
+    tmp_path: Path, defined_length: bool, implicit: bool, depth: int
+) -> None:
+    path = tmp_path / "deep.dcm"
+    nested_object(path, depth, defined_length=defined_length, implicit=implicit)
+    with pytest.raises(MalformedMessage, match=r"nested deeper than 100 levels \(at \(0040,A730\)"):
+        check_complete(path, _syntax(implicit))
+
+
+def test_deep_nesting_fails_in_a_deflated_data_set_too(tmp_path: Path) -> None:
+    path = tmp_path / "deep.dcm"
+    nested_object(path, MAX_NESTING + 1, defined_length=True)
+    raw = path.read_bytes()
+    start = _meta_end(io.BytesIO(raw))
+    deflated = part10(_deflate(raw[start:], zlib.Z_FINISH), DeflatedExplicitVRLittleEndian)
+    with pytest.raises(MalformedMessage, match="nested deeper than 100 levels"):
+        check(deflated, DeflatedExplicitVRLittleEndian)
+
+
+def test_a_long_sequence_of_defined_length_is_walked_to_its_exact_end() -> None:
+    """Entered (long enough to hide deep nesting): it must hold items up to its length."""
+    items = item(MODALITY) * 200  # 2,400 bytes: long enough to be entered at the top level
+    whole = explicit(0x0040, 0x0275, b"SQ", items)
+    check(part10(whole + MODALITY), ExplicitVRLittleEndian)
+    short = explicit(0x0040, 0x0275, b"SQ", items, len(items) - 4)
+    with pytest.raises(MalformedMessage):
+        check(part10(short + MODALITY), ExplicitVRLittleEndian)

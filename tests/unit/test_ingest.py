@@ -118,9 +118,21 @@ def test_instance_disagreeing_with_its_study_holds_the_study(env):
     assert exc.reason is ExceptionReason.STUDY_INCONSISTENT
 
 
-def test_missing_patient_id_is_refused_and_nothing_is_stored(env):
+def test_missing_patient_id_is_stored_and_held_not_refused(env):
+    # Patient ID is Type 2 in the image IODs: valid when empty, so held for a person.
+    p = f.patient()
+    o = env.place(p)
+    result = env.store(f.arrived(f.received(p, accession=o.accession_number, patient_id="")))
+    assert (result.status, result.state) == (IngestStatus.STORED, StudyState.HELD)
+    assert len(env.blobs.objects) == 1
+    assert env.queries.studies(StudyFilter()) == []
+    [exc] = env.queries.exceptions()
+    assert exc.reason is ExceptionReason.MISSING_PATIENT_ID
+
+
+def test_missing_instance_uid_is_refused_and_nothing_is_stored(env):
     with pytest.raises(MissingIdentifier):
-        env.store(f.arrived(f.received(None, patient_id="")))
+        env.store(f.arrived(f.received(None, patient_id=""), sop_instance_uid=Uid("")))
     assert env.blobs.objects == {}
 
 

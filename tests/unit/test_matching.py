@@ -54,6 +54,25 @@ def test_no_accession_and_known_patient_is_an_unscheduled_study():
     )
 
 
+def test_images_without_patient_id_are_held_even_when_the_order_matches():
+    p = f.patient()
+    o = f.order(p)
+    outcome = _match(f.received(p, accession=o.accession_number, patient_id=""), o, None, p)
+    assert isinstance(outcome, Held)
+    assert (outcome.reason, outcome.source, outcome.order, outcome.patient) == (
+        ExceptionReason.MISSING_PATIENT_ID,
+        MismatchSource.MODALITY_ENTRY,
+        o,
+        p,
+    )
+
+
+def test_images_without_patient_id_or_order_are_held_for_the_missing_id():
+    outcome = _match(f.received(None, patient_id=""))
+    assert isinstance(outcome, Held)
+    assert outcome.reason is ExceptionReason.MISSING_PATIENT_ID
+
+
 def test_unknown_accession_points_at_scheduling():
     p = f.patient()
     outcome = _match(f.received(p, accession="NOPE1"), received_patient=p)

@@ -35,12 +35,14 @@ NON_RESOLVING = frozenset({ASSIGN_OWNER, CORRECT_HELD, SPLIT})
 _HOUR = timedelta(hours=1)
 
 #: Time to resolution per reason. Wrong-patient-like reasons (images that may sit under,
-#: or be about to join, another patient's record) get one hour; the rest four hours, since a
-#: late order or registration often resolves them by itself (docs/matching.md).
+#: or be about to join, another patient's record) and images that name no patient get one
+#: hour; the rest four hours, since a late order or registration often resolves them by
+#: itself (docs/matching.md).
 DEFAULT_TARGETS: Mapping[ExceptionReason, timedelta] = {
     ExceptionReason.PATIENT_ORDER_MISMATCH: _HOUR,
     ExceptionReason.DEMOGRAPHICS_DIFFER: _HOUR,
     ExceptionReason.STUDY_INCONSISTENT: _HOUR,
+    ExceptionReason.MISSING_PATIENT_ID: _HOUR,
     ExceptionReason.NO_ORDER: 4 * _HOUR,
     ExceptionReason.UNKNOWN_ACCESSION: 4 * _HOUR,
     ExceptionReason.UNKNOWN_PATIENT: 4 * _HOUR,

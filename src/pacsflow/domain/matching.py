@@ -32,6 +32,7 @@ class ExceptionReason(enum.StrEnum):
     DEMOGRAPHICS_DIFFER = "demographics_differ"
     ORDER_NOT_SCHEDULED = "order_not_scheduled"
     STUDY_INCONSISTENT = "study_inconsistent"
+    MISSING_PATIENT_ID = "missing_patient_id"
 
 
 class MismatchSource(enum.StrEnum):
@@ -89,6 +90,16 @@ def match_study(
     is the registered patient found by the instance's own patient ID + issuer.
     """
     order = order_by_accession or order_by_study_uid
+    if not received.patient.value.strip():
+        # Type 2 in the image IODs (PS3.3 C.7.1.1): present but empty is valid, yet nothing
+        # can tell whose images these are, not even an order's patient, until a person says.
+        return Held(
+            ExceptionReason.MISSING_PATIENT_ID,
+            MismatchSource.MODALITY_ENTRY,
+            "the images carry no Patient ID (0010,0020)",
+            order=order,
+            patient=order_patient if order is not None else None,
+        )
     if order is None:
         return _held_without_order(received, received_patient)
     if order_patient is None:  # an order always references a registered patient

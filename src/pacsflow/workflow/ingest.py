@@ -315,10 +315,11 @@ def decide(uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:
 
 
 def validate(arrived: ArrivedInstance) -> None:
-    """Refuse an instance that lacks an identifier the index needs."""
+    """Refuse an instance that cannot be indexed: a missing or malformed UID.
+
+    An empty or absent Patient ID is valid (Type 2): such a study is held, not refused.
+    """
     inst = arrived.instance
-    if not arrived.identity.patient.value.strip():
-        raise MissingIdentifier("Patient ID (0010,0020) is required", location="PatientID")
     for name, value in (
         ("StudyInstanceUID", inst.study_instance_uid),
         ("SeriesInstanceUID", inst.series_instance_uid),

@@ -21,6 +21,12 @@ The walk follows pydicom's reading rules, so what passes here is what pydicom re
   it is not entered.
 * 2 to 7 zero bytes after the last element are trailing padding; longer runs of zeros are
   zero-length elements (0000,0000), as pydicom reads them (passed over a chunk at a time).
+* Sequences may nest at most 100 levels deep. pydicom reads, writes and coerces a data set
+  recursively, a few Python frames per level: an object nested deeper would be acknowledged
+  and then fail every retrieval (RecursionError), so it is refused here, with the reason.
+  A sequence of defined length is entered only when it is long enough to hide nesting past
+  the limit (each level takes at least 16 bytes), so ordinary values are still skipped; what
+  it holds beyond its nesting is not judged (as above, and pydicom reads what it can of it).
 * Deflated Explicit VR Little Endian (PS3.5 A.5) is inflated in bounded chunks and walked as
   it streams; the deflate stream must end too. Past 64 MiB inflated it may not inflate more
   than 100:1 (a deflate bomb: deflate reaches about 1030:1 on zeros, at about 500 MB/s, and
@@ -36,6 +42,7 @@ from pathlib import Path
 from struct import Struct
 from typing import BinaryIO, Final, Protocol
 
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from pacsflow.domain.errors import MalformedMessage
@@ -63,6 +70,15 @@ _INFLATE_GRACE: Final = 64 * 1024 * 1024
 #: The most a deflated data set may inflate beyond the grace, per byte received. pydicom's
 #: samples deflate 1.4 to 65:1; 1000:1 would stop a bomb of pure zeros but not one at 900:1.
 _MAX_INFLATE_RATIO: Final = 100
+#: The deepest sequence nesting accepted: what pydicom reads, coerces and writes back within
+#: Python's default recursion limit with room to spare (about 2.5 to 5 frames per level; it
+#: fails near 200 levels), and far beyond the few levels real objects use (an SR tree: ~10).
+MAX_NESTING: Final = 100
+#: The fewest bytes one more level of nesting takes: an item header and an element header.
+_LEVEL_BYTES: Final = 16
+#: Tags the data dictionary gives VR SQ: in implicit VR (or a UN value) only the dictionary
+#: tells a sequence of defined length from another value, as pydicom decides.
+_SEQUENCE_TAGS: Final = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +117,10 @@ _ENCODINGS: Final = {
 _EXPLICIT_LE: Final = _ENCODINGS[(False, True)]
 
 
+class _TooDeep(MalformedMessage):
+    """Sequences nest past MAX_NESTING."""
+
+
 class _Source(Protocol):
     """The data set's bytes, read forward."""
 
@@ -112,6 +132,10 @@ class _Source(Protocol):
 
     def skip(self, size: int) -> int:
         """Move past size bytes; how many there were (fewer only at the end)."""
+
+    @property
+    def position(self) -> int:
+        """How far the data set has been read (the end of a defined-length value is here)."""
 
 
 class _FileSource:
@@ -158,6 +182,8 @@ class _InflatingSource:
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         self._buffer = b""
         self._offset = 0
+        #: inflated bytes dropped from the front of the buffer
+        self._dropped = 0
         self._deflated_size = 0
         self._inflated_size = 0
 
@@ -182,6 +208,7 @@ class _InflatingSource:
                 raise MalformedMessage(
                     f"deflated data set inflates over {_MAX_INFLATE_RATIO}:1 (a deflate bomb)"
                 )
+            self._dropped += self._offset
             self._buffer = self._buffer[self._offset :] + more
             self._offset = 0
 
@@ -191,7 +218,14 @@ class _InflatingSource:
         self._offset += len(data)
         return data
 
+    @property
+    def position(self) -> int:
+        """Inflated bytes read so far."""
+        return self._dropped + self._offset
+
     def unread(self, size: int) -> None:
+        if size > self._offset:  # inflated bytes already dropped
+            raise MalformedMessage("deflated data set: a value overruns its length")
         self._offset -= size
 
     def skip(self, size: int) -> int:
@@ -223,6 +257,8 @@ class _Frame:
     is_sequence: bool = False
     #: encapsulated pixel data: items are fragments, all of defined length
     is_fragments: bool = False
+    #: where a value of defined length ends (None: it ends with a delimiter)
+    end: int | None = None
 
 
 def check_complete(source: Path | BinaryIO, transfer_syntax: str) -> None:
@@ -277,21 +313,69 @@ def _data_set_start(src: _FileSource) -> int:
 def _walk(src: _Source, encoding: _Encoding) -> None:
     """Follow the data set's elements to its end; raise at the first sign it was cut short."""
     stack = [_Frame(_first_element_encoding(src, encoding, is_item=False), owner=0)]
+    depth = 0  # sequences the walk is inside
     while stack:
         frame = stack[-1]
-        inner = _walk_items(src, frame) if frame.is_sequence else _walk_elements(src, frame)
+        try:
+            inner = (
+                _walk_items(src, frame, depth)
+                if frame.is_sequence
+                else _walk_elements(src, frame, depth)
+            )
+        except _TooDeep:
+            raise
+        except MalformedMessage:
+            entered = next((n for n, f in enumerate(stack) if f.end is not None), None)
+            if entered is None:
+                raise
+            # Inside a value of defined length, entered only to measure its nesting: it is
+            # complete whatever else it holds, once the file reaches its end.
+            _move_to_end(src, stack[entered])
+            del stack[entered:]
+            depth = sum(f.is_sequence for f in stack)
+            continue
         if inner is None:
-            stack.pop()
-        else:
-            stack.append(inner)
+            depth -= stack.pop().is_sequence
+            continue
+        if inner.is_sequence:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _TooDeep(
+                    f"sequences nested deeper than {MAX_NESTING} levels (at {_tag(inner.owner)})"
+                )
+        stack.append(inner)
 
 
-def _walk_elements(src: _Source, frame: _Frame) -> _Frame | None:
-    """Move past a data set's elements up to its end (None) or a value of undefined length."""
+def _move_to_end(src: _Source, frame: _Frame) -> None:
+    """Continue after a value of defined length, wherever inside it the walk stopped."""
+    assert frame.end is not None
+    at = src.position
+    if at > frame.end:
+        src.unread(at - frame.end)
+    else:
+        _skip(src, frame.owner, frame.end - at)
+
+
+def _at_end(src: _Source, frame: _Frame) -> bool:
+    """True when a value of defined length has been walked to its end."""
+    if frame.end is None or src.position < frame.end:
+        return False
+    if src.position > frame.end:
+        raise MalformedMessage(f"the value of {_tag(frame.owner)} overruns its length")
+    return True
+
+
+def _walk_elements(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
+    """Move past a data set's elements up to its end (None) or a sequence to enter."""
     enc = frame.encoding
     read, skip = src.read, src.skip
     tag_length, tag_vr_length = enc.tag_length.unpack, enc.tag_vr_length.unpack
+    is_bounded = frame.end is not None
+    # A value at least this long may hide nesting past the limit (each level takes 16 bytes).
+    enter_at = (MAX_NESTING - depth) * _LEVEL_BYTES
     while True:
+        if is_bounded and _at_end(src, frame):
+            return None
         head = read(8)
         if len(head) < 8:
             if frame.is_item:
@@ -303,7 +387,7 @@ def _walk_elements(src: _Source, frame: _Frame) -> _Frame | None:
                     f"data set ends inside an element header ({len(head)} of 8 bytes)"
                 )
             return None
-        if head == _ZERO_HEADER:
+        if head == _ZERO_HEADER and not is_bounded:
             _skip_zero_run(src)
             continue
         vr = None
@@ -329,15 +413,22 @@ def _walk_elements(src: _Source, frame: _Frame) -> _Frame | None:
             tag = group << 16 | element
             is_fragments = tag == _PIXEL_DATA or vr not in (None, b"SQ", b"UN")
             return _Frame(enc, tag, is_sequence=True, is_fragments=is_fragments)
+        if length >= enter_at:
+            tag = group << 16 | element
+            if vr == b"SQ" or (vr in (None, b"UN") and tag in _SEQUENCE_TAGS):
+                inner = enc if vr == b"SQ" else enc.as_implicit()
+                return _Frame(inner, tag, is_sequence=True, end=src.position + length)
         skipped = skip(length)
         if skipped < length:
             raise _overrun(group << 16 | element, length, skipped)
 
 
-def _walk_items(src: _Source, frame: _Frame) -> _Frame | None:
-    """Move past a value's items up to its end (None) or an item of undefined length."""
+def _walk_items(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
+    """Move past a value's items up to its end (None) or an item to enter."""
     enc = frame.encoding
     while True:
+        if frame.end is not None and _at_end(src, frame):
+            return None
         head = src.read(8)
         if len(head) < 8:
             raise _unclosed(frame, len(head))
@@ -351,6 +442,9 @@ def _walk_items(src: _Source, frame: _Frame) -> _Frame | None:
             if frame.is_fragments:
                 raise MalformedMessage(f"a fragment of {_tag(frame.owner)} has no length")
             return _Frame(_first_element_encoding(src, enc, is_item=True), frame.owner, True)
+        if not frame.is_fragments and length >= (MAX_NESTING - depth) * _LEVEL_BYTES:
+            inner = _first_element_encoding(src, enc, is_item=True)
+            return _Frame(inner, frame.owner, True, end=src.position + length)
         _skip(src, tag, length)
 
 
@@ -410,4 +504,4 @@ def _unclosed(frame: _Frame, have: int) -> MalformedMessage:
     return MalformedMessage(f"data set ends in {what} of {_tag(frame.owner)}{cut}")
 
 
-__all__ = ["check_complete"]
+__all__ = ["MAX_NESTING", "check_complete"]

@@ -50,22 +50,17 @@ from pynetdicom.pdu_primitives import (
     SOPClassCommonExtendedNegotiation,
     SOPClassExtendedNegotiation,
 )
-from pynetdicom.presentation import (
-    AllStoragePresentationContexts,
-    PresentationContext,
-    negotiate_as_acceptor,
-)
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from pacsflow.adapters.dicom import negotiation
 from pacsflow.adapters.dicom.spool import SpoolFile
 
 log = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
-STORAGE_SOP_CLASSES = frozenset(
-    str(cx.abstract_syntax) for cx in AllStoragePresentationContexts
-) | {str(Verification)}
+STORAGE_SOP_CLASSES = frozenset(negotiation.STORAGE_SOP_CLASSES) | {str(Verification)}
 
 #: PDU types (PS3.8 9.3).
 _ASSOCIATE_RQ, _P_DATA, _RELEASE_RQ, _ABORT = 0x01, 0x04, 0x05, 0x07

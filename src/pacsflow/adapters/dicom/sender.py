@@ -37,6 +37,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
+from pacsflow.adapters.dicom.byte_order import as_little_endian, is_big_endian
 from pacsflow.adapters.dicom.datasets import coerce_identity, read_header, set_patient
 from pacsflow.domain.errors import PermanentError, TransientError
 from pacsflow.domain.uids import Uid
@@ -272,6 +273,8 @@ _IDENTITY = (
 def _encoded_as(ds: Dataset, syntax: UID) -> Dataset:
     """The data set to send in `syntax`: pynetdicom sends one only in the encoding it was read
     in, so a change of VR mode or byte order goes through pydicom's writer and back."""
+    if is_big_endian(ds) and syntax.is_little_endian:
+        ds = as_little_endian(ds)  # pydicom's writer does not swap OW/OF/... values
     ds.file_meta.TransferSyntaxUID = syntax
     if ds.original_encoding == (syntax.is_implicit_VR, syntax.is_little_endian):
         return ds

@@ -15,30 +15,11 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
-from pynetdicom.presentation import (
-    AllStoragePresentationContexts,
-    PresentationContext,
-    build_context,
-)
+from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -56,6 +37,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 from pacsflow.adapters.dicom import _tuning, spool, status
+from pacsflow.adapters.dicom.byte_order import as_little_endian, is_big_endian
 from pacsflow.adapters.dicom.completeness import check_complete
 from pacsflow.adapters.dicom.datasets import (
     arrived_instance,
@@ -72,6 +54,7 @@ from pacsflow.adapters.dicom.datasets import (
 from pacsflow.adapters.dicom.fast_header import read_identifying
 from pacsflow.adapters.dicom.fast_store import Caller, DivertingServer, FastStore, ReceivedObject
 from pacsflow.adapters.dicom.matching import matches, project
+from pacsflow.adapters.dicom.negotiation import STORAGE_SOP_CLASSES, STORAGE_TRANSFER_SYNTAXES
 from pacsflow.adapters.dicom.rejections import read_rejection
 from pacsflow.domain import audit as atna
 from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows, move_allowed
@@ -93,26 +76,6 @@ from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries, StudyView
 
 log = logging.getLogger(__name__)
-
-#: Transfer syntaxes accepted for storage, most preferred first. pynetdicom accepts the first
-#: of these that the requestor proposes, so compressed syntaxes come first: a modality that
-#: offers its compressed original next to an uncompressed fallback keeps the original, and the
-#: object is stored as received (never transcoded on the way in).
-STORAGE_TRANSFER_SYNTAXES: list[str] = [
-    JPEG2000Lossless,
-    JPEG2000,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEGLosslessSV1,
-    JPEGLossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    RLELossless,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
 
 _UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
@@ -193,11 +156,10 @@ class DicomServer:
         # A connection that never sends a valid A-ASSOCIATE-RQ holds an association slot
         # until this timeout (pynetdicom 3.0.4): keep it short so port probes cannot starve.
         ae.acse_timeout = 5
-        for cx in AllStoragePresentationContexts:
-            assert cx.abstract_syntax is not None
+        for sop_class in STORAGE_SOP_CLASSES:
             # scu_role/scp_role accept the role reversal C-GET needs.
             ae.add_supported_context(
-                cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+                sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
             )
         for uid in (
             Verification,
@@ -545,6 +507,15 @@ class DicomServer:
                 coerce_identity(ds, view.patient, view.study.accession_number, uid)
             yield ds
 
+    def _big_endian_accepted(self, event: Event, sop_class: str) -> bool:
+        """True when the C-GET peer accepted Big Endian for the class (never for C-MOVE)."""
+        if event.event is not evt.EVT_C_GET:
+            return False  # C-MOVE proposes little endian only for these (_contexts_for)
+        return any(
+            cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == ExplicitVRBigEndian
+            for cx in event.assoc.accepted_contexts
+        )
+
     def _on_move(self, event: Event) -> Iterator[Any]:
         target = str(event.move_destination).strip()
         caller = str(event.assoc.requestor.ae_title).strip()
@@ -580,6 +551,10 @@ class DicomServer:
             if event.is_cancelled:
                 yield status.CANCEL, None
                 return
+            if is_big_endian(ds) and not self._big_endian_accepted(event, str(ds.SOPClassUID)):
+                # Little endian was accepted (getscu +xb proposes big endian first, in one
+                # context with little endian): re-encoded losslessly.
+                ds = as_little_endian(ds)
             yield status.PENDING, ds
 
     # -- MPPS -----------------------------------------------------------------------------------
@@ -791,7 +766,8 @@ def _contexts_for(instances: list[InstanceRecord]) -> list[PresentationContext]:
         wanted.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
     contexts = []
     for sop_class, syntaxes in sorted(wanted.items()):
-        for ts in sorted(syntaxes | set(_UNCOMPRESSED)):
+        # Big Endian leaves as little endian (lossless): one context fewer to be refused.
+        for ts in sorted((syntaxes - {ExplicitVRBigEndian}) | set(_UNCOMPRESSED)):
             contexts.append(build_context(sop_class, [ts]))
     return contexts[:128]
 
