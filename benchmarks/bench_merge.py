@@ -40,9 +40,9 @@ from pacsflow.domain.matching import ReceivedIdentity
 from pacsflow.domain.orders import AccessionNumber, Order
 from pacsflow.domain.patients import Demographics, Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.patients import PersonName as Name
+from pacsflow.domain.studies import ArrivedInstance, InstanceRecord, StudyState
 from pacsflow.domain.uids import Uid, new_uid
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import ArrivedInstance, InstanceRecord, StudyState
 
 _CT = Uid("1.2.840.10008.5.1.4.1.1.2")
 _EXPLICIT_LE = Uid("1.2.840.10008.1.2.1")

@@ -16,8 +16,8 @@ from pacsflow.domain.patients import (
     PatientIdentifier,
     PersonName,
 )
+from pacsflow.domain.studies import ArrivedInstance, InstanceRecord
 from pacsflow.domain.uids import Uid, new_uid
-from pacsflow.workflow.ports import ArrivedInstance, InstanceRecord
 
 _seq = itertools.count(1)
 

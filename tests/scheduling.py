@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import Patient
-from pacsflow.workflow.ports import InboundMessage
 from tests import factories as f
 from tests.conftest import restamp, storescu
 

@@ -35,6 +35,7 @@ from pacsflow.domain.orders import StationRule
 from pacsflow.domain.prefetch import RelevanceRule
 from pacsflow.domain.reading import ReadingTargets
 from pacsflow.domain.reports import status_from_code
+from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
@@ -43,7 +44,7 @@ from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.jobs import Jobs
-from pacsflow.workflow.ports import Clock, InstanceRecord
+from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.prefetch import PREFETCH_JOB, RETRIEVE_JOB, Prefetch
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import MergedIdQueries, Queries

@@ -29,7 +29,7 @@ from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.jobs import Jobs
-from pacsflow.workflow.ports import Clock
+from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.reconciliation import Correction, Done, Reconciliation
 from pacsflow.workflow.routing import Routing
 

@@ -20,7 +20,8 @@ from datetime import timedelta
 
 from pacsflow.domain.errors import PermanentError
 from pacsflow.domain.jobs import Job, RetryLater, RetryPolicy
-from pacsflow.workflow.ports import Clock, UnitOfWorkFactory
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pacsflow.app import Pacsflow
 from pacsflow.cli import CliContext, app
 from pacsflow.config import DicomPeer
-from pacsflow.workflow.ports import StudyFilter
+from pacsflow.domain.studies import StudyFilter
 from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
 from tests.fakes import RunningClock
 from tests.scheduling import scheduled

@@ -21,8 +21,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.orders import OrderStatus
+from pacsflow.domain.studies import StudyFilter
 from pacsflow.domain.uids import new_uid
-from pacsflow.workflow.ports import StudyFilter
 from tests import factories as f
 from tests.conftest import Receiver, dcmtk, requires_dcmtk, restamp, storescu
 from tests.scheduling import place, scheduled

@@ -37,8 +37,8 @@ from pacsflow.adapters.dicom.server import STORAGE_TRANSFER_SYNTAXES
 from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer
 from pacsflow.domain.audit import ActiveParticipant
+from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid, new_uid
-from pacsflow.workflow.ports import InstanceRecord
 from tests.conftest import make_settings, requires_dcmtk, sample
 from tests.peers.orthanc import OrthancPeer, orthanc_unavailable
 from tests.scheduling import send_scheduled
@@ -385,7 +385,7 @@ def test_a_forwarded_object_carries_the_index_identity_not_the_files(
         PatientIdentifier,
         PersonName,
     )
-    from pacsflow.workflow.ports import StudyRecord, StudyState
+    from pacsflow.domain.studies import StudyRecord, StudyState
     from pacsflow.workflow.queries import StudyView
     from tests import factories as f
 

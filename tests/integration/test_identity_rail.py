@@ -13,8 +13,8 @@ from pydicom import Dataset, dcmread
 
 from pacsflow.adapters.hl7.mllp import MllpClient
 from pacsflow.app import Pacsflow
+from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import StudyFilter, StudyState
 from tests import factories as f
 from tests.conftest import dcmtk, requires_dcmtk, restamp, storescu
 

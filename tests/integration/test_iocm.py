@@ -13,10 +13,10 @@ from pacsflow.adapters.db.uow import SqlUnitOfWorkFactory
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.audit import Action, EventId, from_canonical
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
 from pacsflow.domain.rejections import RejectionReason
 from pacsflow.domain.uids import Uid, new_uid
-from pacsflow.workflow.ports import InboundMessage
 from tests import factories as f
 from tests.conftest import Receiver, dcmtk, move_study, requires_dcmtk, restamp, storescu
 from tests.iocm import rejection_note, save

@@ -17,8 +17,9 @@ from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.access import Role
+from pacsflow.domain.prefetch import PriorState
+from pacsflow.domain.studies import StudyFilter
 from pacsflow.domain.uids import new_uid
-from pacsflow.workflow.ports import PriorState, StudyFilter
 from tests import factories as f
 from tests.conftest import make_settings, sample
 from tests.peers.orthanc import OrthancPeer

@@ -19,9 +19,9 @@ from pacsflow.config import DicomPeer
 from pacsflow.domain.access import Role
 from pacsflow.domain.orders import Order, Priority, ProcedureCode
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
+from pacsflow.domain.prefetch import PriorRecord, PriorState
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import new_uid
-from pacsflow.workflow.ports import PriorRecord, PriorState
 from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
 from tests.fakes import RunningClock
 from tests.scheduling import send_scheduled

@@ -17,10 +17,10 @@ from pydicom.dataset import Dataset
 from pacsflow.adapters.dicom.datasets import dicom_date, to_person_name
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import AccessionNumber, Order, ProcedureCode
 from pacsflow.domain.patients import Demographics, Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import InboundMessage
 from tests import factories as f
 from tests.conftest import dcmtk, requires_dcmtk
 

@@ -23,7 +23,8 @@ from pacsflow.domain.audit import (
 )
 from pacsflow.domain.errors import TransientError
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
-from pacsflow.workflow.audit import AuditLog, AuditQuery, AuditSession, AuditTrail, verify_trail
+from pacsflow.workflow.audit import AuditQuery, AuditTrail, verify_trail
+from pacsflow.workflow.ports.audit import AuditLog, AuditSession
 from tests.fakes import FixedClock
 
 SOURCE = AuditSource("PACSFLOW")

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pacsflow.adapters.db.audit import audit_records
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.access import Role
+from pacsflow.domain.accounts import UserRecord
 from pacsflow.domain.audit import ActiveParticipant, AuditSource
 from pacsflow.domain.candidates import CandidateKind
 from pacsflow.domain.errors import ConflictingState, InvalidInput
@@ -33,11 +34,12 @@ from pacsflow.domain.exception_queue import (
     targets,
 )
 from pacsflow.domain.matching import ExceptionReason, MismatchSource
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import AccessionNumber
+from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import InboundMessage, StudyFilter, StudyState, UserRecord
 from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.reconciliation import Reconciliation
 from tests import factories as f

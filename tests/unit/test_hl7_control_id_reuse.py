@@ -7,9 +7,9 @@ from pathlib import Path
 from pacsflow.adapters.hl7.codec import parse
 from pacsflow.adapters.hl7.listener import Hl7Service
 from pacsflow.adapters.hl7.retransmission import content_digest
+from pacsflow.domain.messages import JournalEntry, MessageStatus
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import JournalEntry, MessageStatus
 from pacsflow.workflow.queries import Queries
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
 

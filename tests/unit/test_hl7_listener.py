@@ -18,9 +18,9 @@ from pacsflow.adapters.hl7.mllp import MllpClient, MllpServer
 from pacsflow.adapters.hl7.translate import FieldMap
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import DuplicateAccession, TransientError, UnknownOrder
+from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.workflow.intake import Journaled
-from pacsflow.workflow.ports import InboundMessage, JournalEntry, MessageStatus
 
 SAMPLES = Path(__file__).parents[1] / "samples" / "hl7"
 NOW = datetime(2024, 3, 15, 8, 30, tzinfo=UTC)

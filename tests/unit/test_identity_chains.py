@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import IdentifierInUse
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
+from pacsflow.domain.studies import StudyFilter
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import StudyFilter
 from tests import factories as f
 from tests.unit.test_late_matching import World
 

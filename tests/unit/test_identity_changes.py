@@ -15,7 +15,7 @@ from pacsflow.adapters.hl7.translate import translate
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import IdentifierInUse, MissingIdentifier
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
-from pacsflow.workflow.ports import StudyFilter
+from pacsflow.domain.studies import StudyFilter
 from tests import factories as f
 from tests.unit.test_late_matching import World
 

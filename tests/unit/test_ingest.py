@@ -8,11 +8,11 @@ import pytest
 
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import InvalidInput, MissingIdentifier
-from pacsflow.domain.matching import ExceptionReason, Matched
+from pacsflow.domain.matching import ExceptionReason, Matched, MatchOutcomeKind
+from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ingest import Ingest, IngestStatus
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import MatchOutcomeKind, StudyFilter, StudyState
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
@@ -52,7 +52,7 @@ def env(tmp_path: Path):
 
 
 def _msg():
-    from pacsflow.workflow.ports import InboundMessage
+    from pacsflow.domain.messages import InboundMessage
 
     return InboundMessage(raw=b"MSH|...", peer="test", control_id=f.unique("C"))
 

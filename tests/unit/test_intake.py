@@ -8,11 +8,12 @@ import pytest
 
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import DuplicateAccession, UnknownOrder
+from pacsflow.domain.messages import InboundMessage, MessageStatus
 from pacsflow.domain.orders import AccessionNumber, OrderStatus, StationRule
 from pacsflow.domain.patients import Demographics, PersonName
+from pacsflow.domain.procedure_steps import PerformedStep
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import InboundMessage, MessageStatus, PerformedStep
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
@@ -195,7 +196,7 @@ def test_a_resent_mpps_create_is_refused_and_does_not_reopen_the_order(intake, u
 def test_worklist_filter_narrows_in_the_store(intake, queries):
     from datetime import UTC, datetime
 
-    from pacsflow.workflow.ports import WorklistFilter
+    from pacsflow.domain.orders import WorklistFilter
 
     p = f.patient()
     a = f.order(p, scheduled_station_ae="AA32\\AA33", modality="MR")

@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from pacsflow.adapters.db.tables import exceptions, match_events
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.matching import ExceptionReason
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.patients import Demographics
+from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import InboundMessage, StudyFilter, StudyState
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.patients import Patient
-from pacsflow.workflow.ports import StudyFilter
+from pacsflow.domain.studies import StudyFilter
 from tests import factories as f
 from tests.unit.test_late_matching import World
 

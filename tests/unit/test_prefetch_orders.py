@@ -10,8 +10,8 @@ import pytest
 from pacsflow.domain.orders import ProcedureCode
 from pacsflow.domain.patients import PatientIdentifier
 from pacsflow.domain.prefetch import PriorCandidate, RelevanceRule
+from pacsflow.domain.studies import StudyState
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import StudyState
 from pacsflow.workflow.prefetch import PREFETCH_JOB, Prefetch
 from tests import factories as f
 from tests.fakes import FixedClock, memory_uow

@@ -10,7 +10,9 @@ import pytest
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import InvalidInput
 from pacsflow.domain.jobs import NewJob
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order, Priority
+from pacsflow.domain.prefetch import PriorRecord, PriorState
 from pacsflow.domain.reading import (
     Claim,
     NotClaimHolder,
@@ -20,10 +22,10 @@ from pacsflow.domain.reading import (
 )
 from pacsflow.domain.rejections import RejectedInstance, Rejection, RejectionReason
 from pacsflow.domain.reports import Report, ReportStatus
+from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid, new_uid
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import InboundMessage, InstanceRecord, PriorRecord, PriorState
 from pacsflow.workflow.reading import (
     NotOnWorklist,
     ReadingWorklist,

@@ -11,7 +11,7 @@ from pacsflow.adapters.db.audit import audit_records
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.audit import ActiveParticipant, AuditSource
 from pacsflow.domain.errors import ConflictingState, InvalidInput
-from pacsflow.workflow.ports import StudyFilter, StudyState
+from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.workflow.reconciliation import Reconciliation
 from tests import factories as f
 from tests.fakes import FixedClock

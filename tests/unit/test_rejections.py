@@ -19,6 +19,7 @@ from pacsflow.domain.audit import (
 )
 from pacsflow.domain.errors import InstanceRejected
 from pacsflow.domain.matching import ExceptionReason, ReceivedIdentity
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import Patient
 from pacsflow.domain.rejections import (
@@ -27,17 +28,12 @@ from pacsflow.domain.rejections import (
     RejectionReason,
     reason_for,
 )
+from pacsflow.domain.studies import ArrivedInstance, StudyFilter, StudyState
 from pacsflow.domain.uids import Uid, new_uid
 from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ingest import Ingest, IngestResult, IngestStatus
 from pacsflow.workflow.intake import Intake
-from pacsflow.workflow.ports import (
-    ArrivedInstance,
-    InboundMessage,
-    StudyFilter,
-    StudyState,
-    UnitOfWork,
-)
+from pacsflow.workflow.ports.uow import UnitOfWork
 from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.rejections import RESOLVED_BY_REJECTION
 from tests import factories as f

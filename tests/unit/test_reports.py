@@ -21,8 +21,8 @@ from pacsflow.domain.reports import (
     status_from_code,
     study_status,
 )
+from pacsflow.domain.studies import StudyRecord, StudyState
 from pacsflow.domain.uids import new_uid
-from pacsflow.workflow.ports import StudyRecord, StudyState
 from pacsflow.workflow.results import EVENT_IMAGES, EVENT_REPORT, ResultMessage
 from tests import factories as f
 

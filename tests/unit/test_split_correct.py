@@ -28,8 +28,8 @@ from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedId
 from pacsflow.domain.patients import Patient
 from pacsflow.domain.rejections import RejectedInstance, Rejection, RejectionReason
 from pacsflow.domain.reports import Report, ReportStatus
+from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.domain.uids import Uid, new_uid
-from pacsflow.workflow.ports import StudyFilter, StudyState
 from pacsflow.workflow.queries import MergedIdQueries, Queries
 from pacsflow.workflow.reconciliation import UNDONE, Correction, Reconciliation
 from tests import factories as f

@@ -18,9 +18,9 @@ from pacsflow.domain.audit import (
     from_canonical,
 )
 from pacsflow.domain.errors import StorageFull
+from pacsflow.domain.studies import ArrivedInstance
 from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ingest import Ingest
-from pacsflow.workflow.ports import ArrivedInstance
 from pacsflow.workflow.storage_alarm import STORAGE_FULL
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow

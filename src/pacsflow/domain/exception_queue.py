@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pacsflow.domain.matching import ExceptionReason, MismatchSource
+from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
+from pacsflow.domain.orders import AccessionNumber
+from pacsflow.domain.uids import Uid
 
 #: The reconciliation action that names who works an exception (it resolves nothing).
 ASSIGN_OWNER = "assign_owner"
@@ -259,6 +261,34 @@ def daily_report(
     return DailyReport(day, start, end, rows, total.row("all", "all"))
 
 
+@dataclass(frozen=True, slots=True)
+class HoldReason:
+    """Why an exception holds its study, and the identity that was matched (undo restores it)."""
+
+    reason: ExceptionReason
+    source: MismatchSource
+    detail: str
+    received: ReceivedIdentity
+    candidate_order: AccessionNumber | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionRecord:
+    """A study held for reconciliation."""
+
+    id: int
+    study_instance_uid: Uid
+    reason: ExceptionReason
+    source: MismatchSource
+    detail: str
+    opened_at: datetime
+    received: ReceivedIdentity
+    candidate_order: AccessionNumber | None = None
+    resolved_at: datetime | None = None
+    resolution: str = ""
+    owner: str = ""  # the username working it; empty: nobody yet
+
+
 __all__ = [
     "ASSIGN_OWNER",
     "CORRECT",
@@ -271,6 +301,8 @@ __all__ = [
     "ActionFact",
     "DailyReport",
     "ExceptionHistory",
+    "ExceptionRecord",
+    "HoldReason",
     "ReportRow",
     "daily_report",
     "is_overdue",

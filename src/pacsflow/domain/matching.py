@@ -209,10 +209,21 @@ def _dates_differ(received: date | None, registered: date | None) -> bool:
     return received is not None and registered is not None and received != registered
 
 
+class MatchOutcomeKind(enum.StrEnum):
+    """How a study's matching ended, for the KPIs."""
+
+    AUTO_MATCHED = "auto_matched"
+    PRIOR = "prior"  # fetched from an archive as a prior of a registered patient
+    LATE_MATCHED = "late_matched"
+    RECONCILED = "reconciled"
+    HELD = "held"
+
+
 __all__ = [
     "ExceptionReason",
     "Held",
     "MatchOutcome",
+    "MatchOutcomeKind",
     "Matched",
     "MismatchSource",
     "ReceivedIdentity",

@@ -120,6 +120,18 @@ def priority_from_code(code: str) -> Priority:
     return _PRIORITY_CODES.get(upper[:1], Priority.ROUTINE) if upper else Priority.ROUTINE
 
 
+@dataclass(frozen=True, slots=True)
+class WorklistFilter:
+    """Exact values and a start window the store can filter on before finer matching."""
+
+    station_ae: str = ""
+    modality: str = ""
+    accession_number: str = ""
+    patient_id: str = ""
+    start_from: datetime | None = None
+    start_to: datetime | None = None
+
+
 __all__ = [
     "AccessionNumber",
     "Order",
@@ -127,6 +139,7 @@ __all__ = [
     "Priority",
     "ProcedureCode",
     "StationRule",
+    "WorklistFilter",
     "assign_station",
     "priority_from_code",
 ]

@@ -9,9 +9,13 @@ procedure's text (ordered_body_part).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+
+from pacsflow.domain.patients import PatientIdentifier
+from pacsflow.domain.uids import Uid
 
 #: Body parts that belong to one anatomic region (DICOM BodyPartExamined defined terms and
 #: common free-text variants). A prior of the same region is relevant to the current one.
@@ -205,10 +209,47 @@ def choose_priors(
     return relevant[: rule.max_priors]
 
 
+class PriorState(enum.StrEnum):
+    """Where the prefetch of one prior study stands."""
+
+    LOCAL = "local"  # already in the local index: nothing to fetch
+    QUEUED = "queued"
+    RETRIEVING = "retrieving"
+    DONE = "done"
+    FAILED = "failed"  # the last attempt failed; the job retries until dead-lettered
+
+
+@dataclass(frozen=True, slots=True)
+class PriorRecord:
+    """One prior study chosen for a prefetch request, and how its retrieval went."""
+
+    request_key: str
+    study_instance_uid: Uid
+    archive: str
+    patient: PatientIdentifier
+    state: PriorState
+    requested_at: datetime
+    study_date: date | None = None
+    modalities: tuple[str, ...] = ()
+    description: str = ""
+    completed_at: datetime | None = None
+    instances: int = 0
+    last_error: str = ""
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from the request to the prior being local."""
+        if self.completed_at is None:
+            return None
+        return (self.completed_at - self.requested_at).total_seconds()
+
+
 __all__ = [
     "REGIONS",
     "CurrentStudy",
     "PriorCandidate",
+    "PriorRecord",
+    "PriorState",
     "RelevanceRule",
     "body_part_in_text",
     "choose_priors",

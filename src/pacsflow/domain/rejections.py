@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from pacsflow.domain.uids import Uid
@@ -80,10 +81,23 @@ class Rejection:
         return tuple(dict.fromkeys(i.study_instance_uid for i in self.instances))
 
 
+@dataclass(frozen=True, slots=True)
+class RejectionRecord:
+    """An instance hidden by a rejection note: why, when, and which note (kept, not deleted)."""
+
+    sop_instance_uid: Uid
+    series_instance_uid: Uid
+    study_instance_uid: Uid
+    reason: RejectionReason
+    rejected_at: datetime
+    rejected_by: Uid  # the SOP Instance UID of the rejection note
+
+
 __all__ = [
     "REASON_SCHEME",
     "RejectedInstance",
     "Rejection",
     "RejectionReason",
+    "RejectionRecord",
     "reason_for",
 ]

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from pacsflow.domain.errors import InvalidInput, MissingIdentifier, quote
 from pacsflow.domain.patients import PatientIdentifier
+from pacsflow.domain.uids import Uid
 
 
 class ReportStatus(enum.StrEnum):
@@ -105,10 +106,51 @@ class Report:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    """A stored report version and the study it is attached to (if any yet)."""
+
+    id: int
+    report: Report
+    received_at: datetime
+    source: str
+    attached_study_uid: Uid | None = None
+    flag: str = ""  # why it is not attached: unknown study, study held
+
+
+class DeliveryState(enum.StrEnum):
+    """Where sending one result message to one subscriber stands."""
+
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # refused (AE/AR) or given up; the job says why
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStats:
+    """How well results reach one subscriber."""
+
+    subscriber: str
+    total: int
+    delivered: int
+    delivered_in_time: int
+    failed: int
+    pending: int
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of settled messages delivered within the target time."""
+        settled = self.delivered + self.failed
+        return self.delivered_in_time / settled if settled else None
+
+
 __all__ = [
     "RESULT_STATUS_CODES",
     "STATUS_CODES",
+    "DeliveryState",
+    "DeliveryStats",
     "Report",
+    "ReportRecord",
     "ReportStatus",
     "is_finally_reported",
     "status_from_code",

@@ -63,6 +63,7 @@ from typing import Final, cast
 import yaml
 
 from pacsflow.domain.errors import InvalidInput
+from pacsflow.domain.uids import Uid
 
 
 class Trigger(enum.StrEnum):
@@ -813,17 +814,78 @@ def rules_diff(
     return "".join(difflib.unified_diff(old, new, fromfile=old_label, tofile=new_label))
 
 
+@dataclass(frozen=True, slots=True)
+class RuleVersion:
+    """One saved version of the routing rules."""
+
+    version: int
+    text: str
+    author: str
+    comment: str
+    created_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """A rule version made active, by whom and when."""
+
+    version: int
+    actor: str
+    at: datetime.datetime
+
+
+class ForwardState(enum.StrEnum):
+    """Where the forwarding of one instance to one destination stands."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRecord:
+    """One instance on its way to (or at) one destination."""
+
+    sop_instance_uid: Uid
+    study_instance_uid: Uid
+    destination: str
+    blob_key: str
+    rule_version: int
+    state: ForwardState
+    queued_at: datetime.datetime
+    sent_at: datetime.datetime | None = None
+    last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator must look at (a routing loop, a study coming back, a full disk)."""
+
+    kind: str
+    subject: str
+    peer: str
+    detail: str
+    first_at: datetime.datetime
+    last_at: datetime.datetime
+    count: int
+
+
 __all__ = [
     "CONTEXT_FIELDS",
     "MAX_REGEX_LENGTH",
     "MAX_REGEX_SUBJECT",
+    "Activation",
+    "Alert",
     "Condition",
+    "ForwardRecord",
+    "ForwardState",
     "Operator",
     "RangeBound",
     "RouteDifference",
     "RoutingContext",
     "Rule",
     "RuleSet",
+    "RuleVersion",
     "Trigger",
     "destinations_for",
     "dry_run",

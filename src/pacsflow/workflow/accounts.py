@@ -11,16 +11,12 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from pacsflow.domain.access import Principal, Role
+from pacsflow.domain.accounts import TokenRecord, UserRecord
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, Code, EventTypes, security_alert
 from pacsflow.domain.errors import ConflictingState, InvalidInput, Unauthenticated
-from pacsflow.workflow.ports import (
-    Clock,
-    SecretHasher,
-    TokenRecord,
-    UnitOfWork,
-    UnitOfWorkFactory,
-    UserRecord,
-)
+from pacsflow.workflow.ports.accounts import SecretHasher
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 _USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _TOKEN = re.compile(r"^pf_([0-9a-f]{12})_([0-9a-f]{48})$")

@@ -13,10 +13,8 @@ best-effort and never fails or delays an action.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
 
 from pacsflow.domain.audit import (
     ActiveParticipant,
@@ -29,73 +27,10 @@ from pacsflow.domain.audit import (
     Outcome,
     audit_log_used,
 )
-
-if TYPE_CHECKING:  # ports.py imports AuditLog from here for UnitOfWork.audit
-    from pacsflow.workflow.ports import Clock
+from pacsflow.workflow.ports.audit import AuditForwarder, AuditSessionFactory
+from pacsflow.workflow.ports.clock import Clock
 
 log = logging.getLogger(__name__)
-
-
-class AuditLog(Protocol):
-    """The append-only, hash-chained store of audit records."""
-
-    def append(self, event: AuditEvent, at: datetime) -> int:
-        """Chain and store an event in the current transaction; its record id."""
-        ...
-
-    def search(
-        self,
-        *,
-        patient_id: str | None = None,
-        user: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-    ) -> Sequence[AuditRecord]:
-        """Records matching every filter given (event time in [since, until)), newest first."""
-        ...
-
-    def head(self) -> ChainHead:
-        """The last record appended, as the store's chain head says."""
-        ...
-
-    def records(self, *, after: int = 0, up_to: int, limit: int = 1000) -> Sequence[AuditRecord]:
-        """Records with after < id <= up_to, in chain order, at most limit of them."""
-        ...
-
-
-class AuditSession(Protocol):
-    """A transaction that can reach the audit log (a unit of work with an `audit` member)."""
-
-    audit: AuditLog
-
-    def __enter__(self) -> AuditSession:
-        """Begin the transaction."""
-        ...
-
-    def __exit__(self, *exc: object) -> None:
-        """Roll back whatever was not committed."""
-        ...
-
-    def commit(self) -> None:
-        """Make every change durable."""
-        ...
-
-
-class AuditSessionFactory(Protocol):
-    """Makes a new audit session."""
-
-    def __call__(self) -> AuditSession:
-        """A fresh session."""
-        ...
-
-
-class AuditForwarder(Protocol):
-    """Hands committed events to an external collector; never blocks, never raises."""
-
-    def send(self, event: AuditEvent) -> None:
-        """Queue an event for delivery."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +162,7 @@ class AuditTrail:
 
 
 __all__ = [
-    "AuditForwarder",
-    "AuditLog",
     "AuditQuery",
-    "AuditSession",
-    "AuditSessionFactory",
     "AuditTrail",
     "VerifyReport",
     "verify_trail",

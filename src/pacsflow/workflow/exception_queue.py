@@ -16,6 +16,7 @@ from pacsflow.domain.candidates import (
 from pacsflow.domain.errors import InvalidInput
 from pacsflow.domain.exception_queue import (
     DailyReport,
+    ExceptionRecord,
     daily_report,
     is_overdue,
     queue_key,
@@ -24,7 +25,8 @@ from pacsflow.domain.exception_queue import (
 from pacsflow.domain.matching import ExceptionReason
 from pacsflow.domain.orders import AccessionNumber, Order
 from pacsflow.domain.patients import Patient, PatientIdentifier
-from pacsflow.workflow.ports import Clock, ExceptionRecord, UnitOfWork, UnitOfWorkFactory
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 #: Open exceptions read to sort the queue (overdue first needs them all, not the oldest N).
 QUEUE_SCAN = 10_000

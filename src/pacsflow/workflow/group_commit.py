@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pacsflow.workflow.ports import UnitOfWork, UnitOfWorkFactory
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 R = TypeVar("R")
 

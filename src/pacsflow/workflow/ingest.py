@@ -24,25 +24,19 @@ from pacsflow.domain.matching import (
     Held,
     Matched,
     MatchOutcome,
+    MatchOutcomeKind,
     MismatchSource,
     ReceivedIdentity,
     match_study,
 )
 from pacsflow.domain.orders import AccessionNumber
+from pacsflow.domain.studies import ArrivedInstance, InstanceRecord, StudyRecord, StudyState
 from pacsflow.domain.uids import is_valid_uid
 from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.group_commit import GroupCommit
-from pacsflow.workflow.ports import (
-    ArrivedInstance,
-    BlobStore,
-    Clock,
-    InstanceRecord,
-    MatchOutcomeKind,
-    StudyRecord,
-    StudyState,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from pacsflow.workflow.ports.blobs import BlobStore
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 from pacsflow.workflow.rejections import apply_rejection, refuse_if_rejected, rejection_event
 from pacsflow.workflow.storage_alarm import StorageAlarm
 

@@ -23,7 +23,8 @@ from pacsflow.domain.errors import (
     UnsupportedMessage,
     quote,
 )
-from pacsflow.domain.matching import ExceptionReason, Matched
+from pacsflow.domain.matching import ExceptionReason, Matched, MatchOutcomeKind
+from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
 from pacsflow.domain.orders import (
     AccessionNumber,
     Order,
@@ -33,18 +34,11 @@ from pacsflow.domain.orders import (
 )
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.reports import Report
+from pacsflow.domain.studies import StudyState
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ingest import decide
-from pacsflow.workflow.ports import (
-    Clock,
-    InboundMessage,
-    JournalEntry,
-    MatchOutcomeKind,
-    MessageStatus,
-    StudyState,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 
 from pacsflow.domain.errors import ConflictingState
 from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
-from pacsflow.workflow.ports import Clock, UnitOfWorkFactory
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWorkFactory
 
 
 class UnknownJob(ConflictingState):

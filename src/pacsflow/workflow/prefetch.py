@@ -23,21 +23,16 @@ from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.domain.prefetch import (
     CurrentStudy,
     PriorCandidate,
+    PriorRecord,
+    PriorState,
     RelevanceRule,
     choose_priors,
     ordered_body_part,
 )
+from pacsflow.domain.studies import ArrivedInstance, StudyFilter, StudyState
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import (
-    ArrivedInstance,
-    Clock,
-    PriorRecord,
-    PriorState,
-    StudyFilter,
-    StudyState,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,10 @@ from pacsflow.domain.errors import (
     UnknownProcedureStep,
 )
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
+from pacsflow.domain.procedure_steps import PerformedStep
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import Clock, PerformedStep, UnitOfWork, UnitOfWorkFactory
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 
 class StepStatus(enum.StrEnum):

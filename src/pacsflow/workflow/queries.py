@@ -7,19 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pacsflow.domain.orders import Order, OrderStatus
+from pacsflow.domain.exception_queue import ExceptionRecord
+from pacsflow.domain.orders import Order, OrderStatus, WorklistFilter
 from pacsflow.domain.patients import Patient, PatientIdentifier
+from pacsflow.domain.studies import InstanceRecord, StudyFilter, StudyRecord
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import (
-    BlobStore,
-    ExceptionRecord,
-    InstanceRecord,
-    StudyFilter,
-    StudyRecord,
-    UnitOfWork,
-    UnitOfWorkFactory,
-    WorklistFilter,
-)
+from pacsflow.workflow.ports.blobs import BlobStore
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 
 class MergedIdQueries(enum.StrEnum):

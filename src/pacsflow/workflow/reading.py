@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from pacsflow.domain.errors import ConflictingState
+from pacsflow.domain.prefetch import PriorState
 from pacsflow.domain.reading import (
     Claim,
     ReadingFilter,
@@ -26,8 +27,10 @@ from pacsflow.domain.reading import (
     take_claim,
 )
 from pacsflow.domain.reports import ReportStatus, is_finally_reported
+from pacsflow.domain.studies import StudyState
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import Clock, PriorState, StudyState, UnitOfWork, UnitOfWorkFactory
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 _READY = frozenset({PriorState.LOCAL, PriorState.DONE})
 

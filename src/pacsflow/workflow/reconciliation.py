@@ -19,23 +19,23 @@ from pacsflow.domain.audit import (
 )
 from pacsflow.domain.audit import study_object as audit_study
 from pacsflow.domain.errors import ConflictingState, InvalidInput
-from pacsflow.domain.exception_queue import ASSIGN_OWNER, CORRECT, CORRECT_HELD, SPLIT
-from pacsflow.domain.matching import Held, Matched, ReceivedIdentity
-from pacsflow.domain.orders import AccessionNumber, OrderStatus
-from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
-from pacsflow.domain.uids import Uid, is_valid_uid, new_uid
-from pacsflow.workflow.ingest import decide
-from pacsflow.workflow.ports import (
-    Clock,
+from pacsflow.domain.exception_queue import (
+    ASSIGN_OWNER,
+    CORRECT,
+    CORRECT_HELD,
+    SPLIT,
     ExceptionRecord,
     HoldReason,
-    MatchOutcomeKind,
-    ReconciliationAction,
-    StudyRecord,
-    StudyState,
-    UnitOfWork,
-    UnitOfWorkFactory,
 )
+from pacsflow.domain.matching import Held, Matched, MatchOutcomeKind, ReceivedIdentity
+from pacsflow.domain.orders import AccessionNumber, OrderStatus
+from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
+from pacsflow.domain.reconciliation import ReconciliationAction
+from pacsflow.domain.studies import StudyRecord, StudyState
+from pacsflow.domain.uids import Uid, is_valid_uid, new_uid
+from pacsflow.workflow.ingest import decide
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 #: How an exception opened by an action is closed when the action is undone.
 UNDONE = "undone"

@@ -22,9 +22,9 @@ from pacsflow.domain.audit import (
 )
 from pacsflow.domain.errors import InstanceRejected
 from pacsflow.domain.patients import PatientIdentifier
-from pacsflow.domain.rejections import Rejection
+from pacsflow.domain.rejections import Rejection, RejectionRecord
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import RejectionRecord, UnitOfWork
+from pacsflow.workflow.ports.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 

@@ -22,20 +22,11 @@ from pacsflow.domain.errors import PermanentError
 from pacsflow.domain.jobs import Job, NewJob
 from pacsflow.domain.orders import AccessionNumber, Order
 from pacsflow.domain.patients import Patient
-from pacsflow.domain.reports import Report, ReportStatus
+from pacsflow.domain.reports import DeliveryState, DeliveryStats, Report, ReportRecord, ReportStatus
+from pacsflow.domain.studies import ArrivedInstance, StudyFilter, StudyRecord, StudyState
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import (
-    ArrivedInstance,
-    Clock,
-    DeliveryState,
-    DeliveryStats,
-    ReportRecord,
-    StudyFilter,
-    StudyRecord,
-    StudyState,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 

@@ -23,29 +23,28 @@ from pacsflow.domain.errors import ConflictingState, InvalidInput, TransientErro
 from pacsflow.domain.jobs import Job, NewJob, RetryLater
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.routing import (
+    Alert,
+    ForwardState,
     RouteDifference,
     RoutingContext,
     RuleSet,
+    RuleVersion,
     Trigger,
     destinations_for,
     dry_run,
     parse_rules,
     rules_diff,
 )
-from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import (
-    Alert,
+from pacsflow.domain.studies import (
     ArrivedInstance,
-    Clock,
-    ForwardState,
     InstanceRecord,
-    RuleVersion,
     StudyFilter,
     StudyRecord,
     StudyState,
-    UnitOfWork,
-    UnitOfWorkFactory,
 )
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from pacsflow.domain.audit import ActiveParticipant, EventTypes, security_alert
 from pacsflow.workflow.audit import AuditTrail
-from pacsflow.workflow.ports import Clock, UnitOfWorkFactory
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWorkFactory
 
 
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

@@ -12,7 +12,8 @@ import logging
 import threading
 
 from pacsflow.domain.errors import PacsflowError
-from pacsflow.workflow.ports import Clock, UnitOfWorkFactory
+from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.uow import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 

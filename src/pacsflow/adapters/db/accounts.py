@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pacsflow.adapters.db import tables as t
 from pacsflow.adapters.db.timestamps import aware
 from pacsflow.domain.access import Role
-from pacsflow.workflow.ports import TokenRecord, UserRecord
+from pacsflow.domain.accounts import TokenRecord, UserRecord
 
 
 class SqlAccountRepository:

@@ -35,7 +35,8 @@ from pacsflow.domain.audit import (
 )
 from pacsflow.domain.errors import TransientError
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
-from pacsflow.workflow.audit import AuditSessionFactory, VerifyReport, verify_trail
+from pacsflow.workflow.audit import VerifyReport, verify_trail
+from pacsflow.workflow.ports.audit import AuditSessionFactory
 
 _TS = sa.DateTime(timezone=True)
 

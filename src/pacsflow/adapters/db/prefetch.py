@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from pacsflow.adapters.db import tables as t
 from pacsflow.adapters.db.timestamps import aware_or_none
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
+from pacsflow.domain.prefetch import PriorRecord, PriorState
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import PriorRecord, PriorState
 
 _P = t.priors
 

@@ -11,12 +11,14 @@ import sqlalchemy as sa
 from pacsflow.adapters.db import tables as t
 from pacsflow.adapters.db.timestamps import aware, utc
 from pacsflow.domain.jobs import JobState
+from pacsflow.domain.matching import MatchOutcomeKind
 from pacsflow.domain.orders import Priority
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
+from pacsflow.domain.prefetch import PriorState
 from pacsflow.domain.reading import Claim, ReadingItem
 from pacsflow.domain.reports import ReportStatus
+from pacsflow.domain.studies import StudyState
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import MatchOutcomeKind, PriorState, StudyState
 
 _S = t.studies
 _O = t.orders

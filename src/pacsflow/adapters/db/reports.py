@@ -12,9 +12,15 @@ import sqlalchemy as sa
 from pacsflow.adapters.db import tables as t
 from pacsflow.adapters.db.timestamps import aware_or_none
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
-from pacsflow.domain.reports import Report, ReportStatus, study_status
+from pacsflow.domain.reports import (
+    DeliveryState,
+    DeliveryStats,
+    Report,
+    ReportRecord,
+    ReportStatus,
+    study_status,
+)
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import DeliveryState, DeliveryStats, ReportRecord
 
 _R = t.reports
 _D = t.result_deliveries

@@ -14,13 +14,21 @@ import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
 from pacsflow.adapters.db.timestamps import aware
-from pacsflow.domain.matching import ExceptionReason, MismatchSource, ReceivedIdentity
+from pacsflow.domain.exception_queue import ExceptionRecord, HoldReason
+from pacsflow.domain.matching import (
+    ExceptionReason,
+    MatchOutcomeKind,
+    MismatchSource,
+    ReceivedIdentity,
+)
+from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
 from pacsflow.domain.orders import (
     AccessionNumber,
     Order,
     OrderStatus,
     Priority,
     ProcedureCode,
+    WorklistFilter,
 )
 from pacsflow.domain.patients import (
     Demographics,
@@ -30,26 +38,18 @@ from pacsflow.domain.patients import (
     PatientIdentifier,
     PersonName,
 )
-from pacsflow.domain.rejections import Rejection, RejectionReason
-from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import (
+from pacsflow.domain.procedure_steps import PerformedStep
+from pacsflow.domain.reconciliation import ReconciliationAction
+from pacsflow.domain.rejections import Rejection, RejectionReason, RejectionRecord
+from pacsflow.domain.studies import (
     ArrivalView,
     ArrivedInstance,
-    ExceptionRecord,
-    HoldReason,
-    InboundMessage,
     InstanceRecord,
-    JournalEntry,
-    MatchOutcomeKind,
-    MessageStatus,
-    PerformedStep,
-    ReconciliationAction,
-    RejectionRecord,
     StudyFilter,
     StudyRecord,
     StudyState,
-    WorklistFilter,
 )
+from pacsflow.domain.uids import Uid
 
 
 class SqlPatientRepository:

@@ -11,15 +11,9 @@ import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
 from pacsflow.adapters.db.timestamps import aware
+from pacsflow.domain.routing import Activation, Alert, ForwardRecord, ForwardState, RuleVersion
+from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import (
-    Activation,
-    Alert,
-    ForwardRecord,
-    ForwardState,
-    InstanceRecord,
-    RuleVersion,
-)
 
 
 def _version(row: sa.Row[Any]) -> RuleVersion:

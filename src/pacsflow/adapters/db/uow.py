@@ -25,25 +25,22 @@ from pacsflow.adapters.db.repositories import (
 from pacsflow.adapters.db.routing import SqlRoutingStore
 from pacsflow.adapters.db.settings_log import SqlSettingsLog
 from pacsflow.domain.errors import StorageFull, TransientError
-from pacsflow.workflow.audit import AuditLog
-from pacsflow.workflow.ports import (
-    AccountRepository,
-    EventLog,
-    ExceptionIndex,
-    ExceptionRepository,
-    JobQueue,
-    MessageJournal,
-    OrderRepository,
-    PatientRepository,
-    PrefetchStore,
-    ProcedureStepRepository,
-    ReadingStore,
-    ReconciliationLog,
-    ReportStore,
-    RoutingStore,
-    SettingsLog,
-    StudyRepository,
-)
+from pacsflow.workflow.ports.accounts import AccountRepository
+from pacsflow.workflow.ports.audit import AuditLog
+from pacsflow.workflow.ports.exception_queue import ExceptionIndex, ExceptionRepository
+from pacsflow.workflow.ports.jobs import JobQueue
+from pacsflow.workflow.ports.kpis import EventLog
+from pacsflow.workflow.ports.messages import MessageJournal
+from pacsflow.workflow.ports.orders import OrderRepository
+from pacsflow.workflow.ports.patients import PatientRepository
+from pacsflow.workflow.ports.prefetch import PrefetchStore
+from pacsflow.workflow.ports.procedure_steps import ProcedureStepRepository
+from pacsflow.workflow.ports.reading import ReadingStore
+from pacsflow.workflow.ports.reconciliation import ReconciliationLog
+from pacsflow.workflow.ports.reports import ReportStore
+from pacsflow.workflow.ports.routing import RoutingStore
+from pacsflow.workflow.ports.settings_log import SettingsLog
+from pacsflow.workflow.ports.studies import StudyRepository
 
 #: How long a write transaction waits for the writer lock (SQLite's busy_timeout too).
 _LOCK_WAIT = 30.0

@@ -20,7 +20,7 @@ from pydicom.valuerep import PersonName as DicomPersonName
 
 from pacsflow.domain.errors import MalformedMessage
 from pacsflow.domain.matching import ReceivedIdentity
-from pacsflow.domain.orders import Order
+from pacsflow.domain.orders import Order, WorklistFilter
 from pacsflow.domain.patients import (
     Demographics,
     Issuer,
@@ -29,8 +29,8 @@ from pacsflow.domain.patients import (
     PatientIdentifier,
     PersonName,
 )
+from pacsflow.domain.studies import ArrivedInstance, InstanceRecord, StudyRecord
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import ArrivedInstance, InstanceRecord, StudyRecord, WorklistFilter
 from pacsflow.workflow.queries import StudyView, WorklistItem
 
 UTF8 = "ISO_IR 192"

@@ -40,8 +40,8 @@ from pynetdicom.presentation import build_context
 from pacsflow.adapters.dicom.byte_order import as_little_endian, is_big_endian
 from pacsflow.adapters.dicom.datasets import coerce_identity, read_header, set_patient
 from pacsflow.domain.errors import PermanentError, TransientError
+from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import InstanceRecord
 from pacsflow.workflow.queries import StudyView
 
 log = logging.getLogger(__name__)

@@ -68,10 +68,11 @@ from pacsflow.domain.errors import (
 )
 from pacsflow.domain.jobs import Job, NewJob
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
+from pacsflow.domain.procedure_steps import PerformedStep
+from pacsflow.domain.studies import InstanceRecord, StudyFilter
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ingest import Ingest, IngestStatus
-from pacsflow.workflow.ports import InstanceRecord, PerformedStep, StudyFilter
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries, StudyView
 

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 
 from pacsflow.domain.errors import PermanentError, TransientError
+from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid
-from pacsflow.workflow.ports import InstanceRecord
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from pacsflow.domain.errors import (
     UnknownOrder,
     UnsupportedMessage,
 )
+from pacsflow.domain.messages import InboundMessage, MessageStatus
 from pacsflow.workflow.intake import Journaled
-from pacsflow.workflow.ports import InboundMessage, MessageStatus
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ from pacsflow.domain.jobs import Job, JobState
 from pacsflow.domain.orders import Order, OrderStatus
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.reading import Claim, ReadingFilter, StudyClaimed
-from pacsflow.domain.reports import Report, status_from_code
+from pacsflow.domain.reports import Report, ReportRecord, status_from_code
+from pacsflow.domain.studies import StudyFilter
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
 from pacsflow.workflow.exception_queue import ExceptionQueue, QueueItem
 from pacsflow.workflow.jobs import Jobs, UnknownJob
-from pacsflow.workflow.ports import ReportRecord, StudyFilter
 from pacsflow.workflow.prefetch import Prefetch
 from pacsflow.workflow.queries import Queries, StudyView
 from pacsflow.workflow.reading import ReadingEntry, ReadingWorklist, UnknownStudy
