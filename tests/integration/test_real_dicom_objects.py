@@ -34,8 +34,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pacsflow.adapters.dicom.negotiation import DEFLATED_IMAGE_FRAME_COMPRESSION
 from pacsflow.app import Pacsflow
 from pacsflow.domain.matching import ExceptionReason
+from pacsflow.domain.studies import StudyFilter
 from pacsflow.domain.uids import Uid, new_uid
-from pacsflow.workflow.ports import StudyFilter
 from tests.conftest import Receiver, dcmtk, requires_dcmtk, restamp, sample, storescu
 from tests.nesting import nested_object
 from tests.scheduling import scheduled
