@@ -95,6 +95,14 @@ class SpoolFile:
             except OSError as exc:
                 self._fail(exc)
 
+    def __del__(self) -> None:
+        # As tempfile's own wrapper does: a spool file its reader never closed (pynetdicom's
+        # C-GET SCU keeps the sub-operations' files open) is closed when it is dropped.
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
     def _fail(self, exc: OSError) -> None:
         if self.error is None:
             log.warning("cannot spool a received object (%s): it will be refused", exc.strerror)
