@@ -24,6 +24,7 @@ from pacsflow.adapters.dicomweb import StowDestination, StowSender
 from pacsflow.adapters.hl7 import Hl7Service, MllpServer, SenderFieldMaps
 from pacsflow.adapters.hl7.results import Hl7Subscriber, MllpResultSender
 from pacsflow.adapters.http import HttpServer, create_app
+from pacsflow.adapters.routing_yaml import YamlRuleText
 from pacsflow.adapters.security import Argon2Hasher, server_context
 from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
 from pacsflow.config import DicomwebDestination, ResultSubscriber, Settings
@@ -167,6 +168,7 @@ def routing(
         clock or SystemClock(),
         attributes,
         senders,
+        rule_text=YamlRuleText(),
         is_destination=lambda name: settings.peer(name) is not None or senders.stow.knows(name),
         audit_source=AuditSource(settings.ae_title),
         called_ae=settings.ae_title,
