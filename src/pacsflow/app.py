@@ -29,7 +29,8 @@ from pacsflow.adapters.security import Argon2Hasher, server_context
 from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
 from pacsflow.config import DicomwebDestination, ResultSubscriber, Settings
 from pacsflow.domain.access import PeerRights
-from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
+from pacsflow.domain.audit import ActiveParticipant, AuditSource
+from pacsflow.domain.audit_events import application_activity
 from pacsflow.domain.jobs import RetryPolicy
 from pacsflow.domain.matching import ExceptionReason
 from pacsflow.domain.orders import StationRule

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes, security_alert
+from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes
+from pacsflow.domain.audit_events import security_alert
 from pacsflow.domain.errors import ConflictingState, InvalidInput, TransientError
 from pacsflow.domain.jobs import Job, NewJob, RetryLater
 from pacsflow.domain.orders import AccessionNumber
