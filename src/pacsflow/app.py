@@ -24,11 +24,13 @@ from pacsflow.adapters.dicomweb import StowDestination, StowSender
 from pacsflow.adapters.hl7 import Hl7Service, MllpServer, SenderFieldMaps
 from pacsflow.adapters.hl7.results import Hl7Subscriber, MllpResultSender
 from pacsflow.adapters.http import HttpServer, create_app
+from pacsflow.adapters.routing_yaml import YamlRuleText
 from pacsflow.adapters.security import Argon2Hasher, server_context
 from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
 from pacsflow.config import DicomwebDestination, ResultSubscriber, Settings
 from pacsflow.domain.access import PeerRights
-from pacsflow.domain.audit import ActiveParticipant, AuditSource, application_activity
+from pacsflow.domain.audit import ActiveParticipant, AuditSource
+from pacsflow.domain.audit_events import application_activity
 from pacsflow.domain.jobs import RetryPolicy
 from pacsflow.domain.matching import ExceptionReason
 from pacsflow.domain.orders import StationRule
@@ -167,6 +169,7 @@ def routing(
         clock or SystemClock(),
         attributes,
         senders,
+        rule_text=YamlRuleText(),
         is_destination=lambda name: settings.peer(name) is not None or senders.stow.knows(name),
         audit_source=AuditSource(settings.ae_title),
         called_ae=settings.ae_title,

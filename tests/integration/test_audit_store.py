@@ -19,7 +19,9 @@ from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
 from pacsflow.adapters.db.audit import audit_chain_head, run_verify
 from pacsflow.adapters.db.tables import metadata
 from pacsflow.domain import audit as a
-from pacsflow.domain.audit import ActiveParticipant, AuditSource, ChainHead, EventId, chain_hash
+from pacsflow.domain import audit_chain, audit_events
+from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventId
+from pacsflow.domain.audit_chain import ChainHead, chain_hash
 from pacsflow.domain.errors import TransientError
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.workflow.audit import AuditQuery, AuditTrail
@@ -105,30 +107,30 @@ def fill(store: Store) -> AuditTrail:
     ct01 = ActiveParticipant("CT01", network_access_point="127.0.0.1")
     node = ActiveParticipant("PACSFLOW")
     steps = [
-        a.user_authentication(SOURCE, alice, T0),
-        a.patient_record(
+        audit_events.user_authentication(SOURCE, alice, T0),
+        audit_events.patient_record(
             SOURCE,
             alice,
             T0 + timedelta(minutes=1),
             action=a.Action.UPDATE,
             patients=[pid("P001"), pid("P002")],
         ),
-        a.instances_transferred(
+        audit_events.instances_transferred(
             SOURCE,
             ct01,
             node,
             T0 + timedelta(minutes=2),
             patients=[pid("P001")],
-            studies=[a.study_object("1.2.3", ["ACC1"])],
+            studies=[audit_events.study_object("1.2.3", ["ACC1"])],
         ),
-        a.query(
+        audit_events.query(
             SOURCE,
             ct01,
             T0 + timedelta(minutes=3),
             query_text="PatientID=P002",
             patients=[pid("P002")],
         ),
-        a.user_authentication(
+        audit_events.user_authentication(
             SOURCE,
             ActiveParticipant("bob"),
             T0 + timedelta(minutes=4),
@@ -146,7 +148,7 @@ def test_records_are_chained_from_genesis(store: Store) -> None:
         head = s.audit.head()
         records = s.audit.records(after=0, up_to=head.last_id)
     assert [r.id for r in records] == [1, 2, 3, 4, 5]
-    assert records[0].prev_hash == a.GENESIS_HASH
+    assert records[0].prev_hash == audit_chain.GENESIS_HASH
     for before, after in itertools.pairwise(records):
         assert after.prev_hash == before.hash
         assert after.hash == chain_hash(after.prev_hash, after.canonical)
@@ -267,7 +269,9 @@ def test_concurrent_appends_keep_one_chain(store: Store) -> None:
         start.wait()
         user = ActiveParticipant(f"user{n}")
         for i in range(25):
-            trail.record(a.instances_accessed(SOURCE, user, T0, patients=[pid(f"P{n}-{i}")]))
+            trail.record(
+                audit_events.instances_accessed(SOURCE, user, T0, patients=[pid(f"P{n}-{i}")])
+            )
 
     with ThreadPoolExecutor(8) as pool:
         for done in [pool.submit(work, n) for n in range(8)]:
@@ -284,8 +288,8 @@ def test_append_without_a_chain_head_is_refused(store: Store) -> None:
     _disable_guards(store)
     store.raw("DELETE FROM audit_chain_head")
     trail = AuditTrail(store.sessions(), FixedClock(T0), SOURCE)
-    with pytest.raises(a.AuditChainBroken):
-        trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
+    with pytest.raises(audit_chain.AuditChainBroken):
+        trail.record(audit_events.user_authentication(SOURCE, AUDITOR, T0))
     assert run_verify(store.sessions())[0] == 2
 
 
@@ -293,7 +297,7 @@ def test_an_unreachable_database_is_a_transient_failure(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/missing/dir/audit.db")
     trail = AuditTrail(SqlUnitOfWorkFactory(engine), FixedClock(T0), SOURCE)
     with pytest.raises(TransientError):
-        trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
+        trail.record(audit_events.user_authentication(SOURCE, AUDITOR, T0))
     code, message = run_verify(SqlUnitOfWorkFactory(engine))
     assert code == 2
     assert "could not be read" in message
@@ -303,7 +307,7 @@ def test_an_unmigrated_database_is_a_transient_failure(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/empty.db")
     trail = AuditTrail(SqlUnitOfWorkFactory(engine), FixedClock(T0), SOURCE)
     with pytest.raises(TransientError):
-        trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
+        trail.record(audit_events.user_authentication(SOURCE, AUDITOR, T0))
     with pytest.raises(TransientError), SqlUnitOfWorkFactory(engine)() as s:
         s.audit.search(user="x")
     assert run_verify(SqlUnitOfWorkFactory(engine))[0] == 2
@@ -319,7 +323,7 @@ def test_create_all_builds_the_same_guarded_schema(
         stack.callback(engine.dispose)
         metadata.create_all(engine)
         trail = AuditTrail(SqlUnitOfWorkFactory(engine), FixedClock(T0), SOURCE)
-        trail.record(a.user_authentication(SOURCE, AUDITOR, T0))
+        trail.record(audit_events.user_authentication(SOURCE, AUDITOR, T0))
         assert run_verify(SqlUnitOfWorkFactory(engine))[0] == 0
         with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
             conn.execute(audit_chain_head.delete())

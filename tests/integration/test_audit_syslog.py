@@ -24,6 +24,7 @@ from pacsflow.adapters.syslog import (
 )
 from pacsflow.adapters.syslog.messages import network_access_point_type
 from pacsflow.domain import audit as a
+from pacsflow.domain import audit_events
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, Outcome
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from tests.conftest import Pki
@@ -36,10 +37,10 @@ NODE = ActiveParticipant("PACSFLOW", alternative_user_id="4242", network_access_
 P1 = PatientIdentifier(PatientId("P001"), Issuer("HOSP"))
 
 EVENTS = {
-    "query": a.query(
+    "query": audit_events.query(
         SOURCE, CT01, T0, query_text="PatientID=P001\nModality=CT", responder=NODE, patients=[P1]
     ),
-    "transfer": a.instances_transferred(
+    "transfer": audit_events.instances_transferred(
         SOURCE,
         NODE,
         ActiveParticipant("DEST", network_access_point="127.0.0.1"),
@@ -47,27 +48,27 @@ EVENTS = {
         action=a.Action.READ,
         requestor=CT01,
         patients=[P1],
-        studies=[a.study_object("1.2.3", ["ACC1", "ACC2"])],
+        studies=[audit_events.study_object("1.2.3", ["ACC1", "ACC2"])],
     ),
-    "merge": a.patient_record(
+    "merge": audit_events.patient_record(
         SOURCE,
         ALICE,
         T0,
         action=a.Action.UPDATE,
         patients=[P1, PatientIdentifier(PatientId("P002"))],
     ),
-    "failed_login": a.user_authentication(
+    "failed_login": audit_events.user_authentication(
         SOURCE, ALICE, T0, outcome=Outcome.MINOR_FAILURE, description="bad password\x07"
     ),
-    "config": a.security_alert(
+    "config": audit_events.security_alert(
         SOURCE,
         ALICE,
         T0,
         alert=a.EventTypes.SOFTWARE_CONFIGURATION,
         resource="pacsflow:routing-rules/v12",
     ),
-    "audit_read": a.audit_log_used(SOURCE, ALICE, T0),
-    "start": a.application_activity(SOURCE, NODE, T0),
+    "audit_read": audit_events.audit_log_used(SOURCE, ALICE, T0),
+    "start": audit_events.application_activity(SOURCE, NODE, T0),
 }
 
 _TOP_ORDER = [
@@ -342,7 +343,7 @@ def test_events_reach_the_collector_in_order_over_mutual_tls(
 
 
 def test_a_large_message_is_delivered_whole(pki: Pki, collector: Collector) -> None:
-    big = a.query(SOURCE, CT01, T0, query_text="x" * 100_000)
+    big = audit_events.query(SOURCE, CT01, T0, query_text="x" * 100_000)
     sender = _sender(pki, collector.port)
     sender.start()
     sender.send(big)

@@ -26,7 +26,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from pacsflow.adapters.db.audit import SqlAuditLog
 from pacsflow.app import Pacsflow
-from pacsflow.domain.audit import EventId, ObjectKind, from_canonical
+from pacsflow.domain.audit import EventId, ObjectKind
+from pacsflow.domain.audit_chain import from_canonical
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.storage_alarm import STORAGE_FULL
 from tests.conftest import make_settings, restamp

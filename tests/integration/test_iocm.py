@@ -12,7 +12,8 @@ from pydicom.dataset import Dataset
 from pacsflow.adapters.db.uow import SqlUnitOfWorkFactory
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.audit import Action, EventId, from_canonical
+from pacsflow.domain.audit import Action, EventId
+from pacsflow.domain.audit_chain import from_canonical
 from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
 from pacsflow.domain.rejections import RejectionReason

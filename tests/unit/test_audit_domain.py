@@ -12,17 +12,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pacsflow.domain import audit as a
+from pacsflow.domain import audit_events
 from pacsflow.domain.audit import (
-    GENESIS_HASH,
     Action,
     ActiveParticipant,
     AuditEvent,
-    AuditRecord,
     AuditSource,
-    ChainHead,
     EventId,
     ObjectKind,
     Outcome,
+)
+from pacsflow.domain.audit_chain import (
+    GENESIS_HASH,
+    AuditRecord,
+    ChainHead,
     canonical,
     chain_hash,
     from_canonical,
@@ -41,7 +44,7 @@ P2 = PatientIdentifier(PatientId("P002"), Issuer("HOSP"))
 
 
 def sample_event(**changes: object) -> AuditEvent:
-    event = a.order_record(
+    event = audit_events.order_record(
         SOURCE,
         ALICE,
         T0,
@@ -92,7 +95,7 @@ def test_canonical_form_is_the_same_for_the_same_instant_in_any_zone() -> None:
 
 
 def test_canonical_form_reads_back_to_the_same_event() -> None:
-    event = a.query(
+    event = audit_events.query(
         SOURCE,
         CT01,
         T0,
@@ -133,7 +136,7 @@ def test_chain_hash_is_sha256_of_the_previous_hash_and_the_record() -> None:
 
 
 def test_index_names_the_requestor_and_every_patient_once() -> None:
-    event = a.patient_record(
+    event = audit_events.patient_record(
         SOURCE, ALICE, T0, action=Action.UPDATE, patients=[P2, P1, P2], description="A40 merge"
     )
     index = index_of(event)
@@ -143,7 +146,7 @@ def test_index_names_the_requestor_and_every_patient_once() -> None:
 
 
 def test_transfer_names_source_destination_and_the_party_that_asked() -> None:
-    event = a.instances_transferred(
+    event = audit_events.instances_transferred(
         SOURCE,
         NODE,
         ActiveParticipant("DEST", network_access_point="127.0.0.1"),
@@ -151,7 +154,7 @@ def test_transfer_names_source_destination_and_the_party_that_asked() -> None:
         action=Action.READ,
         requestor=CT01,
         patients=[P1],
-        studies=[a.study_object("1.2.3", ["ACC1", ""])],
+        studies=[audit_events.study_object("1.2.3", ["ACC1", ""])],
     )
     roles = [(p.user_id, p.role, p.is_requestor) for p in event.participants]
     assert roles == [
@@ -165,7 +168,9 @@ def test_transfer_names_source_destination_and_the_party_that_asked() -> None:
 
 def test_a_store_from_a_modality_is_requested_by_the_sender() -> None:
     sender = replace(CT01, is_requestor=True)
-    event = a.instances_transferred(SOURCE, sender, NODE, T0, studies=[a.study_object("1.2")])
+    event = audit_events.instances_transferred(
+        SOURCE, sender, NODE, T0, studies=[audit_events.study_object("1.2")]
+    )
     assert event.requestor.user_id == "CT01"
     assert event.action is Action.CREATE
 
@@ -174,29 +179,39 @@ def test_a_store_from_a_modality_is_requested_by_the_sender() -> None:
     ("event", "event_id", "action", "event_type"),
     [
         (
-            a.application_activity(SOURCE, NODE, T0),
+            audit_events.application_activity(SOURCE, NODE, T0),
             EventId.APPLICATION_ACTIVITY,
             Action.EXECUTE,
             a.EventTypes.APPLICATION_START,
         ),
         (
-            a.application_activity(SOURCE, NODE, T0, is_start=False),
+            audit_events.application_activity(SOURCE, NODE, T0, is_start=False),
             EventId.APPLICATION_ACTIVITY,
             Action.EXECUTE,
             a.EventTypes.APPLICATION_STOP,
         ),
-        (a.audit_log_used(SOURCE, ALICE, T0), EventId.AUDIT_LOG_USED, Action.READ, None),
+        (audit_events.audit_log_used(SOURCE, ALICE, T0), EventId.AUDIT_LOG_USED, Action.READ, None),
         (
-            a.instances_accessed(SOURCE, ALICE, T0, patients=[P1]),
+            audit_events.instances_accessed(SOURCE, ALICE, T0, patients=[P1]),
             EventId.INSTANCES_ACCESSED,
             Action.READ,
             None,
         ),
-        (a.export(SOURCE, ALICE, T0, destination=CT01), EventId.EXPORT, Action.READ, None),
-        (a.data_import(SOURCE, ALICE, T0, origin=CT01), EventId.IMPORT, Action.CREATE, None),
-        (a.query(SOURCE, CT01, T0, query_text="x"), EventId.QUERY, Action.EXECUTE, None),
         (
-            a.security_alert(
+            audit_events.export(SOURCE, ALICE, T0, destination=CT01),
+            EventId.EXPORT,
+            Action.READ,
+            None,
+        ),
+        (
+            audit_events.data_import(SOURCE, ALICE, T0, origin=CT01),
+            EventId.IMPORT,
+            Action.CREATE,
+            None,
+        ),
+        (audit_events.query(SOURCE, CT01, T0, query_text="x"), EventId.QUERY, Action.EXECUTE, None),
+        (
+            audit_events.security_alert(
                 SOURCE, ALICE, T0, alert=a.EventTypes.SOFTWARE_CONFIGURATION, resource="rules/v3"
             ),
             EventId.SECURITY_ALERT,
@@ -204,13 +219,13 @@ def test_a_store_from_a_modality_is_requested_by_the_sender() -> None:
             a.EventTypes.SOFTWARE_CONFIGURATION,
         ),
         (
-            a.user_authentication(SOURCE, ALICE, T0, outcome=Outcome.MINOR_FAILURE),
+            audit_events.user_authentication(SOURCE, ALICE, T0, outcome=Outcome.MINOR_FAILURE),
             EventId.USER_AUTHENTICATION,
             Action.EXECUTE,
             a.EventTypes.LOGIN,
         ),
         (
-            a.user_authentication(SOURCE, ALICE, T0, is_login=False),
+            audit_events.user_authentication(SOURCE, ALICE, T0, is_login=False),
             EventId.USER_AUTHENTICATION,
             Action.EXECUTE,
             a.EventTypes.LOGOUT,
@@ -232,7 +247,7 @@ def test_event_ids_carry_their_dcm_meaning() -> None:
 
 
 def test_audit_log_used_names_the_log_as_a_security_resource() -> None:
-    (log_object,) = a.audit_log_used(SOURCE, ALICE, T0).objects
+    (log_object,) = audit_events.audit_log_used(SOURCE, ALICE, T0).objects
     assert (log_object.kind, log_object.name) == (ObjectKind.RESOURCE, "Security Audit Log")
 
 
@@ -241,7 +256,9 @@ def test_audit_log_used_names_the_log_as_a_security_resource() -> None:
 
 def events(n: int) -> list[AuditEvent]:
     return [
-        a.query(SOURCE, ALICE, T0 + timedelta(seconds=i), query_text=f"q{i}", patients=[P1])
+        audit_events.query(
+            SOURCE, ALICE, T0 + timedelta(seconds=i), query_text=f"q{i}", patients=[P1]
+        )
         for i in range(n)
     ]
 
@@ -310,7 +327,7 @@ def chains(draw: st.DrawFn) -> list[AuditRecord]:
     users = st.sampled_from(["alice", "bob", "CT01"])
     return chain(
         [
-            a.query(
+            audit_events.query(
                 SOURCE,
                 ActiveParticipant(draw(users)),
                 T0 + timedelta(minutes=i),

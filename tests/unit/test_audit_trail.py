@@ -9,18 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pacsflow.domain import audit as a
-from pacsflow.domain.audit import (
-    ActiveParticipant,
-    AuditEvent,
-    AuditRecord,
-    AuditSource,
-    ChainHead,
-    EventId,
-    Outcome,
-    canonical,
-    chain_hash,
-    index_of,
-)
+from pacsflow.domain import audit_chain, audit_events
+from pacsflow.domain.audit import ActiveParticipant, AuditEvent, AuditSource, EventId, Outcome
+from pacsflow.domain.audit_chain import AuditRecord, ChainHead, canonical, chain_hash, index_of
 from pacsflow.domain.errors import TransientError
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.workflow.audit import AuditQuery, AuditTrail, verify_trail
@@ -46,7 +37,7 @@ class InMemoryAuditLog:
         if self.is_down:
             raise TransientError("audit store down")
         chain = self.stored + self.pending
-        previous = chain[-1].hash if chain else a.GENESIS_HASH
+        previous = chain[-1].hash if chain else audit_chain.GENESIS_HASH
         body = canonical(event)
         record = AuditRecord(
             len(chain) + 1, at, body, previous, chain_hash(previous, body), index_of(event)
@@ -129,7 +120,9 @@ def clock() -> FixedClock:
 
 
 def login(clock: FixedClock, user: str = "alice", outcome: Outcome = Outcome.SUCCESS) -> AuditEvent:
-    return a.user_authentication(SOURCE, ActiveParticipant(user), clock.now(), outcome=outcome)
+    return audit_events.user_authentication(
+        SOURCE, ActiveParticipant(user), clock.now(), outcome=outcome
+    )
 
 
 def test_record_commits_then_forwards(sessions: Sessions, clock: FixedClock) -> None:
@@ -167,7 +160,9 @@ def test_search_returns_matches_and_audits_the_search(
     trail.record(login(clock, "alice"))
     clock.advance(60)
     trail.record(
-        a.patient_record(SOURCE, ALICE, clock.now(), action=a.Action.UPDATE, patients=[P1])
+        audit_events.patient_record(
+            SOURCE, ALICE, clock.now(), action=a.Action.UPDATE, patients=[P1]
+        )
     )
     clock.advance(60)
     trail.record(login(clock, "bob"))

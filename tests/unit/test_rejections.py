@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.audit import (
-    Action,
-    AuditEvent,
-    AuditSource,
-    EventId,
-    ObjectKind,
-    from_canonical,
-)
+from pacsflow.domain.audit import Action, AuditEvent, AuditSource, EventId, ObjectKind
+from pacsflow.domain.audit_chain import from_canonical
 from pacsflow.domain.errors import InstanceRejected
 from pacsflow.domain.matching import ExceptionReason, ReceivedIdentity
 from pacsflow.domain.messages import InboundMessage

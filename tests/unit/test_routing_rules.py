@@ -11,23 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pacsflow.adapters.routing_yaml import dump_rules, parse_rules, rules_diff
 from pacsflow.domain.errors import InvalidInput
-from pacsflow.domain.routing import (
+from pacsflow.domain.routing import Rule, RuleSet, Trigger, destinations_for
+from pacsflow.domain.routing_conditions import (
     CONTEXT_FIELDS,
     MAX_REGEX_LENGTH,
     Condition,
     Operator,
-    RouteDifference,
     RoutingContext,
-    Rule,
-    RuleSet,
-    Trigger,
-    destinations_for,
-    dry_run,
-    dump_rules,
-    parse_rules,
-    rules_diff,
 )
+from pacsflow.domain.routing_diff import RouteDifference, dry_run
 
 EXAMPLE = """
 rules:

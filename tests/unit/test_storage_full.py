@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 
 from pacsflow.adapters.db import SqlUnitOfWorkFactory
-from pacsflow.domain.audit import (
-    Action,
-    ActiveParticipant,
-    AuditSource,
-    EventId,
-    ObjectKind,
-    from_canonical,
-)
+from pacsflow.domain.audit import Action, ActiveParticipant, AuditSource, EventId, ObjectKind
+from pacsflow.domain.audit_chain import from_canonical
 from pacsflow.domain.errors import StorageFull
 from pacsflow.domain.studies import ArrivedInstance
 from pacsflow.workflow.audit import AuditTrail

@@ -12,7 +12,8 @@ from datetime import timedelta
 
 from pacsflow.domain.access import Principal, Role
 from pacsflow.domain.accounts import TokenRecord, UserRecord
-from pacsflow.domain.audit import ActiveParticipant, AuditSource, Code, EventTypes, security_alert
+from pacsflow.domain.audit import ActiveParticipant, AuditSource, Code, EventTypes
+from pacsflow.domain.audit_events import security_alert
 from pacsflow.domain.errors import ConflictingState, InvalidInput, Unauthenticated
 from pacsflow.workflow.ports.accounts import SecretHasher
 from pacsflow.workflow.ports.clock import Clock

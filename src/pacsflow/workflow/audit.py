@@ -16,17 +16,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from pacsflow.domain.audit import (
-    ActiveParticipant,
-    AuditEvent,
-    AuditRecord,
-    AuditSource,
-    ChainBreak,
-    ChainHead,
-    ChainVerifier,
-    Outcome,
-    audit_log_used,
-)
+from pacsflow.domain.audit import ActiveParticipant, AuditEvent, AuditSource, Outcome
+from pacsflow.domain.audit_chain import AuditRecord, ChainBreak, ChainHead, ChainVerifier
+from pacsflow.domain.audit_events import audit_log_used
 from pacsflow.workflow.ports.audit import AuditForwarder, AuditSessionFactory
 from pacsflow.workflow.ports.clock import Clock
 

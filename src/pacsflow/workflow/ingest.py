@@ -10,14 +10,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from pacsflow.domain.audit import (
-    Action,
-    ActiveParticipant,
-    AuditEvent,
-    AuditSource,
-    instances_transferred,
-    study_object,
-)
+from pacsflow.domain.audit import Action, ActiveParticipant, AuditEvent, AuditSource
+from pacsflow.domain.audit_events import instances_transferred, study_object
 from pacsflow.domain.errors import InvalidInput, MissingIdentifier, StorageFull
 from pacsflow.domain.matching import (
     ExceptionReason,

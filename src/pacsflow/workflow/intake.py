@@ -8,14 +8,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.audit import (
-    Action,
-    ActiveParticipant,
-    AuditEvent,
-    AuditSource,
-    order_record,
-    patient_record,
-)
+from pacsflow.domain.audit import Action, ActiveParticipant, AuditEvent, AuditSource
+from pacsflow.domain.audit_events import order_record, patient_record
 from pacsflow.domain.errors import (
     DuplicateAccession,
     IdentifierInUse,

@@ -10,14 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from pacsflow.domain.audit import (
-    Action,
-    ActiveParticipant,
-    AuditEvent,
-    AuditSource,
-    instances_accessed,
-)
-from pacsflow.domain.audit import study_object as audit_study
+from pacsflow.domain.audit import Action, ActiveParticipant, AuditEvent, AuditSource
+from pacsflow.domain.audit_events import instances_accessed
+from pacsflow.domain.audit_events import study_object as audit_study
 from pacsflow.domain.errors import ConflictingState, InvalidInput
 from pacsflow.domain.exception_queue import (
     ASSIGN_OWNER,

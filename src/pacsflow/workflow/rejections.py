@@ -12,14 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pacsflow.domain.audit import (
-    Action,
-    ActiveParticipant,
-    AuditEvent,
-    AuditSource,
-    instances_accessed,
-    study_object,
-)
+from pacsflow.domain.audit import Action, ActiveParticipant, AuditEvent, AuditSource
+from pacsflow.domain.audit_events import instances_accessed, study_object
 from pacsflow.domain.errors import InstanceRejected
 from pacsflow.domain.patients import PatientIdentifier
 from pacsflow.domain.rejections import Rejection, RejectionRecord

@@ -18,23 +18,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes, security_alert
+from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes
+from pacsflow.domain.audit_events import security_alert
 from pacsflow.domain.errors import ConflictingState, InvalidInput, TransientError
 from pacsflow.domain.jobs import Job, NewJob, RetryLater
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.routing import (
     Alert,
     ForwardState,
-    RouteDifference,
-    RoutingContext,
     RuleSet,
     RuleVersion,
     Trigger,
     destinations_for,
-    dry_run,
-    parse_rules,
-    rules_diff,
 )
+from pacsflow.domain.routing_conditions import RoutingContext
+from pacsflow.domain.routing_diff import RouteDifference, dry_run
 from pacsflow.domain.studies import (
     ArrivedInstance,
     InstanceRecord,
@@ -44,6 +42,7 @@ from pacsflow.domain.studies import (
 )
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.ports.clock import Clock
+from pacsflow.workflow.ports.routing import RuleText
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -94,6 +93,7 @@ class Routing:
         attributes: Callable[[InstanceRecord], Attributes],
         sender: Sender,
         *,
+        rule_text: RuleText,
         is_destination: Callable[[str], bool],
         audit_source: AuditSource,
         called_ae: str = "",
@@ -106,6 +106,7 @@ class Routing:
         self._clock = clock
         self._attributes = attributes
         self._sender = sender
+        self._rule_text = rule_text
         self._is_destination = is_destination
         self._audit_source = audit_source
         self._called_ae = called_ae
@@ -190,7 +191,7 @@ class Routing:
 
     def diff(self, old: int, new: int) -> str:
         """A unified diff of two versions' rules."""
-        return rules_diff(
+        return self._rule_text.diff(
             self.version(old).text,
             self.version(new).text,
             old_label=f"version {old}",
@@ -219,7 +220,7 @@ class Routing:
 
     def _checked(self, text: str) -> RuleSet:
         """Parsed rules whose destinations are all configured (InvalidInput otherwise)."""
-        rules = parse_rules(text, is_keyword=self._is_keyword)
+        rules = self._rule_text.parse(text, is_keyword=self._is_keyword)
         unknown = sorted(
             {d for r in rules.rules for d in r.destinations if not self._is_destination(d)}
         )
@@ -444,7 +445,7 @@ class Routing:
             version = uow.routing.version(number)
             if version is None:
                 return None
-            rules = self._parsed.setdefault(number, parse_rules(version.text))
+            rules = self._parsed.setdefault(number, self._rule_text.parse(version.text))
         return number, rules
 
     def _queue(

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pacsflow.domain.audit import ActiveParticipant, EventTypes, security_alert
+from pacsflow.domain.audit import ActiveParticipant, EventTypes
+from pacsflow.domain.audit_events import security_alert
 from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWorkFactory

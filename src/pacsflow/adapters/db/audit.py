@@ -22,10 +22,10 @@ import sqlalchemy as sa
 
 from pacsflow.adapters.db.tables import metadata
 from pacsflow.adapters.db.timestamps import aware, utc
-from pacsflow.domain.audit import (
+from pacsflow.domain.audit import AuditEvent
+from pacsflow.domain.audit_chain import (
     GENESIS_HASH,
     AuditChainBroken,
-    AuditEvent,
     AuditIndex,
     AuditRecord,
     ChainHead,

@@ -57,6 +57,7 @@ from pacsflow.adapters.dicom.matching import matches, project
 from pacsflow.adapters.dicom.negotiation import STORAGE_SOP_CLASSES, STORAGE_TRANSFER_SYNTAXES
 from pacsflow.adapters.dicom.rejections import read_rejection
 from pacsflow.domain import audit as atna
+from pacsflow.domain import audit_events as atna_events
 from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows, move_allowed
 from pacsflow.domain.errors import (
     Forbidden,
@@ -341,7 +342,7 @@ class DicomServer:
             f"{e.keyword}={e.value}" for e in query if e.keyword and e.VR != "SQ" and e.value
         )
         self._record(
-            atna.query(
+            atna_events.query(
                 self._audit.source,
                 _participant(_caller(event)),
                 datetime.now(UTC),
@@ -362,14 +363,14 @@ class DicomServer:
             caller if destination == caller.user_id else atna.ActiveParticipant(user_id=destination)
         )
         self._record(
-            atna.instances_transferred(
+            atna_events.instances_transferred(
                 self._audit.source,
                 atna.ActiveParticipant(user_id=self.ae_title),
                 receiver,
                 datetime.now(UTC),
                 action=atna.Action.READ,
                 requestor=caller if receiver is not caller else None,
-                studies=[atna.study_object(uid) for uid in studies],
+                studies=[atna_events.study_object(uid) for uid in studies],
             )
         )
 

@@ -16,8 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pacsflow import __version__
 from pacsflow.domain.access import Permission, Principal
-from pacsflow.domain.audit import ActiveParticipant, Outcome, to_dict, user_authentication
-from pacsflow.domain.audit import query as audit_query
+from pacsflow.domain.audit import ActiveParticipant, Outcome
+from pacsflow.domain.audit_chain import to_dict
+from pacsflow.domain.audit_events import query as audit_query
+from pacsflow.domain.audit_events import user_authentication
 from pacsflow.domain.candidates import Candidate
 from pacsflow.domain.errors import (
     ConflictingState,

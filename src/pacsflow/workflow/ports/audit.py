@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from pacsflow.domain.audit import AuditEvent, AuditRecord, ChainHead
+from pacsflow.domain.audit import AuditEvent
+from pacsflow.domain.audit_chain import AuditRecord, ChainHead
 
 
 class AuditLog(Protocol):

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from pacsflow.domain.routing import Activation, Alert, ForwardRecord, ForwardState, RuleVersion
+from pacsflow.domain.routing import (
+    Activation,
+    Alert,
+    ForwardRecord,
+    ForwardState,
+    RuleSet,
+    RuleVersion,
+)
 from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid
 
@@ -72,6 +79,19 @@ class RoutingStore(Protocol):
         ...
 
 
+class RuleText(Protocol):
+    """The text form of a rule set (YAML at the edge; the domain takes plain data)."""
+
+    def parse(self, text: str, *, is_keyword: Callable[[str], bool] | None = None) -> RuleSet:
+        """Read a rule set; InvalidInput names the rule and the problem."""
+        ...
+
+    def diff(self, old_text: str, new_text: str, *, old_label: str, new_label: str) -> str:
+        """A unified diff of two rule sets in canonical form; empty when they are the same."""
+        ...
+
+
 __all__ = [
     "RoutingStore",
+    "RuleText",
 ]
