@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.statements import upsert
 from pacsflow.adapters.db.timestamps import aware
 from pacsflow.domain.orders import (
     AccessionNumber,
@@ -69,17 +70,13 @@ class SqlOrderRepository:
             priority=order.priority.value,
             updated_at=at,
         )
-        updated = self._c.execute(
-            sa.update(t.orders)
-            .where(t.orders.c.accession_number == order.accession_number)
-            .values(**values)
+        upsert(
+            self._c,
+            t.orders,
+            {"accession_number": order.accession_number},
+            values,
+            {**values, "created_at": at},
         )
-        if updated.rowcount == 0:
-            self._c.execute(
-                sa.insert(t.orders).values(
-                    accession_number=order.accession_number, created_at=at, **values
-                )
-            )
 
     def on_worklist(self, flt: WorklistFilter | None = None) -> Sequence[Order]:
         """Orders a modality may still pick up (narrowed by the filter when given)."""

@@ -7,6 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.statements import upsert
 from pacsflow.domain.procedure_steps import PerformedStep
 from pacsflow.domain.uids import Uid
 
@@ -62,16 +63,13 @@ class SqlProcedureStepRepository:
             "performed_station_ae": step.performed_station_ae,
             "updated_at": at,
         }
-        done = self._c.execute(
-            sa.update(t.procedure_steps)
-            .where(t.procedure_steps.c.sop_instance_uid == step.sop_instance_uid)
-            .values(**values)
+        upsert(
+            self._c,
+            t.procedure_steps,
+            {"sop_instance_uid": step.sop_instance_uid},
+            values,
+            {**values, "created_at": at},
         )
-        if done.rowcount == 0:
-            self._c.execute(
-                sa.insert(t.procedure_steps).values(
-                    sop_instance_uid=step.sop_instance_uid, created_at=at, **values
-                )
-            )
+
 
 __all__ = ["SqlProcedureStepRepository"]
