@@ -61,25 +61,17 @@ class SqlExceptionRepository:
         study_pk = self._c.execute(
             sa.select(t.studies.c.pk).where(t.studies.c.study_instance_uid == study_uid)
         ).scalar_one()
-        name = received.demographics.name
+        hold = HoldReason(
+            reason=reason,
+            source=source,
+            detail=detail,
+            received=received,
+            candidate_order=candidate_order,
+        )
         return int(
             self._c.execute(
                 sa.insert(t.exceptions)
-                .values(
-                    study_pk=study_pk,
-                    reason=reason.value,
-                    source=source.value,
-                    detail=detail,
-                    candidate_accession=candidate_order,
-                    received_patient_id=received.patient.value,
-                    received_issuer=received.patient.issuer,
-                    received_family_name=name.family,
-                    received_given_name=name.given,
-                    received_birth_date=received.demographics.birth_date,
-                    received_sex=received.demographics.sex,
-                    received_accession=received.accession_number,
-                    opened_at=at,
-                )
+                .values(study_pk=study_pk, opened_at=at, **_hold_columns(hold))
                 .returning(t.exceptions.c.pk)
             ).scalar_one()
         )
@@ -134,24 +126,10 @@ class SqlExceptionRepository:
 
     def rehold(self, exception_id: int, hold: HoldReason) -> None:
         """Say anew why an open exception holds its study."""
-        received = hold.received
-        name = received.demographics.name
         self._c.execute(
             sa.update(t.exceptions)
             .where(t.exceptions.c.pk == exception_id)
-            .values(
-                reason=hold.reason.value,
-                source=hold.source.value,
-                detail=hold.detail,
-                candidate_accession=hold.candidate_order,
-                received_patient_id=received.patient.value,
-                received_issuer=received.patient.issuer,
-                received_family_name=name.family,
-                received_given_name=name.given,
-                received_birth_date=received.demographics.birth_date,
-                received_sex=received.demographics.sex,
-                received_accession=received.accession_number,
-            )
+            .values(**_hold_columns(hold))
         )
 
     def list_open(self, limit: int = 500) -> Sequence[ExceptionRecord]:
@@ -163,6 +141,25 @@ class SqlExceptionRepository:
             .limit(limit)
         ).all()
         return [_exception(r) for r in rows]
+
+
+def _hold_columns(hold: HoldReason) -> dict[str, Any]:
+    """An exception's columns that say why it holds its study."""
+    received = hold.received
+    name = received.demographics.name
+    return {
+        "reason": hold.reason.value,
+        "source": hold.source.value,
+        "detail": hold.detail,
+        "candidate_accession": hold.candidate_order,
+        "received_patient_id": received.patient.value,
+        "received_issuer": received.patient.issuer,
+        "received_family_name": name.family,
+        "received_given_name": name.given,
+        "received_birth_date": received.demographics.birth_date,
+        "received_sex": received.demographics.sex,
+        "received_accession": received.accession_number,
+    }
 
 
 def _exception(row: sa.Row[Any]) -> ExceptionRecord:
