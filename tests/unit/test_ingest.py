@@ -157,7 +157,7 @@ def test_match_outcomes_are_recorded_for_kpis(env):
 
 
 def test_a_failed_index_leaves_no_orphan_object(env, monkeypatch):
-    from pacsflow.adapters.db.repositories import SqlStudyRepository
+    from pacsflow.adapters.db.studies import SqlStudyRepository
     from pacsflow.domain.errors import TransientError
 
     def broken(self, arrived, at):

@@ -9,6 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.statements import CHUNK
+from pacsflow.adapters.db.study_rows import visible
 from pacsflow.adapters.db.timestamps import aware, utc
 from pacsflow.domain.jobs import JobState
 from pacsflow.domain.matching import MatchOutcomeKind
@@ -24,7 +26,6 @@ _S = t.studies
 _O = t.orders
 _C = t.reading_claims
 _R = t.reports
-_CHUNK = 500
 
 
 def _finally_reported() -> sa.ColumnElement[bool]:
@@ -42,15 +43,6 @@ def _finally_reported() -> sa.ColumnElement[bool]:
             later.c.status == ReportStatus.CANCELLED.value,
             later.c.pk > final.c.pk,
         ),
-    )
-
-
-def _visible() -> sa.ColumnElement[bool]:
-    """Instances clinical use may see: neither rejected (IOCM) nor a rejection note."""
-    i, r = t.instances, t.rejections
-    return sa.and_(
-        i.c.rejection_note.is_(None),
-        ~sa.exists().where(r.c.sop_instance_uid == i.c.sop_instance_uid),
     )
 
 
@@ -107,7 +99,7 @@ def _candidate_select() -> sa.Select[Any]:
             ~_finally_reported(),
             sa.exists()
             .select_from(t.instances.join(t.series, t.instances.c.series_pk == t.series.c.pk))
-            .where(t.series.c.study_pk == _S.c.pk, _visible()),
+            .where(t.series.c.study_pk == _S.c.pk, visible()),
         )
         .order_by(_S.c.pk)
     )
@@ -166,11 +158,11 @@ class SqlReadingStore:
 
     def _modalities(self, study_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
         found: dict[int, set[str]] = {}
-        for start in range(0, len(study_pks), _CHUNK):
+        for start in range(0, len(study_pks), CHUNK):
             rows = self._c.execute(
                 sa.select(t.series.c.study_pk, t.series.c.modality)
                 .join(t.instances, t.instances.c.series_pk == t.series.c.pk)
-                .where(t.series.c.study_pk.in_(study_pks[start : start + _CHUNK]), _visible())
+                .where(t.series.c.study_pk.in_(study_pks[start : start + CHUNK]), visible())
                 .distinct()
             )
             for pk, modality in rows:
@@ -189,10 +181,10 @@ class SqlReadingStore:
         """The states of the priors chosen for each of these prefetch requests that has any."""
         found: dict[str, list[PriorState]] = {}
         keys = list(dict.fromkeys(request_keys))
-        for start in range(0, len(keys), _CHUNK):
+        for start in range(0, len(keys), CHUNK):
             rows = self._c.execute(
                 sa.select(t.priors.c.request_key, t.priors.c.state).where(
-                    t.priors.c.request_key.in_(keys[start : start + _CHUNK])
+                    t.priors.c.request_key.in_(keys[start : start + CHUNK])
                 )
             )
             for key, state in rows:
@@ -204,11 +196,11 @@ class SqlReadingStore:
         found: set[str] = set()
         keys = list(dict.fromkeys(ordering_keys))
         unfinished = [JobState.PENDING.value, JobState.RUNNING.value]
-        for start in range(0, len(keys), _CHUNK):
+        for start in range(0, len(keys), CHUNK):
             rows = self._c.execute(
                 sa.select(t.jobs.c.ordering_key)
                 .where(
-                    t.jobs.c.ordering_key.in_(keys[start : start + _CHUNK]),
+                    t.jobs.c.ordering_key.in_(keys[start : start + CHUNK]),
                     t.jobs.c.state.in_(unfinished),
                 )
                 .distinct()

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.statements import upsert
 from pacsflow.adapters.db.timestamps import aware
 from pacsflow.domain.routing import Activation, Alert, ForwardRecord, ForwardState, RuleVersion
 from pacsflow.domain.studies import InstanceRecord
@@ -170,16 +171,13 @@ class SqlRoutingStore:
         """Record an alert, or count one more occurrence of the same kind/subject/peer."""
         a = t.alerts
         at = at.astimezone(UTC)
-        key = (a.c.kind == kind, a.c.subject == subject, a.c.peer == peer)
-        updated = self._c.execute(
-            sa.update(a).where(*key).values(count=a.c.count + 1, last_at=at, detail=detail)
+        upsert(
+            self._c,
+            a,
+            {"kind": kind, "subject": subject, "peer": peer},
+            {"count": a.c.count + 1, "last_at": at, "detail": detail},
+            {"detail": detail, "first_at": at, "last_at": at},
         )
-        if updated.rowcount == 0:
-            self._c.execute(
-                sa.insert(a).values(
-                    kind=kind, subject=subject, peer=peer, detail=detail, first_at=at, last_at=at
-                )
-            )
 
     def alerts(self, limit: int = 100) -> Sequence[Alert]:
         """Alerts, most recent first."""

@@ -7,23 +7,20 @@ import sqlalchemy as sa
 from pacsflow.adapters.db.accounts import SqlAccountRepository
 from pacsflow.adapters.db.audit import SqlAuditLog
 from pacsflow.adapters.db.engine import READ_ONLY, writer_lock
-from pacsflow.adapters.db.exception_index import SqlExceptionIndex
+from pacsflow.adapters.db.exception_queue import SqlExceptionIndex, SqlExceptionRepository
 from pacsflow.adapters.db.jobs import SqlJobQueue
+from pacsflow.adapters.db.kpis import SqlEventLog
+from pacsflow.adapters.db.messages import SqlMessageJournal
+from pacsflow.adapters.db.orders import SqlOrderRepository
+from pacsflow.adapters.db.patients import SqlPatientRepository
 from pacsflow.adapters.db.prefetch import SqlPrefetchStore
+from pacsflow.adapters.db.procedure_steps import SqlProcedureStepRepository
 from pacsflow.adapters.db.reading import SqlReadingStore
+from pacsflow.adapters.db.reconciliation import SqlReconciliationLog
 from pacsflow.adapters.db.reports import SqlReportStore
-from pacsflow.adapters.db.repositories import (
-    SqlEventLog,
-    SqlExceptionRepository,
-    SqlMessageJournal,
-    SqlOrderRepository,
-    SqlPatientRepository,
-    SqlProcedureStepRepository,
-    SqlReconciliationLog,
-    SqlStudyRepository,
-)
 from pacsflow.adapters.db.routing import SqlRoutingStore
 from pacsflow.adapters.db.settings_log import SqlSettingsLog
+from pacsflow.adapters.db.studies import SqlStudyRepository
 from pacsflow.domain.errors import StorageFull, TransientError
 from pacsflow.workflow.ports.accounts import AccountRepository
 from pacsflow.workflow.ports.audit import AuditLog
