@@ -42,6 +42,7 @@ from pacsflow.domain.uids import Uid
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
@@ -111,15 +112,12 @@ def reconciliation(
     """
     engine = engine or make_engine(settings.effective_database_url)
     clock = clock or SystemClock()
+    events = EventBus()
+    routing(settings, engine, clock).subscribe_to(events)
+    prefetch(settings, engine, clock).subscribe_to(events)
+    results(settings, engine, clock).subscribe_to(events)
     return Reconciliation(
-        SqlUnitOfWorkFactory(engine),
-        clock,
-        AuditSource(settings.ae_title),
-        on_published=[
-            routing(settings, engine, clock).on_published,
-            prefetch(settings, engine, clock).on_published,
-            results(settings, engine, clock).on_published,
-        ],
+        SqlUnitOfWorkFactory(engine), clock, AuditSource(settings.ae_title), events
     )
 
 
@@ -353,17 +351,17 @@ class Pacsflow:
         self.routing = routing(settings, self.engine, clock)
         self.prefetch = prefetch(settings, self.engine, clock)
         self.results = results(settings, self.engine, clock)
-        # What publishing a held study (reconciliation, late match) starts, in its transaction.
-        self._on_published = [
-            self.routing.on_published,
-            self.prefetch.on_published,
-            self.results.on_published,
-        ]
+        # Domain events: what ingest, intake, MPPS and reconciliation record starts the work
+        # it causes (routing, prefetch, results) in the same transaction.
+        self.events = EventBus()
+        self.routing.subscribe_to(self.events)
+        self.prefetch.subscribe_to(self.events)
+        self.results.subscribe_to(self.events)
         self.ingest = Ingest(
             uow,
             blobs,
             clock,
-            after_store=[self.routing.on_stored, self.prefetch.on_stored, self.results.on_stored],
+            events=self.events,
             on_duplicate=[self.routing.on_duplicate],
             audit=self.audit,
         )
@@ -372,11 +370,10 @@ class Pacsflow:
             clock,
             rules,
             audit_source=source,
-            after_order=[self.prefetch.on_order],
             report_sink=self.results.record,
-            on_published=self._on_published,
+            events=self.events,
         )
-        self.steps = ProcedureSteps(uow, clock, on_completed=[self.routing.on_procedure_completed])
+        self.steps = ProcedureSteps(uow, clock, self.events)
         # Job handlers by kind; every feature that causes durable work registers its own.
         self.handlers: dict[str, Handler] = {}
         self.jobs = Jobs(uow, clock, wake=self._wake_worker)
@@ -417,7 +414,7 @@ class Pacsflow:
         self.hl7 = MllpServer(
             settings.host, settings.hl7_port, service.handle, ssl_context=self._tls("hl7")
         )
-        self.reconciliation = Reconciliation(uow, clock, source, on_published=self._on_published)
+        self.reconciliation = Reconciliation(uow, clock, source, self.events)
         self.http = HttpServer(
             create_app(
                 self.queries,

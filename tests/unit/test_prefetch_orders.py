@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 
+from pacsflow.domain.events import OrderPlaced
 from pacsflow.domain.orders import ProcedureCode
 from pacsflow.domain.patients import PatientIdentifier
 from pacsflow.domain.prefetch import PriorCandidate, RelevanceRule
@@ -59,7 +60,7 @@ def _chosen(
                 clock.now(),
             )
             u.studies.set_match(local.study_instance_uid, StudyState.PUBLISHED, p.primary, "")
-        prefetch.on_order(u, order, clock.now())
+        prefetch.on_order(u, [OrderPlaced(order, clock.now())])
         u.commit()
     with uow(read_only=True) as u:
         [job] = u.jobs.list(kind=PREFETCH_JOB)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from pacsflow.domain import commands as cmd
 from pacsflow.domain.audit import Action, AuditEvent, AuditSource, EventId, ObjectKind
 from pacsflow.domain.audit_chain import from_canonical
 from pacsflow.domain.errors import InstanceRejected
+from pacsflow.domain.events import InstanceStored
 from pacsflow.domain.matching import ExceptionReason, ReceivedIdentity
 from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
@@ -25,6 +26,7 @@ from pacsflow.domain.rejections import (
 from pacsflow.domain.studies import ArrivedInstance, StudyFilter, StudyState
 from pacsflow.domain.uids import Uid, new_uid
 from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ingest import Ingest, IngestResult, IngestStatus
 from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.ports.uow import UnitOfWork
@@ -46,13 +48,13 @@ class Env:
         self.blobs = InMemoryBlobStore()
         self.hooked: list[Uid] = []
         self.intake = Intake(self.uow, self.clock)
-        self.ingest = Ingest(self.uow, self.blobs, self.clock, after_store=[self._hook])
+        events = EventBus()
+        events.subscribe(InstanceStored, self._hook)
+        self.ingest = Ingest(self.uow, self.blobs, self.clock, events)
         self.queries = Queries(self.uow, self.blobs)
 
-    def _hook(
-        self, uow: UnitOfWork, stored: ArrivedInstance, state: StudyState, now: datetime
-    ) -> None:
-        self.hooked.append(stored.instance.sop_instance_uid)
+    def _hook(self, uow: UnitOfWork, stored: Sequence[InstanceStored]) -> None:
+        self.hooked.extend(e.stored.instance.sop_instance_uid for e in stored)
 
     def place(self, p: Patient, **overrides: object) -> Order:
         o = f.order(p, **overrides)

@@ -16,6 +16,7 @@ from pacsflow.adapters.db.tables import exceptions, match_events, reconciliation
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.audit import ActiveParticipant, AuditSource
 from pacsflow.domain.errors import ConflictingState, InvalidInput
+from pacsflow.domain.events import StudyPublished
 from pacsflow.domain.exception_queue import (
     CORRECT,
     CORRECT_HELD,
@@ -30,6 +31,7 @@ from pacsflow.domain.rejections import RejectedInstance, Rejection, RejectionRea
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.domain.uids import Uid, new_uid
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.queries import MergedIdQueries, Queries
 from pacsflow.workflow.reconciliation import UNDONE, Correction, Reconciliation
 from tests import factories as f
@@ -45,8 +47,12 @@ def w(tmp_path: Path) -> World:
 
 
 def _rec(w: World, published: list[str] | None = None) -> Reconciliation:
-    hooks = [lambda _uow, uid, _now: published.append(uid)] if published is not None else []
-    return Reconciliation(w.uow, FixedClock(), AuditSource("PACSFLOW"), on_published=hooks)
+    events = EventBus()
+    if published is not None:
+        events.subscribe(
+            StudyPublished, lambda _uow, done: published.extend(e.study_uid for e in done)
+        )
+    return Reconciliation(w.uow, FixedClock(), AuditSource("PACSFLOW"), events)
 
 
 def _series(w: World, rec: ReceivedIdentity, instances: int = 1) -> Uid:

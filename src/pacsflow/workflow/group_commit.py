@@ -8,7 +8,9 @@ waiting at that moment, runs them in one unit of work, commits once and hands ea
 own result; whoever arrived meanwhile waits for the next round (leader/follower, no extra
 thread). A caller alone runs its work at once, as before.
 
-A caller's answer still comes only after the commit that contains its work. If any piece
+A round may end with one more step over every piece's result before it commits (`finish`):
+ingest publishes the round's events there, so subscribers read study-level facts once per
+round. A caller's answer still comes only after the commit that contains its work. If any piece
 fails, the round is rolled back and each piece is run again in a transaction of its own, so
 one caller's failure is never another's.
 """
@@ -16,7 +18,7 @@ one caller's failure is never another's.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -26,6 +28,8 @@ R = TypeVar("R")
 
 #: A piece of work: its writes through the unit of work; it must not commit.
 Work = Callable[[UnitOfWork], R]
+#: The last step of a round, over the results of its pieces in order: it must not commit.
+Finish = Callable[[UnitOfWork, Sequence[object]], None]
 
 
 @dataclass(slots=True)
@@ -39,8 +43,9 @@ class _Ticket(Generic[R]):
 class GroupCommit:
     """Runs pieces of work that arrive together in one transaction."""
 
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, finish: Finish | None = None) -> None:
         self._uow = uow
+        self._finish = finish
         self._cond = threading.Condition()
         self._queue: list[_Ticket[object]] = []
         self._leading = False
@@ -73,6 +78,8 @@ class GroupCommit:
         try:
             with self._uow() as uow:
                 results = [ticket.work(uow) for ticket in batch]
+                if self._finish is not None:
+                    self._finish(uow, results)
                 uow.commit()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller it belongs to
             if len(batch) == 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 from pacsflow.domain.audit import Action, ActiveParticipant, AuditEvent, AuditSource
 from pacsflow.domain.audit_events import instances_transferred, study_object
 from pacsflow.domain.errors import InvalidInput, MissingIdentifier, StorageFull
+from pacsflow.domain.events import InstanceStored
 from pacsflow.domain.matching import (
     ExceptionReason,
     Held,
@@ -27,6 +28,7 @@ from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.studies import ArrivedInstance, InstanceRecord, StudyRecord, StudyState
 from pacsflow.domain.uids import is_valid_uid
 from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.group_commit import GroupCommit
 from pacsflow.workflow.ports.blobs import BlobStore
 from pacsflow.workflow.ports.clock import Clock
@@ -53,8 +55,14 @@ class IngestResult:
     outcome: MatchOutcome | None = None
 
 
-#: Called inside the transaction that indexes a stored instance (enqueue what it causes).
-AfterStore = Callable[[UnitOfWork, ArrivedInstance, StudyState, datetime], None]
+@dataclass(frozen=True, slots=True)
+class _Indexed:
+    """One instance indexed in a round: its result, what to audit, what to publish."""
+
+    result: IngestResult
+    at: datetime
+    audited: list[AuditEvent]
+    event: InstanceStored | None = None
 
 
 class Ingest:
@@ -65,17 +73,17 @@ class Ingest:
         uow: UnitOfWorkFactory,
         blobs: BlobStore,
         clock: Clock,
-        after_store: Sequence[AfterStore] = (),
+        events: EventBus | None = None,
         on_duplicate: Sequence[Callable[[ArrivedInstance], None]] = (),
         audit: AuditTrail | None = None,
     ) -> None:
         self._uow = uow
         self._blobs = blobs
         self._clock = clock
-        self._after_store = tuple(after_store)
+        self._events = events or EventBus()
         self._on_duplicate = tuple(on_duplicate)
         self._audit = audit
-        self._rounds = GroupCommit(uow)
+        self._rounds = GroupCommit(uow, finish=self._finish_round)
         self._alarm = StorageAlarm(uow, clock)
 
     def receive(
@@ -138,13 +146,22 @@ class Ingest:
         receiver: ActiveParticipant | None,
     ) -> IngestResult:
         # Instances arriving together (several associations) share one transaction.
-        result, audited = self._rounds.run(
+        indexed = self._rounds.run(
             lambda uow: self._index_in(uow, arrived, stored, sender, receiver)
         )
         if self._audit is not None:
-            for event in audited:
+            for event in indexed.audited:
                 self._audit.forward(event)
-        return result
+        return indexed.result
+
+    def _finish_round(self, uow: UnitOfWork, pieces: Sequence[object]) -> None:
+        """Publish what the round stored (work it causes, same transaction), then audit it."""
+        indexed = [p for p in pieces if isinstance(p, _Indexed)]
+        # One batch per round: subscribers read a study's facts once, not per instance.
+        self._events.publish(uow, [p.event for p in indexed if p.event is not None])
+        for piece in indexed:  # last before commit: the audit chain head stays locked briefly
+            for event in piece.audited:
+                uow.audit.append(event, piece.at)
 
     def _index_in(
         self,
@@ -153,8 +170,8 @@ class Ingest:
         stored: ArrivedInstance,
         sender: ActiveParticipant,
         receiver: ActiveParticipant | None,
-    ) -> tuple[IngestResult, list[AuditEvent]]:
-        """Index one stored instance in uow (not committed); the audit events to forward."""
+    ) -> _Indexed:
+        """Index one stored instance in uow (not committed), without publishing or auditing."""
         inst = arrived.instance
         audited: list[AuditEvent] = []
         # One look: rejected? indexed already? the study's row (not its counts: they
@@ -164,7 +181,7 @@ class Ingest:
         existing = view.study
         if view.is_indexed:  # sent again, or a twin won the race
             state = existing.state if existing else StudyState.HELD
-            return IngestResult(IngestStatus.DUPLICATE, state), []
+            return _Indexed(IngestResult(IngestStatus.DUPLICATE, state), self._clock.now(), [])
         # A study left with no visible instance by rejections (not one rejected whole):
         # its next instance is matched like the first of a new study, since what made it
         # published or held was rejected with the instances (IOCM).
@@ -208,15 +225,12 @@ class Ingest:
                     studies=[study_object(inst.study_instance_uid)],
                 )
             )
+        result = IngestResult(IngestStatus.STORED, state, outcome)
         if arrived.rejection is not None:
             apply_rejection(uow, arrived.rejection, now)
             audited.append(rejection_event(uow, source, sender, arrived.rejection, now))
-        else:
-            for hook in self._after_store:  # work the arrival causes, in the same transaction
-                hook(uow, stored, state, now)
-        for event in audited:  # last before commit: the audit chain head stays locked briefly
-            uow.audit.append(event, now)
-        return IngestResult(IngestStatus.STORED, state, outcome), audited
+            return _Indexed(result, now, audited)
+        return _Indexed(result, now, audited, InstanceStored(stored, state, now))
 
     def _match_new_study(self, uow: UnitOfWork, received: ReceivedIdentity) -> MatchOutcome:
         now = self._clock.now()

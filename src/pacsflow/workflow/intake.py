@@ -17,6 +17,7 @@ from pacsflow.domain.errors import (
     UnsupportedMessage,
     quote,
 )
+from pacsflow.domain.events import OrderPlaced, StudyPublished
 from pacsflow.domain.matching import ExceptionReason, Matched, MatchOutcomeKind
 from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
 from pacsflow.domain.orders import (
@@ -29,7 +30,7 @@ from pacsflow.domain.orders import (
 from pacsflow.domain.patients import Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.reports import Report
 from pacsflow.domain.studies import StudyState
-from pacsflow.domain.uids import Uid
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ingest import decide
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
@@ -53,9 +54,6 @@ class Journaled:
 #: Keeps a report version inside the intake transaction (Results.record).
 ReportSink = Callable[[UnitOfWork, Report, str, datetime], int]
 
-#: Called inside the transaction that records a new order (enqueue what it causes).
-AfterOrder = Callable[[UnitOfWork, Order, datetime], None]
-
 
 class Intake:
     """Applies identity and order commands that arrive over the interfaces."""
@@ -66,15 +64,13 @@ class Intake:
         clock: Clock,
         station_rules: Sequence[StationRule] = (),
         audit_source: AuditSource | None = None,
-        after_order: Sequence[AfterOrder] = (),
         report_sink: ReportSink | None = None,
-        on_published: Sequence[Callable[[UnitOfWork, Uid, datetime], None]] = (),
+        events: EventBus | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
-        self._after_order = tuple(after_order)
         self._report_sink = report_sink
-        self._on_published = tuple(on_published)
+        self._events = events or EventBus()
         self._station_rules = tuple(station_rules)
         self._source = audit_source or AuditSource("pacsflow")
 
@@ -154,9 +150,8 @@ class Intake:
                 scheduled = self._scheduled(order)
                 uow.orders.save(scheduled, now)
                 uow.events.record_order_event(order.accession_number, "placed", now)
-                if existing is None:
-                    for hook in self._after_order:  # work a new order causes, same transaction
-                        hook(uow, scheduled, now)
+                if existing is None:  # work a new order causes, same transaction
+                    self._events.publish(uow, [OrderPlaced(scheduled, now)])
             case cmd.ReceiveReport(report):
                 if self._report_sink is None:
                     raise UnsupportedMessage("this node does not take reports")
@@ -306,8 +301,7 @@ class Intake:
                 uid, StudyState.PUBLISHED, outcome.patient.primary, outcome.order.accession_number
             )
             uow.events.record_match(uid, MatchOutcomeKind.LATE_MATCHED, now)
-            for hook in self._on_published:
-                hook(uow, uid, now)
+            self._events.publish(uow, [StudyPublished(uid, now)])
             log.debug("late match: study %s to order %s", uid, outcome.order.accession_number)
 
     def _scheduled(self, order: Order) -> Order:

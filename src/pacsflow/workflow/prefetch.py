@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Protocol
 
+from pacsflow.domain.events import InstanceStored, OrderPlaced, StudyPublished
 from pacsflow.domain.jobs import Job, NewJob
 from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
@@ -29,8 +30,9 @@ from pacsflow.domain.prefetch import (
     choose_priors,
     ordered_body_part,
 )
-from pacsflow.domain.studies import ArrivedInstance, StudyFilter, StudyState
+from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.domain.uids import Uid
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -77,12 +79,22 @@ class Prefetch:
         """True when some archive is configured to fetch priors from."""
         return bool(self._names)
 
-    # -- triggers (inside the transaction of the event) -----------------------------------
+    # -- subscribers (inside the transaction of the event) --------------------------------
 
-    def on_order(self, uow: UnitOfWork, order: Order, now: datetime) -> None:
-        """A new scheduled order: fetch the priors its reading will need."""
+    def subscribe_to(self, bus: EventBus) -> None:
+        """Fetch priors for new orders and newly published studies."""
+        bus.subscribe(OrderPlaced, self.on_order)
+        bus.subscribe(InstanceStored, self.on_stored)
+        bus.subscribe(StudyPublished, self.on_published)
+
+    def on_order(self, uow: UnitOfWork, events: Sequence[OrderPlaced]) -> None:
+        """New scheduled orders: fetch the priors their reading will need."""
         if not self.is_enabled:
             return
+        for event in events:
+            self._for_order(uow, event.order, event.at)
+
+    def _for_order(self, uow: UnitOfWork, order: Order, now: datetime) -> None:
         reference = order.scheduled_start or now
         code = order.procedure_code
         body_part = ordered_body_part(
@@ -108,18 +120,22 @@ class Prefetch:
             now,
         )
 
-    def on_stored(
-        self, uow: UnitOfWork, stored: ArrivedInstance, state: StudyState, now: datetime
-    ) -> None:
-        """A stored instance of a published study (ingest hook): see on_published."""
-        if state is not StudyState.PUBLISHED or stored.source_ae.strip() in self._names:
-            return
-        inst = stored.instance
-        self._for_study(uow, inst.study_instance_uid, now, (inst.modality,), inst.body_part)
+    def on_stored(self, uow: UnitOfWork, events: Sequence[InstanceStored]) -> None:
+        """Stored instances of published studies: see on_published; once per study and batch."""
+        seen: set[Uid] = set()
+        for event in events:
+            if event.state is not StudyState.PUBLISHED or event.study_uid in seen:
+                continue
+            if event.stored.source_ae.strip() in self._names:
+                continue
+            seen.add(event.study_uid)  # its first instance names the modality and body part
+            inst = event.stored.instance
+            self._for_study(uow, event.study_uid, event.at, (inst.modality,), inst.body_part)
 
-    def on_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
-        """A held study published by reconciliation or a late match: fetch its priors."""
-        self._for_study(uow, study_uid, now, (), "")
+    def on_published(self, uow: UnitOfWork, events: Sequence[StudyPublished]) -> None:
+        """Held studies published by reconciliation or a late match: fetch their priors."""
+        for event in events:
+            self._for_study(uow, event.study_uid, event.at, (), "")
 
     def _for_study(
         self,

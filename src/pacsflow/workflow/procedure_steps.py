@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
 
 from pacsflow.domain.errors import (
     DuplicateProcedureStep,
@@ -13,9 +11,11 @@ from pacsflow.domain.errors import (
     ProcedureStepFinished,
     UnknownProcedureStep,
 )
+from pacsflow.domain.events import ProcedureCompleted
 from pacsflow.domain.orders import AccessionNumber, Order, OrderStatus
 from pacsflow.domain.procedure_steps import PerformedStep
 from pacsflow.domain.uids import Uid
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -42,11 +42,11 @@ class ProcedureSteps:
         self,
         uow: UnitOfWorkFactory,
         clock: Clock,
-        on_completed: Sequence[Callable[[UnitOfWork, Uid, datetime], None]] = (),
+        events: EventBus | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
-        self._on_completed = tuple(on_completed)
+        self._events = events or EventBus()
 
     def start(self, step: PerformedStep) -> None:
         """A modality began a procedure step (N-CREATE, status IN PROGRESS)."""
@@ -93,8 +93,8 @@ class ProcedureSteps:
                 self._move_order(uow, step, new)
                 study_uid = _study_of(uow, step)
                 if new is StepStatus.COMPLETED and study_uid:
-                    for hook in self._on_completed:  # the study is complete: what waits starts
-                        hook(uow, study_uid, now)
+                    # The study is complete: what waits for it starts, same transaction.
+                    self._events.publish(uow, [ProcedureCompleted(study_uid, now)])
             uow.commit()
             return step
 

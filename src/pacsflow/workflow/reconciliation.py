@@ -6,7 +6,7 @@ identity (Study Instance UID included) is coerced from the index when they leave
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -14,6 +14,7 @@ from pacsflow.domain.audit import Action, ActiveParticipant, AuditEvent, AuditSo
 from pacsflow.domain.audit_events import instances_accessed
 from pacsflow.domain.audit_events import study_object as audit_study
 from pacsflow.domain.errors import ConflictingState, InvalidInput
+from pacsflow.domain.events import StudyPublished
 from pacsflow.domain.exception_queue import (
     ASSIGN_OWNER,
     CORRECT,
@@ -28,6 +29,7 @@ from pacsflow.domain.patients import Issuer, PatientId, PatientIdentifier
 from pacsflow.domain.reconciliation import ReconciliationAction
 from pacsflow.domain.studies import StudyRecord, StudyState
 from pacsflow.domain.uids import Uid, is_valid_uid, new_uid
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ingest import decide
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
@@ -93,10 +95,6 @@ class Correction:
         return " ".join(f"{k}={v.strip()}" for k, v in given if v is not None)
 
 
-#: Called inside the transaction that publishes a held study (waiting reports attach).
-OnPublished = Callable[[UnitOfWork, Uid, datetime], None]
-
-
 class Reconciliation:
     """Match, assign, correct, split, reject, assign an owner, undo: the actions on studies."""
 
@@ -105,12 +103,12 @@ class Reconciliation:
         uow: UnitOfWorkFactory,
         clock: Clock,
         source: AuditSource,
-        on_published: Sequence[OnPublished] = (),
+        events: EventBus | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._source = source
-        self._on_published = tuple(on_published)
+        self._events = events or EventBus()
 
     def match_to_order(self, exception_id: int, accession: str, actor: ActiveParticipant) -> Done:
         """The study belongs to this order: it takes the order's patient and is published."""
@@ -444,8 +442,7 @@ class Reconciliation:
         return StudyState.HELD, opened
 
     def _published(self, uow: UnitOfWork, uid: Uid, now: datetime) -> None:
-        for hook in self._on_published:  # what publishing causes, same transaction
-            hook(uow, uid, now)
+        self._events.publish(uow, [StudyPublished(uid, now)])  # what it causes, same transaction
 
     def _undo_correct(
         self, uow: UnitOfWork, action: ReconciliationAction, actor: ActiveParticipant

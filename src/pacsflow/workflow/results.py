@@ -19,12 +19,14 @@ from datetime import datetime
 from typing import Protocol
 
 from pacsflow.domain.errors import PermanentError
+from pacsflow.domain.events import InstanceStored, StudyPublished
 from pacsflow.domain.jobs import Job, NewJob
 from pacsflow.domain.orders import AccessionNumber, Order
 from pacsflow.domain.patients import Patient
 from pacsflow.domain.reports import DeliveryState, DeliveryStats, Report, ReportRecord, ReportStatus
-from pacsflow.domain.studies import ArrivedInstance, StudyFilter, StudyRecord, StudyState
+from pacsflow.domain.studies import StudyFilter, StudyRecord, StudyState
 from pacsflow.domain.uids import Uid
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -118,18 +120,26 @@ class Results:
         self._attach(uow, report_id, report, study.study_instance_uid, now)
         return report_id
 
-    def on_stored(
-        self, uow: UnitOfWork, stored: ArrivedInstance, state: StudyState, now: datetime
-    ) -> None:
-        """A stored instance (ingest hook): see on_published."""
-        if state is StudyState.PUBLISHED:  # the study's state, as the ingest just indexed it
-            self._for_published(uow, stored.instance.study_instance_uid, now)
+    def subscribe_to(self, bus: EventBus) -> None:
+        """Attach waiting reports and say "images available" when studies are published."""
+        bus.subscribe(InstanceStored, self.on_stored)
+        bus.subscribe(StudyPublished, self.on_published)
 
-    def on_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
-        """A published study gets its waiting reports and, once, "images available"."""
-        study = uow.studies.head(study_uid)
-        if study is not None and study.state is StudyState.PUBLISHED:
-            self._for_published(uow, study_uid, now)
+    def on_stored(self, uow: UnitOfWork, events: Sequence[InstanceStored]) -> None:
+        """Stored instances: see on_published; once per published study and batch."""
+        seen: set[Uid] = set()
+        for event in events:
+            # The study's state as the ingest just indexed it.
+            if event.state is StudyState.PUBLISHED and event.study_uid not in seen:
+                seen.add(event.study_uid)
+                self._for_published(uow, event.study_uid, event.at)
+
+    def on_published(self, uow: UnitOfWork, events: Sequence[StudyPublished]) -> None:
+        """Published studies get their waiting reports and, once, "images available"."""
+        for event in events:
+            study = uow.studies.head(event.study_uid)
+            if study is not None and study.state is StudyState.PUBLISHED:
+                self._for_published(uow, event.study_uid, event.at)
 
     def _for_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
         for waiting in uow.reports.unattached_for(study_uid):

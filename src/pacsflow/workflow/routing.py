@@ -21,6 +21,7 @@ from typing import Protocol
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes
 from pacsflow.domain.audit_events import security_alert
 from pacsflow.domain.errors import ConflictingState, InvalidInput, TransientError
+from pacsflow.domain.events import InstanceStored, ProcedureCompleted, StudyPublished
 from pacsflow.domain.jobs import Job, NewJob, RetryLater
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.routing import (
@@ -41,17 +42,22 @@ from pacsflow.domain.studies import (
     StudyState,
 )
 from pacsflow.domain.uids import Uid
+from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.routing import RuleText
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
+from pacsflow.workflow.routing_triggers import (
+    BATCH,
+    ROUTE_INSTANCE_JOB,
+    ROUTE_STUDY_JOB,
+    route_completed,
+    route_published,
+    route_stored,
+)
 
 log = logging.getLogger(__name__)
 
-ROUTE_INSTANCE_JOB = "route_instance"
-ROUTE_STUDY_JOB = "route_study"
 FORWARD_JOB = "forward"
-_BATCH = 500
-_ROUTE_INSTANCES_KEY = "route-instances"
 #: Instances one forward job sends before it ends (the next job goes on).
 _MAX_PER_RUN = 5000
 
@@ -230,69 +236,30 @@ class Routing:
             )
         return rules
 
-    # -- the ingest hook (inside the ingest transaction) --------------------------------------
+    # -- subscribers (inside the transaction of the event) ------------------------------------
 
-    def on_stored(
-        self, uow: UnitOfWork, stored: ArrivedInstance, state: StudyState, now: datetime
-    ) -> None:
-        """Enqueue the routing an arriving instance needs, in the transaction that stores it."""
-        found = self._rules(uow)
-        if found is None:
-            return
-        _, rules = found
-        has_instance = any(r.enabled and r.trigger is Trigger.INSTANCE for r in rules.rules)
-        has_stable = any(r.enabled and r.trigger is Trigger.STUDY_STABLE for r in rules.rules)
-        inst = stored.instance
-        if has_instance and state is StudyState.PUBLISHED:
-            # One route job takes a batch of arrivals: a job (three commits) per instance
-            # would cost more than the routing itself.
-            uow.jobs.enqueue_or_extend(
-                NewJob(ROUTE_INSTANCE_JOB, ordering_key=_ROUTE_INSTANCES_KEY),
-                "sop_uids",
-                inst.sop_instance_uid,
-                _BATCH,
-                now,
-            )
-        if has_stable or (has_instance and state is StudyState.HELD):
-            key = f"route-study:{inst.study_instance_uid}"
-            if not uow.jobs.has_job(key):
-                uow.jobs.enqueue(
-                    NewJob(
-                        ROUTE_STUDY_JOB,
-                        {"study_uid": inst.study_instance_uid},
-                        ordering_key=key,
-                        run_at=now + self.stable_after,
-                    ),
-                    now,
-                )
+    def subscribe_to(self, bus: EventBus) -> None:
+        """Route what is stored, published or completed."""
+        bus.subscribe(InstanceStored, self.on_stored)
+        bus.subscribe(StudyPublished, self.on_published)
+        bus.subscribe(ProcedureCompleted, self.on_procedure_completed)
 
-    def on_published(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
-        """A held study published by reconciliation or a late match: route it now."""
-        if self._rules(uow) is None:
-            return
-        key = f"route-study:{study_uid}"
-        if not uow.jobs.has_job(key):
-            uow.jobs.enqueue(
-                NewJob(ROUTE_STUDY_JOB, {"study_uid": study_uid}, ordering_key=key), now
-            )
+    def on_stored(self, uow: UnitOfWork, events: Sequence[InstanceStored]) -> None:
+        """Enqueue the routing arriving instances need, in the transaction that stores them."""
+        found = self._rules(uow)  # once per batch: the active version
+        if found is not None:
+            route_stored(uow, found[1], events, self.stable_after)
 
-    def on_procedure_completed(self, uow: UnitOfWork, study_uid: Uid, now: datetime) -> None:
+    def on_published(self, uow: UnitOfWork, events: Sequence[StudyPublished]) -> None:
+        """Held studies published by reconciliation or a late match: route them now."""
+        if self._rules(uow) is not None:
+            route_published(uow, events)
+
+    def on_procedure_completed(self, uow: UnitOfWork, events: Sequence[ProcedureCompleted]) -> None:
         """MPPS COMPLETED: the study is complete, its study_stable rules run now."""
         found = self._rules(uow)
-        if found is None or not any(
-            r.enabled and r.trigger is Trigger.STUDY_STABLE for r in found[1].rules
-        ):
-            return
-        key = f"route-study:{study_uid}"
-        if not uow.jobs.expedite(key, now, {"completed": True}):
-            uow.jobs.enqueue(
-                NewJob(
-                    ROUTE_STUDY_JOB,
-                    {"study_uid": study_uid, "completed": True},
-                    ordering_key=key,
-                ),
-                now,
-            )
+        if found is not None:
+            route_completed(uow, found[1], events)
 
     def on_duplicate(self, arrived: ArrivedInstance) -> None:
         """An instance we already hold arrived again: if we had forwarded it, say so.
@@ -388,7 +355,7 @@ class Routing:
         sent_total = 0
         while sent_total < _MAX_PER_RUN:
             with self._uow(read_only=True) as uow:
-                pending = uow.routing.pending_forwards(destination, _BATCH)
+                pending = uow.routing.pending_forwards(destination, BATCH)
                 found = {
                     i.sop_instance_uid: i
                     for i in uow.studies.instances(
