@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from pacsflow.adapters.routing_yaml import YamlRuleText
 from pacsflow.domain.audit import ActiveParticipant, AuditSource
 from pacsflow.domain.events import InstanceStored, OrderPlaced, StudyPublished
 from pacsflow.domain.jobs import NewJob
@@ -112,6 +113,7 @@ def test_routing_looks_for_a_study_job_once_per_batch() -> None:
         clock,
         lambda _instance: {},
         sender=None,  # type: ignore[arg-type]  # nothing is sent here
+        rule_text=YamlRuleText(),
         is_destination=lambda _name: True,
         audit_source=AuditSource("PACSFLOW"),
         stable_after=timedelta(seconds=60),
