@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes, security_alert
-from pacsflow.domain.errors import ConflictingState, InvalidInput, TransientError
+from pacsflow.domain.errors import ConflictingState, InvalidInput, NotFound, TransientError
 from pacsflow.domain.jobs import Job, NewJob, RetryLater
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.routing import (
@@ -152,7 +152,7 @@ class Routing:
             return [VersionView(v, v.version == active) for v in uow.routing.versions()]
 
     def version(self, number: int) -> RuleVersion:
-        """One version; ConflictingState when there is none."""
+        """One version; UnknownVersion (NotFound) when there is none."""
         with self._uow(read_only=True) as uow:
             found = uow.routing.version(number)
         if found is None:
@@ -504,7 +504,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-class UnknownVersion(ConflictingState):
+class UnknownVersion(NotFound):
     """No routing rules version has this number."""
 
 
