@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from pacsflow.adapters.http.api import ROUTE_PERMISSIONS
+from pacsflow.adapters.http.app import ROUTE_PERMISSIONS
 from pacsflow.app import Pacsflow
 from pacsflow.domain.access import ROLE_PERMISSIONS, Role
 

@@ -13,6 +13,8 @@ PacsflowError
 │   ├── DuplicateProcedureStep  a performed procedure step created a second time
 │   ├── ProcedureStepFinished  a change to a step already COMPLETED or DISCONTINUED
 │   └── InstanceRejected      an instance arrives again after a rejection note rejected it
+├── NotFound                  what the caller asked for does not exist (answer 404)
+│   └── (workflow) UnknownJob, UnknownVersion, UnknownStudy: no such job, rules version, study
 ├── AccessDenied              the caller may not do this
 │   ├── Unauthenticated       no valid credentials were presented
 │   └── Forbidden             valid credentials, but not the permission
@@ -77,6 +79,10 @@ class InstanceRejected(ConflictingState):
     """An instance arrives whose SOP Instance UID a rejection note rejected (IHE IOCM)."""
 
 
+class NotFound(PacsflowError):
+    """What the caller asked for (a study, a job, a rules version...) does not exist."""
+
+
 class AccessDenied(PacsflowError):
     """The caller may not do this."""
 
@@ -122,6 +128,7 @@ __all__ = [
     "InvalidInput",
     "MalformedMessage",
     "MissingIdentifier",
+    "NotFound",
     "PacsflowError",
     "PermanentError",
     "ProcedureStepFinished",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pacsflow.domain.errors import ConflictingState
+from pacsflow.domain.errors import ConflictingState, NotFound
 from pacsflow.domain.jobs import Job, JobState, NewJob, QueueStats
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWorkFactory
 
 
-class UnknownJob(ConflictingState):
+class UnknownJob(NotFound):
     """No job has this id."""
 
 

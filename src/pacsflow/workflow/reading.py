@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from pacsflow.domain.errors import ConflictingState
+from pacsflow.domain.errors import ConflictingState, NotFound
 from pacsflow.domain.prefetch import PriorState
 from pacsflow.domain.reading import (
     Claim,
@@ -35,7 +35,7 @@ from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 _READY = frozenset({PriorState.LOCAL, PriorState.DONE})
 
 
-class UnknownStudy(ConflictingState):
+class UnknownStudy(NotFound):
     """No study has this Study Instance UID."""
 
 

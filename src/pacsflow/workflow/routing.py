@@ -20,7 +20,7 @@ from typing import Protocol
 
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes
 from pacsflow.domain.audit_events import security_alert
-from pacsflow.domain.errors import ConflictingState, InvalidInput, TransientError
+from pacsflow.domain.errors import ConflictingState, InvalidInput, NotFound, TransientError
 from pacsflow.domain.events import InstanceStored, ProcedureCompleted, StudyPublished
 from pacsflow.domain.jobs import Job, NewJob, RetryLater
 from pacsflow.domain.orders import AccessionNumber
@@ -159,7 +159,7 @@ class Routing:
             return [VersionView(v, v.version == active) for v in uow.routing.versions()]
 
     def version(self, number: int) -> RuleVersion:
-        """One version; ConflictingState when there is none."""
+        """One version; UnknownVersion (NotFound) when there is none."""
         with self._uow(read_only=True) as uow:
             found = uow.routing.version(number)
         if found is None:
@@ -472,7 +472,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-class UnknownVersion(ConflictingState):
+class UnknownVersion(NotFound):
     """No routing rules version has this number."""
 
 
