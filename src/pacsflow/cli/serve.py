@@ -8,8 +8,8 @@ from types import FrameType
 
 import typer
 
+from pacsflow.cli import _common
 from pacsflow.cli._common import ConfigOption
-from pacsflow.cli._common import settings as load
 
 
 def serve(config: ConfigOption = None) -> None:
@@ -20,7 +20,7 @@ def serve(config: ConfigOption = None) -> None:
     """
     from pacsflow.app import Pacsflow
 
-    settings = load(config)
+    settings = _common.settings(config)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
