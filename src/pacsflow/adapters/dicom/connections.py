@@ -109,10 +109,14 @@ class GuardedServer(DivertingServer):
         with self._serving_lock:
             # Associations served by pynetdicom live on in their own threads once this
             # connection thread has returned; fast-path ones end with it (counted in _serving).
+            # A released or aborted one no longer counts, though its thread may take a few
+            # more milliseconds to end.
             held = self._serving[host] + sum(
                 1
                 for a in self.ae.active_associations
-                if a.is_acceptor and a.requestor.address == host
+                if a.is_acceptor
+                and a.requestor.address == host
+                and not (a.is_released or a.is_aborted or a.is_rejected)
             )
             if held >= self.per_address:
                 return False
