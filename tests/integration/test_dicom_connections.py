@@ -8,15 +8,19 @@ silent TLS connection does not stop the listener from accepting.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -25,7 +29,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pacsflow.app import Pacsflow
-from tests.conftest import Pki, make_settings
+from pacsflow.domain.uids import Uid
+from tests.conftest import DCMTK_ENV, Pki, dcmtk, make_settings, requires_dcmtk, restamp
 
 #: Generous bound on how long after ARTIM the server must have closed a connection.
 MARGIN = 5.0
@@ -201,3 +206,65 @@ def test_a_silent_tls_connection_does_not_stop_the_listener(
     assoc.release()
     silent.settimeout(1 + MARGIN)
     assert closed_by_server(silent)
+
+
+def vm_kib(field: str) -> int:
+    """A /proc/self/status memory figure of this process (the node runs in-process), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+@pytest.mark.dcmtk
+@requires_dcmtk
+def test_storescu_and_echoscu_are_served_through_half_open_and_noise_floods(
+    tmp_path: Path, stack: ExitStack
+) -> None:
+    """Issue 11's figure: 200 half-open and 200 noise connections a round, in a loop (in
+    another process), while storescu sends 100 CT instances and echoscu runs throughout."""
+    node = start(tmp_path)  # the defaults: 32 associations, 16 per address, ARTIM 5 s
+    stack.callback(node.stop)
+    port = node.dicom.port
+    files = [
+        restamp("CT_small.dcm", tmp_path / "in" / f"{i}.dcm", patient_id="FLOOD1")[0]
+        for i in range(100)
+    ]
+    assert echo(port)
+    rss_before = vm_kib("VmRSS")
+    flood = subprocess.Popen(
+        [sys.executable, "-m", "tests.peers.dicom_flood", str(port), "--seconds", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stack.callback(flood.kill)
+    store = subprocess.Popen(
+        ["storescu", "-aec", "PACSFLOW", "127.0.0.1", str(port), *map(str, files)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stack.callback(store.kill)
+    echoes: list[float] = []
+    while store.poll() is None or len(echoes) < 5:
+        began = time.monotonic()
+        res = dcmtk("echoscu", "-aec", "PACSFLOW", "127.0.0.1", port, timeout=30)
+        echoes.append(time.monotonic() - began)
+        assert res.returncode == 0, f"echo {len(echoes)} failed: {res.stdout}{res.stderr}"
+    flood.terminate()
+    counts, _ = flood.communicate(timeout=30)
+    _, store_errors = store.communicate(timeout=30)
+    assert store.returncode == 0, store_errors
+    stored = node.queries.instances(
+        sop_uids=[Uid(str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)) for f in files],
+        is_published_only=False,
+    )
+    assert len(stored) == 100
+    assert json.loads(counts)["half_open"] >= 200, counts
+    rss_mib = vm_kib("VmRSS") / 1024
+    print(  # the figure, for the report (pytest -s)
+        f"flood {counts.strip()}; {len(echoes)} echoes, slowest {max(echoes):.3f} s; "
+        f"RSS {rss_before / 1024:.0f} -> {rss_mib:.0f} MiB, peak {vm_kib('VmHWM') / 1024:.0f}"
+    )
+    assert rss_mib < 300

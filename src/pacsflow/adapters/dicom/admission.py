@@ -136,6 +136,8 @@ class Admission:
         while self._arrived:
             sock, address = self._arrived.popleft()
             if len(self._waiting) >= MAX_WAITING:
+                self._serve_ready()  # a request that is complete leaves rather than being evicted
+            if len(self._waiting) >= MAX_WAITING:
                 self._evict()
             host = str(address[0]) if isinstance(address, tuple) else str(address)
             w = _Waiting(sock, address, host, time.monotonic() + self._artim)
@@ -148,6 +150,12 @@ class Admission:
                 continue
             self._waiting[id(sock)] = w
             self._per_host[host] += 1
+
+    def _serve_ready(self) -> None:
+        """Look at every waiting connection that has news, without waiting."""
+        for key, _ in self._selector.select(0):
+            if key.fileobj is not self._waker_r:
+                self._readable(key.data)
 
     def _evict(self) -> None:
         """Close the oldest waiting connection of the address that has the most waiting."""

@@ -17,6 +17,7 @@ of a PDU header without a time limit. `GuardedServer` changes what happens befor
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import select
 import socket
@@ -44,7 +45,10 @@ class GuardedServer(DivertingServer):
 
     #: Connections the kernel queues before they are accepted (socketserver's default is 5:
     #: a burst of probes would make real peers wait for a SYN retransmission, 1 s or more).
-    request_queue_size = 128
+    request_queue_size = socket.SOMAXCONN
+    #: Seconds between the full garbage collections the accept loop runs (see service_actions).
+    gc_interval = 10.0
+    _last_gc = 0.0
     #: How long a connection may take to complete its TLS handshake and A-ASSOCIATE-RQ.
     artim: float = 5.0
     #: Associations one source address may hold at a time (0: no limit of its own).
@@ -64,6 +68,18 @@ class GuardedServer(DivertingServer):
         """Close the connections still waiting for their request."""
         if self.admission is not None:
             self.admission.stop()
+
+    def service_actions(self) -> None:
+        """Collect garbage every gc_interval seconds, not every 60 connections.
+
+        pynetdicom runs a full gc.collect() in the accept loop every 60 loop turns (for dead
+        Association threads); under a flood of short connections that is several full
+        collections a second, each stopping the accept loop while the backlog overflows.
+        """
+        now = time.monotonic()
+        if now - self._last_gc >= self.gc_interval:
+            self._last_gc = now
+            gc.collect()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept a connection; a TLS handshake is left to the connection's own thread."""
