@@ -236,6 +236,7 @@ class Admission:
         if abort:
             with contextlib.suppress(OSError):
                 w.sock.send(_ABORT_PDU)
+        _discard_received(w.sock)  # closing with unread bytes would reset the A-ABORT away
         _close(w.sock)
 
 
@@ -251,6 +252,17 @@ def _is_open(sock: socket.socket) -> bool:
     except OSError:
         return False
     return info[0] == _TCP_ESTABLISHED
+
+
+def _discard_received(sock: socket.socket, limit: int = 1 << 20) -> None:
+    """Read what has arrived so far (non-blocking, at most limit bytes) and forget it."""
+    with contextlib.suppress(OSError):
+        _set_low_water(sock, 1)
+        while limit > 0:
+            data = sock.recv(min(limit, 65536), socket.MSG_DONTWAIT)
+            if not data:
+                return
+            limit -= len(data)
 
 
 def _close(sock: socket.socket) -> None:
