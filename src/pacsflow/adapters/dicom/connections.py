@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from pacsflow.adapters.dicom import _tuning
@@ -38,6 +40,31 @@ log = logging.getLogger(__name__)
 #: A-ASSOCIATE-RJ: rejected-transient, DICOM UL service-provider (presentation related
 #: function), local-limit-exceeded (PS3.8 9.3.4).
 _REJECT_LOCAL_LIMIT = b"\x03\x00\x00\x00\x00\x04\x00\x02\x03\x02"
+
+
+class ListeningAE(AE):
+    """pynetdicom's AE, whose association count leaves out associations that are over.
+
+    pynetdicom counts an association (against `maximum_associations`, and here per address)
+    as long as its thread lives. After a bad A-ASSOCIATE-RQ, or once the peer has gone, that
+    thread still waits out the ACSE timeout: the slot would stay taken for seconds after the
+    connection closed. An association whose connection is closed, or that was released,
+    aborted or rejected, no longer counts.
+    """
+
+    @property
+    def active_associations(self) -> list[Association]:
+        """The associations that still hold a connection."""
+        return [a for a in super().active_associations if _holds_connection(a)]
+
+
+def _holds_connection(assoc: Association) -> bool:
+    if assoc.is_released or assoc.is_aborted or assoc.is_rejected:
+        return False
+    transport = assoc.dul.socket
+    sock = transport.socket if transport is not None else None
+    # A bad request or the peer's close ends the DUL thread and closes the socket (fd -1).
+    return assoc.dul.is_alive() and sock is not None and sock.fileno() >= 0
 
 
 class GuardedServer(DivertingServer):
@@ -125,14 +152,10 @@ class GuardedServer(DivertingServer):
         with self._serving_lock:
             # Associations served by pynetdicom live on in their own threads once this
             # connection thread has returned; fast-path ones end with it (counted in _serving).
-            # A released or aborted one no longer counts, though its thread may take a few
-            # more milliseconds to end.
             held = self._serving[host] + sum(
                 1
                 for a in self.ae.active_associations
-                if a.is_acceptor
-                and a.requestor.address == host
-                and not (a.is_released or a.is_aborted or a.is_rejected)
+                if a.is_acceptor and a.requestor.address == host and _holds_connection(a)
             )
             if held >= self.per_address:
                 return False
@@ -198,4 +221,4 @@ def _reject(sock: socket.socket, seconds: float) -> None:
     _drain(sock, wait=min(seconds, 1.0))
 
 
-__all__ = ["GuardedServer", "bound_reads"]
+__all__ = ["GuardedServer", "ListeningAE", "bound_reads"]

@@ -57,7 +57,7 @@ from pynetdicom.utils import make_target
 
 from pacsflow.adapters.dicom import _tuning, status
 from pacsflow.adapters.dicom.completeness import check_complete
-from pacsflow.adapters.dicom.connections import GuardedServer, bound_reads
+from pacsflow.adapters.dicom.connections import GuardedServer, ListeningAE, bound_reads
 from pacsflow.adapters.dicom.datasets import (
     arrived_instance,
     coerce_identity,
@@ -187,7 +187,7 @@ class DicomServer:
         _config.STORE_RECV_CHUNKED_DATASET = True
         # Wake pynetdicom's reactor threads on events instead of 1 ms polling (see _tuning).
         _tuning.apply()
-        ae = AE(ae_title=ae_title)
+        ae = ListeningAE(ae_title=ae_title)
         ae.maximum_pdu_size = max_pdu
         ae.maximum_associations = max_associations
         ae.network_timeout = 60
