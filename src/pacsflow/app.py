@@ -89,6 +89,8 @@ class Pacsflow:
             ssl_context=self._tls("dicom"),
             max_pdu=settings.dicom_max_pdu,
             max_associations=settings.dicom_max_associations,
+            max_associations_per_address=settings.dicom_max_associations_per_address,
+            artim_timeout=settings.dicom_artim_timeout,
             enqueue=self.jobs.enqueue,
             fast_storage=settings.dicom_fast_storage,
         )

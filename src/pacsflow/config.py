@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     #: Sending applications (MSH-3, or MSH-3^MSH-4) allowed to send HL7; empty: any.
     hl7_allowed_senders: list[str] = Field(default_factory=list)
     dicom_max_associations: int = Field(default=32, ge=1)
+    #: Associations one source address may hold at a time (0: only the global limit).
+    dicom_max_associations_per_address: int = Field(default=16, ge=0)
+    #: Seconds a new connection may take to send its whole A-ASSOCIATE-RQ (PS3.8 ARTIM).
+    dicom_artim_timeout: float = Field(default=5.0, gt=0, le=300)
     dicom_max_pdu: int = Field(default=262144, ge=0)
     #: Serve storage-only associations on pacsflow's own C-STORE receive path (see
     #: docs/interfaces.md); false sends every association through pynetdicom.

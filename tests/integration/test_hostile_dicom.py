@@ -491,9 +491,8 @@ def rss_guard(node: Pacsflow) -> Iterator[None]:
     assert grown_mib < 50, f"RSS grew by {grown_mib:.0f} MiB"
 
 
-# Each hostile connection holds an association slot for the ACSE timeout (30 s, reported to
-# the lead): the runs below stay under the node's 32 associations so that they test what
-# else happens to the listener.
+# A hostile connection takes no association slot before its A-ASSOCIATE-RQ is complete
+# (test_dicom_connections.py); one whose request is complete holds a slot until it is closed.
 @_UPSTREAM_DUL_RACE
 @settings(
     max_examples=20,

@@ -39,6 +39,7 @@ from pynetdicom.utils import make_target
 from pacsflow.adapters.dicom import _tuning, spool, status
 from pacsflow.adapters.dicom.byte_order import as_little_endian, is_big_endian
 from pacsflow.adapters.dicom.completeness import check_complete
+from pacsflow.adapters.dicom.connections import GuardedServer, ListeningAE, bound_reads
 from pacsflow.adapters.dicom.datasets import (
     arrived_instance,
     coerce_identity,
@@ -52,7 +53,7 @@ from pacsflow.adapters.dicom.datasets import (
     worklist_filter,
 )
 from pacsflow.adapters.dicom.fast_header import read_identifying
-from pacsflow.adapters.dicom.fast_store import Caller, DivertingServer, FastStore, ReceivedObject
+from pacsflow.adapters.dicom.fast_store import Caller, FastStore, ReceivedObject
 from pacsflow.adapters.dicom.matching import matches, project
 from pacsflow.adapters.dicom.negotiation import STORAGE_SOP_CLASSES, STORAGE_TRANSFER_SYNTAXES
 from pacsflow.adapters.dicom.rejections import read_rejection
@@ -125,6 +126,8 @@ class DicomServer:
         strict_titles: frozenset[str] | None = None,
         max_pdu: int = 262144,
         max_associations: int = 32,
+        max_associations_per_address: int = 0,
+        artim_timeout: float = 5.0,
         enqueue: Callable[[NewJob], int],
         fast_storage: bool = True,
     ) -> None:
@@ -144,20 +147,22 @@ class DicomServer:
         self._queries = queries
         self._peers = peers
         self._server: ThreadedAssociationServer | None = None
+        self._artim = artim_timeout
+        self._per_address = max_associations_per_address
         # Receive C-STORE data sets straight into a file: memory stays bounded for any size.
         _config.STORE_RECV_CHUNKED_DATASET = True
         # Wake pynetdicom's reactor threads on events instead of 1 ms polling (see _tuning).
         _tuning.apply()
         # A data set that cannot be spooled (disk full) is refused, not aborted (see spool).
         spool.install()
-        ae = AE(ae_title=ae_title)
+        ae = ListeningAE(ae_title=ae_title)
         ae.maximum_pdu_size = max_pdu
         ae.maximum_associations = max_associations
         ae.network_timeout = 60
         ae.dimse_timeout = 60
-        # A connection that never sends a valid A-ASSOCIATE-RQ holds an association slot
-        # until this timeout (pynetdicom 3.0.4): keep it short so port probes cannot starve.
-        ae.acse_timeout = 5
+        # PS3.8's ARTIM timer in pynetdicom (awaiting A-RELEASE-RP, the close after an
+        # A-ABORT or A-ASSOCIATE-RJ); before an association it is GuardedServer's (connections).
+        ae.acse_timeout = artim_timeout
         for sop_class in STORAGE_SOP_CLASSES:
             # scu_role/scp_role accept the role reversal C-GET needs.
             ae.add_supported_context(
@@ -212,6 +217,10 @@ class DicomServer:
         """Start listening (returns at once)."""
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, _nodelay),
+            # Reads wait at most ARTIM until the association is accepted, then the network
+            # timeout: a peer that stops mid-PDU cannot hold its association forever.
+            (evt.EVT_CONN_OPEN, bound_reads, [self._artim]),
+            (evt.EVT_ACCEPTED, bound_reads, [self._ae.network_timeout]),
             (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
@@ -222,16 +231,17 @@ class DicomServer:
             (evt.EVT_N_SET, self._on_n_set),
             (evt.EVT_N_ACTION, self._on_n_action),
         ]
-        # ae.start_server(block=False), with the server class that offers each connection to
-        # the fast storage path first.
+        # ae.start_server(block=False), with the server class that holds each connection
+        # until its A-ASSOCIATE-RQ is complete, then offers it to the fast storage path first.
         server = self._ae.make_server(
             (self._host, self._port),
             evt_handlers=handlers,
             ssl_context=self._ssl,
-            server_class=DivertingServer,
+            server_class=GuardedServer,
         )
-        assert isinstance(server, DivertingServer)
+        assert isinstance(server, GuardedServer)
         server.fast_store = self._fast
+        server.start_admission(artim=self._artim, per_address=self._per_address)
         self._ae._servers.append(server)  # where start_server keeps it (shutdown removes it)
         thread = threading.Thread(
             target=make_target(server.serve_forever), name="pacsflow-dicom", daemon=True
@@ -244,6 +254,8 @@ class DicomServer:
         """Stop listening and end open associations."""
         if self._server is not None:
             self._server.shutdown()
+            assert isinstance(self._server, GuardedServer)
+            self._server.stop_admission()
             self._server = None
         for assoc in self._ae.active_associations:
             assoc.abort()
