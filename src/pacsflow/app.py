@@ -19,7 +19,7 @@ from pacsflow.adapters.db import SqlUnitOfWorkFactory, make_engine, upgrade
 from pacsflow.adapters.dicom.archive import DicomArchives
 from pacsflow.adapters.dicom.datasets import is_dicom_keyword
 from pacsflow.adapters.dicom.sender import DicomSender, read_attributes
-from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
+from pacsflow.adapters.dicom.server import Destination, DicomServer
 from pacsflow.adapters.dicomweb import StowDestination, StowSender
 from pacsflow.adapters.hl7 import Hl7Service, MllpServer, SenderFieldMaps
 from pacsflow.adapters.hl7.results import Hl7Subscriber, MllpResultSender
@@ -40,6 +40,7 @@ from pacsflow.domain.uids import Uid
 from pacsflow.worker import Handler, Worker
 from pacsflow.workflow.accounts import Accounts
 from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.commitment import STORAGE_COMMITMENT_JOB, StorageCommitment
 from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.ingest import Ingest
 from pacsflow.workflow.intake import Intake
@@ -377,6 +378,11 @@ class Pacsflow:
         # Job handlers by kind; every feature that causes durable work registers its own.
         self.handlers: dict[str, Handler] = {}
         self.jobs = Jobs(uow, clock, wake=self._wake_worker)
+        self.commitment = StorageCommitment(
+            uow,
+            self.jobs.enqueue,
+            DicomSender(settings.ae_title, settings.peer_address, self.queries.local_file),
+        )
         self.dicom = DicomServer(
             ae_title=settings.ae_title,
             host=settings.host,
@@ -394,10 +400,10 @@ class Pacsflow:
             ssl_context=self._tls("dicom"),
             max_pdu=settings.dicom_max_pdu,
             max_associations=settings.dicom_max_associations,
-            enqueue=self.jobs.enqueue,
+            commitment=self.commitment,
             fast_storage=settings.dicom_fast_storage,
         )
-        self.handlers[STORAGE_COMMITMENT_JOB] = self.dicom.report_commitment
+        self.handlers[STORAGE_COMMITMENT_JOB] = self.commitment.report
         self.handlers[ROUTE_INSTANCE_JOB] = self.routing.route_instance
         self.handlers[ROUTE_STUDY_JOB] = self.routing.route_study
         self.handlers[FORWARD_JOB] = self.routing.forward

@@ -1,0 +1,52 @@
+"""Storage Commitment Push Model SCP: the N-ACTION request (the report is a queued job)."""
+
+from __future__ import annotations
+
+import logging
+
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event
+
+from pacsflow.adapters.dicom import status
+from pacsflow.domain.commitment import InstanceReference
+from pacsflow.domain.errors import PacsflowError
+from pacsflow.domain.uids import Uid
+from pacsflow.workflow.commitment import StorageCommitment
+
+log = logging.getLogger(__name__)
+
+#: Request Storage Commitment, the one action type of the push model (PS3.4 J.3.2).
+_REQUEST_COMMITMENT = 1
+
+
+class CommitmentScp:
+    """Accepts commitment requests; StorageCommitment reports on a new association later."""
+
+    def __init__(self, commitment: StorageCommitment) -> None:
+        self._commitment = commitment
+
+    def n_action(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        """The N-ACTION handler: queue the report, then answer success."""
+        try:
+            info = event.action_information
+            if event.action_type != _REQUEST_COMMITMENT:
+                return status.failure(0x0123, "unsupported action type"), None
+            refs = [
+                InstanceReference(
+                    str(item.ReferencedSOPClassUID), Uid(str(item.ReferencedSOPInstanceUID))
+                )
+                for item in info.get("ReferencedSOPSequence", [])
+            ]
+            requestor = str(event.assoc.requestor.ae_title).strip()
+            # Durably queued before the N-ACTION succeeds: a restart cannot lose the report.
+            self._commitment.request(requestor, str(info.get("TransactionUID", "")), refs)
+            return status.SUCCESS, None
+        except PacsflowError as exc:
+            log.warning("Storage commitment refused: %s", exc)
+            return status.failure(status.n_service_status(exc), str(exc)), None
+        except Exception:
+            log.exception("Storage commitment N-ACTION failed")
+            return status.PROCESSING_FAILURE, None
+
+
+__all__ = ["CommitmentScp"]
