@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
-from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from pacsflow.adapters.dicom import status
+from pacsflow.adapters.dicom.scp.context import NReply, n_service_reply
 from pacsflow.domain.commitment import InstanceReference
-from pacsflow.domain.errors import PacsflowError
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.commitment import StorageCommitment
-
-log = logging.getLogger(__name__)
 
 #: Request Storage Commitment, the one action type of the push model (PS3.4 J.3.2).
 _REQUEST_COMMITMENT = 1
@@ -25,9 +20,10 @@ class CommitmentScp:
     def __init__(self, commitment: StorageCommitment) -> None:
         self._commitment = commitment
 
-    def n_action(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+    def n_action(self, event: Event) -> NReply:
         """The N-ACTION handler: queue the report, then answer success."""
-        try:
+
+        def request() -> NReply:
             info = event.action_information
             if event.action_type != _REQUEST_COMMITMENT:
                 return status.failure(0x0123, "unsupported action type"), None
@@ -41,12 +37,8 @@ class CommitmentScp:
             # Durably queued before the N-ACTION succeeds: a restart cannot lose the report.
             self._commitment.request(requestor, str(info.get("TransactionUID", "")), refs)
             return status.SUCCESS, None
-        except PacsflowError as exc:
-            log.warning("Storage commitment refused: %s", exc)
-            return status.failure(status.n_service_status(exc), str(exc)), None
-        except Exception:
-            log.exception("Storage commitment N-ACTION failed")
-            return status.PROCESSING_FAILURE, None
+
+        return n_service_reply("Storage commitment N-ACTION", request)
 
 
 __all__ = ["CommitmentScp"]

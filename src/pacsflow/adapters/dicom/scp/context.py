@@ -10,15 +10,18 @@ from datetime import UTC, datetime
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
+from pacsflow.adapters.dicom import status
 from pacsflow.adapters.dicom.fastpath.session import Caller
 from pacsflow.domain import audit as atna
 from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows
-from pacsflow.domain.errors import Forbidden
+from pacsflow.domain.errors import Forbidden, PacsflowError
 from pacsflow.workflow.audit import AuditTrail
 
 log = logging.getLogger(__name__)
 
 RightsLookup = Callable[[str], PeerRights | None]
+#: What an N-service handler answers: the status, and the attributes of the reply.
+NReply = tuple[int | Dataset, Dataset | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +81,29 @@ def participant(caller: Caller) -> atna.ActiveParticipant:
     )
 
 
+def n_service_reply(request: str, handle: Callable[[], NReply]) -> NReply:
+    """Run an N-service request's handling; a refusal or failure becomes its status."""
+    try:
+        return handle()
+    except PacsflowError as exc:
+        log.warning("%s refused: %s", request, exc)
+        return status.failure(status.n_service_status(exc), str(exc)), None
+    except Exception:  # an entry handler: answer a failure, keep serving
+        log.exception("%s failed", request)
+        return status.PROCESSING_FAILURE, None
+
+
 def request_uid(event: Event, keyword: str) -> str:
     """A UID parameter of the DIMSE request that raised the event ('' when absent)."""
     return str(getattr(event.request, keyword, "") or "").strip()
 
 
-__all__ = ["RightsLookup", "ScpContext", "caller", "participant", "request_uid"]
+__all__ = [
+    "NReply",
+    "RightsLookup",
+    "ScpContext",
+    "caller",
+    "n_service_reply",
+    "participant",
+    "request_uid",
+]

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from pacsflow.adapters.dicom import status
-from pacsflow.adapters.dicom.scp.context import request_uid
-from pacsflow.domain.errors import InvalidInput, PacsflowError
+from pacsflow.adapters.dicom.scp.context import NReply, n_service_reply, request_uid
+from pacsflow.domain.errors import InvalidInput
 from pacsflow.domain.procedure_steps import PerformedStep
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.procedure_steps import ProcedureSteps
-
-log = logging.getLogger(__name__)
 
 
 class MppsScp:
@@ -23,9 +19,10 @@ class MppsScp:
     def __init__(self, steps: ProcedureSteps) -> None:
         self._steps = steps
 
-    def n_create(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+    def n_create(self, event: Event) -> NReply:
         """The N-CREATE handler: a step has started."""
-        try:
+
+        def start() -> NReply:
             attrs = event.attribute_list
             sop_uid = request_uid(event, "AffectedSOPInstanceUID")
             if not sop_uid:
@@ -33,27 +30,20 @@ class MppsScp:
             step = _performed_step(sop_uid, attrs, event.assoc.requestor.ae_title)
             self._steps.start(step)
             return status.SUCCESS, attrs
-        except PacsflowError as exc:
-            log.warning("MPPS N-CREATE refused: %s", exc)
-            return status.failure(status.n_service_status(exc), str(exc)), None
-        except Exception:
-            log.exception("MPPS N-CREATE failed")
-            return status.PROCESSING_FAILURE, None
 
-    def n_set(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        return n_service_reply("MPPS N-CREATE", start)
+
+    def n_set(self, event: Event) -> NReply:
         """The N-SET handler: a step's status changes."""
-        try:
+
+        def update() -> NReply:
             mods = event.modification_list
             sop_uid = Uid(request_uid(event, "RequestedSOPInstanceUID"))
             new_status = str(mods.get("PerformedProcedureStepStatus", "") or "").strip()
             self._steps.update(sop_uid, new_status)
             return status.SUCCESS, mods
-        except PacsflowError as exc:
-            log.warning("MPPS N-SET refused: %s", exc)
-            return status.failure(status.n_service_status(exc), str(exc)), None
-        except Exception:
-            log.exception("MPPS N-SET failed")
-            return status.PROCESSING_FAILURE, None
+
+        return n_service_reply("MPPS N-SET", update)
 
 
 def _performed_step(sop_uid: str, attrs: Dataset, station: str) -> PerformedStep:
