@@ -9,7 +9,8 @@ import tempfile
 import threading
 from typing import Any
 
-from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB, Destination, DicomServer
+from pacsflow.adapters.dicom.sender import DicomSender
+from pacsflow.adapters.dicom.server import Destination, DicomServer
 from pacsflow.adapters.hl7 import Hl7Service, MllpServer, SenderFieldMaps
 from pacsflow.adapters.http import HttpServer, create_app
 from pacsflow.adapters.security import server_context
@@ -19,6 +20,7 @@ from pacsflow.domain.audit import ActiveParticipant
 from pacsflow.domain.audit_events import application_activity
 from pacsflow.services import Services, SystemClock, prepare_database
 from pacsflow.worker import Handler, Worker
+from pacsflow.workflow.commitment import STORAGE_COMMITMENT_JOB, StorageCommitment
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.settings_audit import record_settings
 
@@ -72,6 +74,11 @@ class Pacsflow:
         self.intake = services.intake
         self.jobs = services.jobs
         self.reconciliation = services.reconciliation
+        self.commitment = StorageCommitment(
+            services.uow,
+            self.jobs.enqueue,
+            DicomSender(settings.ae_title, settings.peer_address, self.queries.local_file),
+        )
         self.dicom = DicomServer(
             ae_title=settings.ae_title,
             host=settings.host,
@@ -91,12 +98,12 @@ class Pacsflow:
             max_associations=settings.dicom_max_associations,
             max_associations_per_address=settings.dicom_max_associations_per_address,
             artim_timeout=settings.dicom_artim_timeout,
-            enqueue=self.jobs.enqueue,
+            commitment=self.commitment,
             fast_storage=settings.dicom_fast_storage,
         )
         # Job handlers by kind; every feature that causes durable work registers its own.
         self.handlers: dict[str, Handler] = {
-            STORAGE_COMMITMENT_JOB: self.dicom.report_commitment,
+            STORAGE_COMMITMENT_JOB: self.commitment.report,
             **services.job_handlers(),
         }
         service = Hl7Service(

@@ -1,4 +1,4 @@
-"""The fast C-STORE receive path (adapters/dicom/fast_store.py) against real and raw peers.
+"""The fast C-STORE receive path (adapters/dicom/fastpath/) against real and raw peers.
 
 Storage-only associations are served by pacsflow's own receive loop, everything else by
 pynetdicom. These tests check that a peer cannot tell the difference: same negotiation, same
@@ -30,7 +30,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from pacsflow.adapters.dicom.fast_store import FastStore
+from pacsflow.adapters.dicom.fastpath.receiver import FastStore
 from pacsflow.app import Pacsflow
 from pacsflow.config import DicomPeer
 from pacsflow.domain.uids import Uid

@@ -16,13 +16,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from typer.testing import CliRunner
 
-from pacsflow.adapters.dicom.server import STORAGE_COMMITMENT_JOB
 from pacsflow.app import Pacsflow
 from pacsflow.cli import app as cli
 from pacsflow.config import DicomPeer
 from pacsflow.domain.access import Role
 from pacsflow.domain.jobs import JobState
 from pacsflow.domain.uids import new_uid
+from pacsflow.workflow.commitment import STORAGE_COMMITMENT_JOB
 from tests.conftest import make_settings, restamp, storescu
 from tests.peers.orthanc import free_port
 

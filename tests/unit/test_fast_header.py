@@ -1,4 +1,4 @@
-"""fast_header.read_identifying must agree with pydicom whenever it answers at all."""
+"""fastpath.header.read_identifying must agree with pydicom whenever it answers at all."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from pydicom.uid import (
 from pynetdicom.dsutils import create_file_meta
 
 from pacsflow.adapters.dicom.datasets import arrived_instance, dicom_date, read_header
-from pacsflow.adapters.dicom.fast_header import read_identifying
-from pacsflow.adapters.dicom.fast_store import _file_meta
+from pacsflow.adapters.dicom.fastpath.header import read_identifying
+from pacsflow.adapters.dicom.fastpath.wire import encode_file_meta
 
 TS = str(ExplicitVRLittleEndian)
 
@@ -195,7 +195,7 @@ def test_file_meta_is_what_pydicom_writes(syntax: str, instance: str) -> None:
         transfer_syntax=UID(syntax),
     )
     write_file_meta_info(out, meta)  # type: ignore[arg-type]
-    assert _file_meta(CTImageStorage, instance, syntax) == out.getvalue()
+    assert encode_file_meta(CTImageStorage, instance, syntax) == out.getvalue()
 
 
 def _strptime_date(value: str) -> object:

@@ -33,7 +33,8 @@ from pynetdicom.events import Event
 
 from pacsflow.adapters.dicom import _tuning
 from pacsflow.adapters.dicom.admission import Admission
-from pacsflow.adapters.dicom.fast_store import DivertingServer, _drain
+from pacsflow.adapters.dicom.fastpath.receiver import DivertingServer
+from pacsflow.adapters.dicom.fastpath.wire import drain
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def _reject(sock: socket.socket, seconds: float) -> None:
     with contextlib.suppress(OSError):
         sock.settimeout(seconds)
         sock.sendall(_REJECT_LOCAL_LIMIT)
-    _drain(sock, wait=min(seconds, 1.0))
+    drain(sock, wait=min(seconds, 1.0))
 
 
 __all__ = ["GuardedServer", "ListeningAE", "bound_reads"]

@@ -159,7 +159,7 @@ class _InflatedPrefix(io.BytesIO):
             self._size += len(more)
 
 
-#: What arrived_instance reads: a pydicom header, or fast_header's decoded values.
+#: What arrived_instance reads: a pydicom header, or fastpath.header's decoded values.
 Header = Dataset | Mapping[str, str]
 
 

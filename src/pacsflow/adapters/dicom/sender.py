@@ -1,4 +1,5 @@
-"""Outbound DICOM: sending stored instances to a peer by C-STORE, and reading their attributes.
+"""Outbound DICOM: stored instances to a peer by C-STORE, storage commitment reports by
+N-EVENT-REPORT, and reading the attributes of stored instances.
 
 Transfer syntaxes (an association may propose several presentation contexts for the same
 SOP class): per SOP class one context proposes explicit and implicit VR little endian
@@ -35,10 +36,17 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 from pynetdicom import AE, evt
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StorageCommitmentPushModel,
+    StorageCommitmentPushModelInstance,
+)
 
 from pacsflow.adapters.dicom.byte_order import as_little_endian, is_big_endian
 from pacsflow.adapters.dicom.datasets import coerce_identity, read_header, set_patient
+from pacsflow.adapters.dicom.status import NO_SUCH_OBJECT_INSTANCE, SUCCESS
+from pacsflow.domain.commitment import CommitmentFailure, CommitmentResult, InstanceReference
 from pacsflow.domain.errors import PermanentError, TransientError
 from pacsflow.domain.studies import InstanceRecord
 from pacsflow.domain.uids import Uid
@@ -103,7 +111,8 @@ def _choices(inst: InstanceRecord) -> list[str]:
 
 
 class DicomSender:
-    """Sends instances to configured peers (one association per batch)."""
+    """Sends instances to configured peers (one association per batch) and commitment
+    reports to their requestors."""
 
     def __init__(
         self,
@@ -130,6 +139,46 @@ class DicomSender:
             results.update(self._send_batch(destination, host, port, batch))
         return results
 
+    def report_commitment(self, requestor: str, result: CommitmentResult) -> None:
+        """Send a storage commitment result as an N-EVENT-REPORT (PS3.4 J.3.3).
+
+        On a new association to the requestor, where pacsflow takes the SCP role of the
+        Storage Commitment Push Model (role selection).
+        """
+        address = self._address(requestor)
+        if address is None:
+            raise PermanentError(f"AE {requestor!r} is not a configured peer: no address")
+        host, port = address
+        report = _commitment_report(result)
+        ensure_reachable(host, port, requestor)
+        ae = AE(ae_title=self._ae_title)
+        ae.add_requested_context(StorageCommitmentPushModel)
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = UID(StorageCommitmentPushModel)
+        role.scu_role = False
+        role.scp_role = True
+        assoc = ae.associate(
+            host,
+            port,
+            ae_title=requestor,
+            ext_neg=[role],
+            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+        )
+        if not assoc.is_established:
+            raise TransientError(f"cannot associate with {requestor} at {host}:{port}")
+        try:
+            answer, _ = assoc.send_n_event_report(
+                report,
+                2 if result.failed else 1,
+                StorageCommitmentPushModel,
+                StorageCommitmentPushModelInstance,
+            )
+        finally:
+            assoc.release()
+        code = int(getattr(answer, "Status", -1)) if answer else -1
+        if code != SUCCESS:
+            raise TransientError(f"{requestor} answered the report with status {code:#06x}")
+
     def _fit(
         self, instances: list[InstanceRecord]
     ) -> tuple[list[InstanceRecord], list[InstanceRecord]]:
@@ -145,11 +194,7 @@ class DicomSender:
     def _send_batch(
         self, destination: str, host: str, port: int, batch: list[InstanceRecord]
     ) -> dict[Uid, str]:
-        try:
-            with socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT):
-                pass  # pynetdicom leaks its socket when refused: probe first
-        except OSError as exc:
-            raise TransientError(f"cannot reach {destination} at {host}:{port}: {exc}") from exc
+        ensure_reachable(host, port, destination, _CONNECT_TIMEOUT)
         ae = AE(ae_title=self._ae_title)
         ae.acse_timeout = 30
         ae.dimse_timeout = 120
@@ -239,6 +284,47 @@ class DicomSender:
         if code == 0 or 0xB000 <= code < 0xC000:  # success or warning: stored
             return ""
         return f"C-STORE status {code:#06x}" if code >= 0 else "no C-STORE response"
+
+
+def ensure_reachable(host: str, port: int, ae_title: str, timeout: float = 5.0) -> None:
+    """Raise TransientError unless host:port accepts a TCP connection.
+
+    pynetdicom leaks its socket when a connection is refused; probing first keeps a peer
+    that is down from costing a file descriptor per retry.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise TransientError(f"cannot reach {ae_title} at {host}:{port}: {exc}") from exc
+
+
+def _commitment_report(result: CommitmentResult) -> Dataset:
+    """The N-EVENT-REPORT's Event Information: committed and failed references."""
+    report = Dataset()
+    report.TransactionUID = result.transaction_uid
+    committed = [_reference(ref) for ref in result.committed]
+    failed = []
+    for failure in result.failed:
+        item = _reference(failure.reference)
+        item.FailureReason = _FAILURE_REASON[failure.reason]
+        failed.append(item)
+    if committed:
+        report.ReferencedSOPSequence = committed
+    if failed:
+        report.FailedSOPSequence = failed
+    return report
+
+
+def _reference(ref: InstanceReference) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = ref.sop_class_uid
+    item.ReferencedSOPInstanceUID = ref.sop_instance_uid
+    return item
+
+
+#: Failure Reason (0008,1197) per commitment failure (PS3.4 J.3.3.1.1).
+_FAILURE_REASON = {CommitmentFailure.UNKNOWN_INSTANCE: NO_SUCH_OBJECT_INSTANCE}
 
 
 def _identity_differs(path: Path, view: StudyView) -> bool:
@@ -365,4 +451,4 @@ def attributes_of(ds: Dataset) -> dict[str, tuple[str, ...]]:
     return out
 
 
-__all__ = ["DicomSender", "attributes_of", "read_attributes"]
+__all__ = ["DicomSender", "attributes_of", "ensure_reachable", "read_attributes"]

@@ -7,7 +7,7 @@ never an aborted association. A `SpoolFile` therefore never raises on write or c
 removes its file, keeps the error, and swallows the rest of the data set; whoever answers
 the C-STORE looks at `error`.
 
-Both receive paths use it: the fast path (fast_store.py) directly, and pynetdicom through
+Both receive paths use it: the fast path (fastpath/session.py) directly, and pynetdicom through
 `install()`, which makes pynetdicom's chunked C-STORE receive (`STORE_RECV_CHUNKED_DATASET`,
 dimse_messages.py, checked against 3.0.4) open its temporary file here instead of with
 `tempfile.NamedTemporaryFile`; the handler finds the file as `request._dataset_file`.
