@@ -49,6 +49,8 @@ _EXPLICIT_LE = Uid("1.2.840.10008.1.2.1")
 
 
 class _Clock:
+    zone = UTC
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -114,7 +116,8 @@ def run(url: str, backend: str, reps: int, studies: int, instances: int) -> dict
     upgrade(url)
     engine = make_engine(url)
     uow = SqlUnitOfWorkFactory(engine)
-    service = Hl7Service(Intake(uow, _Clock()))
+    clock = _Clock()
+    service = Hl7Service(Intake(uow, clock), clock=clock.now)
     times: list[float] = []
     setup: list[float] = []
     for rep in range(reps):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,8 +19,9 @@ from pacsflow.adapters.db.tables import metadata
 class FixedClock:
     """A clock that moves only when told."""
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(self, start: datetime | None = None, zone: tzinfo = UTC) -> None:
         self.current = start or datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+        self.zone = zone
 
     def now(self) -> datetime:
         return self.current
@@ -33,10 +34,11 @@ class RunningClock:
     """A clock that starts at a chosen instant and then runs (a node's workers need time to
     pass: leases, backoff); tests move it on with advance() instead of waiting."""
 
-    def __init__(self, start: datetime) -> None:
+    def __init__(self, start: datetime, zone: tzinfo = UTC) -> None:
         if start.tzinfo is None:
             raise ValueError("the start instant needs a UTC offset")
         self.start = start.astimezone(UTC)
+        self.zone = zone
         self._origin = time.monotonic()
         self._skipped = timedelta(0)
         self._frozen: datetime | None = None

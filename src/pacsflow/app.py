@@ -88,6 +88,7 @@ class Pacsflow:
             queries=self.queries,
             peers=self._destination,
             audit=self.audit,
+            clock=self.clock,
             rights=self._rights,
             is_open=settings.dicom_open,
             strict_titles=(
@@ -111,6 +112,8 @@ class Pacsflow:
             SenderFieldMaps.from_settings(settings.hl7_fields),
             app_name=settings.hl7_application,
             facility=settings.hl7_facility,
+            assume_zone=self.clock.zone,
+            clock=self.clock.now,
             allowed_senders=frozenset(settings.hl7_allowed_senders),
         )
         self.hl7 = MllpServer(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import tomllib
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, PositiveInt, field_validator
 from pydantic_settings import (
@@ -176,6 +179,10 @@ class Settings(BaseSettings):
     prefetch_body_parts: dict[str, str] = Field(default_factory=dict)
     #: This node's site, a context field routing rules can test.
     site: str = ""
+    #: The site's time zone (IANA name, e.g. "Europe/Berlin"); every day boundary (today,
+    #: worklist dates, reports, routing schedules, CLI dates) is computed in it. Empty: the
+    #: host's zone.
+    site_timezone: str = ""
     #: A study is stable (study_stable routing rules run) after this long without new instances.
     routing_stable_seconds: float = Field(default=60.0, ge=0)
     #: Reading worklist: minutes from arrival to final report per priority (STAT, ASAP,
@@ -204,6 +211,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"the {priority} reading target must be positive minutes")
         return targets
 
+    @field_validator("site_timezone")
+    @classmethod
+    def _site_timezone(cls, value: str) -> str:
+        name = value.strip()
+        if name:
+            _zone(name)
+        return name
+
     @field_validator("prefetch_body_parts")
     @classmethod
     def _prefetch_body_parts(cls, value: dict[str, str]) -> dict[str, str]:
@@ -231,6 +246,11 @@ class Settings(BaseSettings):
         """The blob store URL, defaulting to files in the data directory."""
         return self.storage_url or (self.data_dir / "objects").resolve().as_uri()
 
+    @property
+    def site_zone(self) -> tzinfo:
+        """The site time zone: site_timezone, else the host's."""
+        return _zone(self.site_timezone) if self.site_timezone else host_zone()
+
     def tls_for(self, listener: str) -> bool:
         """True when the listener must speak TLS."""
         return self.tls_cert_file is not None and listener in self.tls_listeners
@@ -244,6 +264,47 @@ class Settings(BaseSettings):
         """Host and port of the configured peer with this AE title."""
         peer = self.peer(ae_title)
         return (peer.host, peer.port) if peer else None
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(
+            f"site_timezone {name!r} is not a known IANA time zone (e.g. Europe/Berlin)"
+        ) from exc
+
+
+class _HostZone(tzinfo):
+    """The host's local time zone as the C library keeps it (TZ, /etc/localtime), with its
+    daylight saving rules: the offset is looked up per instant, not fixed at start."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        if dt is None:
+            return timedelta(seconds=time.localtime().tm_gmtoff)
+        wall = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, 0, 0, -1)
+        return timedelta(seconds=time.localtime(time.mktime(wall)).tm_gmtoff)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return time.strftime("%Z")
+
+    def fromutc(self, dt: datetime) -> datetime:
+        stamp = (dt.replace(tzinfo=None) - _EPOCH) / timedelta(seconds=1)
+        return dt + timedelta(seconds=time.localtime(stamp).tm_gmtoff)
+
+    def __repr__(self) -> str:
+        return "host local time"
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def host_zone() -> tzinfo:
+    """The host's local time zone (the site's when site_timezone is not set)."""
+    return _HostZone()
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -264,5 +325,6 @@ __all__ = [
     "ResultSubscriber",
     "Settings",
     "StationMapping",
+    "host_zone",
     "load_settings",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cached_property
 
 import sqlalchemy as sa
@@ -27,7 +27,7 @@ from pacsflow.adapters.hl7.results import Hl7Subscriber, MllpResultSender
 from pacsflow.adapters.routing_yaml import YamlRuleText
 from pacsflow.adapters.security import Argon2Hasher
 from pacsflow.adapters.syslog import SyslogTlsSender, client_tls_context
-from pacsflow.config import DicomwebDestination, ResultSubscriber, Settings
+from pacsflow.config import DicomwebDestination, ResultSubscriber, Settings, host_zone
 from pacsflow.domain.audit import AuditSource
 from pacsflow.domain.jobs import RetryPolicy
 from pacsflow.domain.matching import ExceptionReason
@@ -56,7 +56,10 @@ from pacsflow.workflow.routing import FORWARD_JOB, ROUTE_INSTANCE_JOB, ROUTE_STU
 
 
 class SystemClock:
-    """The wall clock, in UTC."""
+    """The wall clock, in UTC, and the site time zone (default: the host's)."""
+
+    def __init__(self, zone: tzinfo | None = None) -> None:
+        self.zone: tzinfo = zone or host_zone()
 
     def now(self) -> datetime:
         """The current time."""
@@ -100,7 +103,7 @@ class Services:
         wake: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock(settings.site_zone)
         self._wake = wake
 
     # -- adapters -------------------------------------------------------------------------

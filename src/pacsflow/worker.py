@@ -152,7 +152,7 @@ class Worker:
             if error is None:
                 kept = uow.jobs.finish(job.id, self.name, now)
             elif isinstance(error, RetryLater):
-                kept = uow.jobs.postpone(job.id, self.name, error.at)
+                kept = uow.jobs.postpone(job.id, self.name, error.at, now)
             elif isinstance(error, PermanentError) or self.policy.is_exhausted(job.attempts):
                 kept = uow.jobs.bury(job.id, self.name, _describe(error), now)
                 log.warning(
@@ -164,7 +164,7 @@ class Worker:
                 )
             else:
                 delay = self.policy.delay(job.attempts, self._jitter())
-                kept = uow.jobs.retry(job.id, self.name, _describe(error), now + delay)
+                kept = uow.jobs.retry(job.id, self.name, _describe(error), now + delay, now)
                 log.info(
                     "job %d (%s) attempt %d failed, retry in %.1f s: %s",
                     job.id,

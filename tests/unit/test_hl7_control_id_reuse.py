@@ -22,7 +22,8 @@ class Node:
 
     def __init__(self) -> None:
         self.uow = memory_uow()
-        self.hl7 = Hl7Service(Intake(self.uow, FixedClock()), facility="RADIOLOGY")
+        clock = FixedClock()
+        self.hl7 = Hl7Service(Intake(self.uow, clock), facility="RADIOLOGY", clock=clock.now)
         self.queries = Queries(self.uow, InMemoryBlobStore())
 
     def entry(self, entry_id: int) -> JournalEntry:

@@ -21,6 +21,7 @@ from pacsflow.domain.errors import DuplicateAccession, TransientError, UnknownOr
 from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.workflow.intake import Journaled
+from tests.fakes import FixedClock
 
 SAMPLES = Path(__file__).parents[1] / "samples" / "hl7"
 NOW = datetime(2024, 3, 15, 8, 30, tzinfo=UTC)
@@ -82,7 +83,7 @@ class FakeIntake:
 
 
 def service(intake: FakeIntake, field_map: FieldMap | None = None) -> Hl7Service:
-    return Hl7Service(intake, field_map, "PACSFLOW", "RADIOLOGY")
+    return Hl7Service(intake, field_map, "PACSFLOW", "RADIOLOGY", clock=FixedClock().now)
 
 
 def answer(intake: FakeIntake, raw: bytes) -> Message:
@@ -343,7 +344,7 @@ def test_a_senders_own_field_map_applies_to_that_sender_only() -> None:
     maps = SenderFieldMaps.from_settings(
         {"accession_fallbacks": "", "RIS^RADIOLOGY": {"accession_fallbacks": "ORC-2.1"}}
     )
-    hl7 = Hl7Service(FakeIntake(), maps, "PACSFLOW", "RADIOLOGY")
+    hl7 = Hl7Service(FakeIntake(), maps, "PACSFLOW", "RADIOLOGY", clock=FixedClock().now)
     without_obr_18 = sample("orm_o01_nw.hl7").replace(b"|ACC1001|", b"||")
 
     own = parse(hl7.handle(without_obr_18, "ris:1"))

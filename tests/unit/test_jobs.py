@@ -161,7 +161,7 @@ def test_jobs_with_one_ordering_key_run_one_at_a_time_in_order(uow: SqlUnitOfWor
     )
     assert [j.id for j in _claim(uow, clock)] == [a, c]
     with uow() as u:
-        u.jobs.retry(a, "w1", "peer down", clock.now() + timedelta(seconds=10))
+        u.jobs.retry(a, "w1", "peer down", clock.now() + timedelta(seconds=10), clock.now())
         u.commit()
     assert _claim(uow, clock) == []  # b waits behind a's retry, even though b is due
     clock.advance(10)
@@ -192,12 +192,12 @@ def test_retry_keeps_the_error_and_postpone_gives_the_attempt_back(
     [job_id] = _enqueue(uow, clock, NewJob("send"))
     _claim(uow, clock)
     with uow() as u:
-        assert u.jobs.retry(job_id, "w1", "refused 0xA700", clock.now())
+        assert u.jobs.retry(job_id, "w1", "refused 0xA700", clock.now(), clock.now())
         u.commit()
     [job] = _claim(uow, clock)
     assert (job.attempts, job.last_error) == (2, "refused 0xA700")
     with uow() as u:
-        assert u.jobs.postpone(job_id, "w1", clock.now())
+        assert u.jobs.postpone(job_id, "w1", clock.now(), clock.now())
         u.commit()
     [job] = _claim(uow, clock)
     assert job.attempts == 2
@@ -210,7 +210,7 @@ def test_stats_count_depth_age_and_failing_destinations(uow: SqlUnitOfWorkFactor
     _enqueue(uow, clock, NewJob("fetch"))
     [first, _] = _claim(uow, clock)
     with uow() as u:
-        u.jobs.retry(first.id, "w1", "down", clock.now() + timedelta(hours=1))
+        u.jobs.retry(first.id, "w1", "down", clock.now() + timedelta(hours=1), clock.now())
         u.commit()
         stats = u.jobs.stats(clock.now())
     assert stats.by_state == {"pending": 2, "running": 1}

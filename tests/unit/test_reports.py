@@ -196,7 +196,7 @@ def test_the_oru_we_send_reads_back_with_status_accession_uid_and_text() -> None
 
 
 def test_images_available_is_an_orm_status_change_with_the_study_uid() -> None:
-    sender = MllpResultSender({})
+    sender = MllpResultSender({}, clock=lambda: datetime(2026, 11, 29, tzinfo=UTC))
     study = _study()
     raw = sender.encode(Hl7Subscriber("EHR", "h", 1), ResultMessage(2, EVENT_IMAGES, study), "PF2")
     m = parse(raw)

@@ -43,11 +43,12 @@ class CliContext:
 given_clock: ContextVar[Clock | None] = ContextVar("pacsflow_cli_clock", default=None)
 
 
-def clock() -> Clock:
-    """The time the commands work at: the wall clock unless the caller gave another."""
+def clock(found: Settings) -> Clock:
+    """The time the commands work at: the wall clock in the site time zone unless the caller
+    gave another."""
     from pacsflow.services import SystemClock
 
-    return given_clock.get() or SystemClock()
+    return given_clock.get() or SystemClock(found.site_zone)
 
 
 def settings(config: Path | None) -> Settings:
@@ -65,7 +66,7 @@ def services(config: Path | None) -> Services:
 
     found = settings(config)
     prepare_database(found)
-    return Services(found, clock())
+    return Services(found, clock(found))
 
 
 def fail(exc: PacsflowError) -> NoReturn:

@@ -15,7 +15,7 @@ def audit_verify(config: ConfigOption = None) -> None:
     from pacsflow.adapters.db.audit import run_verify
     from pacsflow.services import Services
 
-    code, message = run_verify(Services(settings(config), clock()).uow)
+    code, message = run_verify(Services(found := settings(config), clock(found)).uow)
     typer.echo(message, err=code != 0)
     raise typer.Exit(code)
 

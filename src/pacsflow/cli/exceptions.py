@@ -278,8 +278,12 @@ def exceptions_report(
         ReportFormat.CSV
     ),
     tz: Annotated[
-        str, typer.Option(help="The time zone the day is in (IANA name, e.g. Europe/Paris).")
-    ] = "UTC",
+        str | None,
+        typer.Option(
+            help="The time zone the day is in (IANA name, e.g. Europe/Paris). "
+            "Default: the site's (site_timezone)."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Print the daily reconciliation report.
@@ -295,7 +299,7 @@ def exceptions_report(
     except ValueError as exc:
         raise typer.BadParameter(f"{day!r} is not a date (YYYY-MM-DD)", param_hint="--day") from exc
     try:
-        zone = ZoneInfo(tz)
+        zone = ZoneInfo(tz) if tz is not None else None
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise typer.BadParameter(f"unknown time zone {tz!r}", param_hint="--tz") from exc
     try:

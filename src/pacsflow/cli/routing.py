@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pacsflow.cli._common import ConfigOption, cli_actor, clock, fail, services
+from pacsflow.cli._common import ConfigOption, cli_actor, fail, services
+from pacsflow.domain.calendar import local_time
 from pacsflow.domain.errors import PacsflowError
 
 app = typer.Typer(
@@ -33,8 +34,8 @@ def _rules_text(file: str) -> str:
         raise typer.BadParameter(f"cannot read {file}: {exc}", param_hint="FILE") from exc
 
 
-def _when(text: str, option: str) -> datetime:
-    """An ISO 8601 date or date-time; one without a UTC offset is local time."""
+def _when(text: str, option: str, zone: tzinfo) -> datetime:
+    """An ISO 8601 date or date-time; one without a UTC offset is the site's local time."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError as exc:
@@ -42,7 +43,7 @@ def _when(text: str, option: str) -> datetime:
             f"{text!r} is not an ISO 8601 date or date-time (e.g. 2024-05-01T08:00)",
             param_hint=option,
         ) from exc
-    return value if value.tzinfo is not None else value.astimezone()
+    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
 
 
 RulesFileArgument = Annotated[
@@ -62,7 +63,8 @@ def routing_list(
     config: ConfigOption = None,
 ) -> None:
     """List the saved versions, newest first: number, active mark (*), author, time, comment."""
-    views = services(config).routing.versions()
+    service = services(config)
+    views = service.routing.versions()
     if as_json:
         for view in views:
             v = view.version
@@ -84,7 +86,7 @@ def routing_list(
     typer.echo(f"{'version':>7}  {'active':6}  {'author':20} {'saved at':25} comment")
     for view in views:
         v = view.version
-        saved = v.created_at.astimezone().isoformat(sep=" ", timespec="seconds")
+        saved = local_time(v.created_at, service.clock.zone).isoformat(sep=" ", timespec="seconds")
         typer.echo(
             f"{v.version:>7}  {'*' if view.is_active else '':6}  {v.author:20} {saved:25} "
             f"{v.comment}"
@@ -183,8 +185,8 @@ def routing_dry_run(
         str | None,
         typer.Option(
             metavar="ISO",
-            help="Studies received from this time (ISO 8601; local time unless it has an "
-            "offset). Default: 7 days before --until.",
+            help="Studies received from this time (ISO 8601; the site's local time unless "
+            "it has an offset). Default: 7 days before --until.",
         ),
     ] = None,
     until: Annotated[
@@ -204,8 +206,10 @@ def routing_dry_run(
     prints, per study, the active and the candidate destinations and the
     change (+added, -removed). Nothing is sent and nothing is saved.
     """
-    end = _when(until, "--until") if until is not None else clock().now()
-    start = _when(since, "--since") if since is not None else end - timedelta(days=7)
+    found_services = services(config)
+    site = found_services.clock
+    end = _when(until, "--until", site.zone) if until is not None else site.now()
+    start = _when(since, "--since", site.zone) if since is not None else end - timedelta(days=7)
     if start >= end:
         raise typer.BadParameter(
             f"{start.isoformat(timespec='seconds')} is not before --until "
@@ -214,7 +218,7 @@ def routing_dry_run(
         )
     text = _rules_text(file)
     try:
-        found = services(config).routing.dry_run(text, start, end)
+        found = found_services.routing.dry_run(text, start, end)
     except PacsflowError as exc:
         fail(exc)
     rows = [d for d in found if d.changed or not changed_only]

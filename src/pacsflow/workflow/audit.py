@@ -138,6 +138,11 @@ class AuditTrail:
         self.forward(used)
         return found
 
+    @property
+    def clock(self) -> Clock:
+        """The clock the trail stamps its records with (adapters stamp their events with it)."""
+        return self._clock
+
     def refused(self, auditor: ActiveParticipant) -> int:
         """Record a refused attempt to read the audit log (Audit Log Used, outcome 4)."""
         event = audit_log_used(

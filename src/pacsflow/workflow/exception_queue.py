@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
+from pacsflow.domain.calendar import day_span, local_day
 from pacsflow.domain.candidates import (
     Candidate,
     HeldStudy,
@@ -154,14 +155,15 @@ class ExceptionQueue:
                 )
         return found
 
-    def report(self, day: date | None = None, zone: tzinfo = UTC) -> DailyReport:
-        """The day's figures (the day in zone, today by default); for today, up to now."""
+    def report(self, day: date | None = None, zone: tzinfo | None = None) -> DailyReport:
+        """The day's figures (the day in zone, default the site's; today by default); for
+        today, up to now."""
         now = self._clock.now()
-        day = day or now.astimezone(zone).date()
+        zone = zone or self._clock.zone
+        day = day or local_day(now, zone)
         if not 1900 <= day.year < 9999:
             raise InvalidInput(f"{day} is not a day of the exceptions queue", location="day")
-        start = datetime.combine(day, time(), zone).astimezone(UTC)
-        end = datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
+        start, end = day_span(day, day, zone)
         if start > now:
             raise InvalidInput(f"{day} has not begun yet", location="day")
         end = min(end, now)

@@ -104,8 +104,8 @@ class Intake:
                 self._handle(uow, command, sender.user_id or "hl7")
                 self._match_late(uow, command)
                 events.append(self._audit_event(uow, sender, command))
-            uow.journal.settle(entry_id, MessageStatus.APPLIED, ack())
             now = self._clock.now()
+            uow.journal.settle(entry_id, MessageStatus.APPLIED, ack(), at=now)
             for event in events:  # last before commit: the audit chain head stays locked briefly
                 uow.audit.append(event, now)
             uow.commit()
@@ -113,7 +113,7 @@ class Intake:
     def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
         """Record the answer of a message that was not applied (rejected, failed, duplicate)."""
         with self._uow() as uow:
-            uow.journal.settle(entry_id, status, ack, error)
+            uow.journal.settle(entry_id, status, ack, error, at=self._clock.now())
             uow.commit()
 
     def _handle(self, uow: UnitOfWork, command: cmd.Command, source: str = "hl7") -> None:

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes
 from pacsflow.domain.audit_events import security_alert
+from pacsflow.domain.calendar import local_time
 from pacsflow.domain.errors import ConflictingState, InvalidInput, NotFound, TransientError
 from pacsflow.domain.events import InstanceStored, ProcedureCompleted, StudyPublished
 from pacsflow.domain.jobs import Job, NewJob, RetryLater
@@ -105,7 +106,6 @@ class Routing:
         called_ae: str = "",
         site: str = "",
         stable_after: timedelta = timedelta(seconds=60),
-        local_time: Callable[[datetime], datetime] = lambda at: at.astimezone(),
         is_keyword: Callable[[str], bool] | None = None,
     ) -> None:
         self._uow = uow
@@ -118,7 +118,6 @@ class Routing:
         self._called_ae = called_ae
         self._site = site
         self.stable_after = stable_after
-        self._local_time = local_time
         self._is_keyword = is_keyword
         self._parsed: dict[int, RuleSet] = {}
 
@@ -464,7 +463,7 @@ class Routing:
             site=self._site,
             priority=order.priority.value if order else "",
             procedure_code=order.procedure_code.value if order and order.procedure_code else "",
-            time_of_day=self._local_time(received).time(),
+            time_of_day=local_time(received, self._clock.zone).time(),
         )
 
 

@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -277,7 +277,7 @@ class SqlJobQueue:
             job_id, worker, state=JobState.DONE.value, finished_at=now, updated_at=now
         )
 
-    def retry(self, job_id: int, worker: str, error: str, run_at: datetime) -> bool:
+    def retry(self, job_id: int, worker: str, error: str, run_at: datetime, now: datetime) -> bool:
         """Put a leased job back to pending until run_at, keeping the error."""
         return self._settle(
             job_id,
@@ -285,10 +285,10 @@ class SqlJobQueue:
             state=JobState.PENDING.value,
             run_at=utc(run_at),
             last_error=error,
-            updated_at=datetime.now(UTC),
+            updated_at=utc(now),
         )
 
-    def postpone(self, job_id: int, worker: str, run_at: datetime) -> bool:
+    def postpone(self, job_id: int, worker: str, run_at: datetime, now: datetime) -> bool:
         """Put a leased job back to pending until run_at without counting the attempt."""
         return self._settle(
             job_id,
@@ -296,7 +296,7 @@ class SqlJobQueue:
             state=JobState.PENDING.value,
             run_at=utc(run_at),
             attempts=_J.c.attempts - 1,
-            updated_at=datetime.now(UTC),
+            updated_at=utc(now),
         )
 
     def bury(self, job_id: int, worker: str, error: str, now: datetime) -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
-from pacsflow.adapters.db.timestamps import aware
+from pacsflow.adapters.db.timestamps import aware, utc
 from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
 
 
@@ -68,12 +68,14 @@ class SqlMessageJournal:
             m.status.in_([MessageStatus.APPLIED.value, MessageStatus.REJECTED.value]),
         )
 
-    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
-        """Record how a journaled message was answered."""
+    def settle(
+        self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "", *, at: datetime
+    ) -> None:
+        """Record how a journaled message was answered, and when."""
         self._c.execute(
             sa.update(t.hl7_messages)
             .where(t.hl7_messages.c.pk == entry_id)
-            .values(status=status.value, ack=ack, error=error, settled_at=datetime.now(UTC))
+            .values(status=status.value, ack=ack, error=error, settled_at=utc(at))
         )
 
     def get(self, entry_id: int) -> JournalEntry | None:

@@ -6,7 +6,7 @@ import io
 import sys
 import zlib
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time
+from datetime import date, timedelta, tzinfo
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -18,6 +18,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import PersonName as DicomPersonName
 
+from pacsflow.domain.calendar import day_span, day_start, local_time
 from pacsflow.domain.errors import MalformedMessage
 from pacsflow.domain.matching import ReceivedIdentity
 from pacsflow.domain.orders import Order, WorklistFilter
@@ -293,8 +294,12 @@ def _exact(ds: Dataset, keyword: str) -> str:
     return "" if any(c in text for c in "*?\\") else text
 
 
-def worklist_filter(query: Dataset) -> WorklistFilter:
-    """What of an MWL query the store can pre-filter on; the full matching still follows."""
+def worklist_filter(query: Dataset, zone: tzinfo) -> WorklistFilter:
+    """What of an MWL query the store can pre-filter on; the full matching still follows.
+
+    A ScheduledProcedureStepStartDate (or range) names days of the site: from the start of
+    the first to the end of the last in its time zone.
+    """
     sps_items = query.get("ScheduledProcedureStepSequence") or []
     sps = sps_items[0] if len(sps_items) == 1 else Dataset()
     start_from = start_to = None
@@ -303,9 +308,9 @@ def worklist_filter(query: Dataset) -> WorklistFilter:
         low, _, high = raw.partition("-") if "-" in raw else (raw, "", raw)
         low_date, high_date = dicom_date(low), dicom_date(high)
         if low_date is not None:
-            start_from = datetime.combine(low_date, time.min, tzinfo=UTC)
+            start_from = day_start(low_date, zone)
         if high_date is not None:
-            start_to = datetime.combine(high_date, time.max, tzinfo=UTC)
+            start_to = day_span(high_date, high_date, zone)[1] - timedelta(microseconds=1)
     return WorklistFilter(
         station_ae=_exact(sps, "ScheduledStationAETitle"),
         modality=_exact(sps, "Modality"),
@@ -316,8 +321,9 @@ def worklist_filter(query: Dataset) -> WorklistFilter:
     )
 
 
-def worklist_dataset(item: WorklistItem) -> Dataset:
-    """The full worklist entry of a scheduled order (PS3.4 K.6, IHE RAD-5 return keys)."""
+def worklist_dataset(item: WorklistItem, zone: tzinfo) -> Dataset:
+    """The full worklist entry of a scheduled order (PS3.4 K.6, IHE RAD-5 return keys); the
+    scheduled date and time are the site's (in zone)."""
     order, patient = item.order, item.patient
     ds = Dataset()
     set_patient(ds, patient)
@@ -339,7 +345,7 @@ def worklist_dataset(item: WorklistItem) -> Dataset:
     sps = Dataset()
     sps.ScheduledStationAETitle = order.scheduled_station_ae
     sps.ScheduledStationName = order.scheduled_station_name
-    start = order.scheduled_start
+    start = local_time(order.scheduled_start, zone) if order.scheduled_start else None
     sps.ScheduledProcedureStepStartDate = start.strftime("%Y%m%d") if start else ""
     sps.ScheduledProcedureStepStartTime = start.strftime("%H%M%S") if start else ""
     sps.Modality = order.modality

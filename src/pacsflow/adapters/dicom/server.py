@@ -46,6 +46,7 @@ from pacsflow.adapters.dicom.scp.worklist import WorklistScp
 from pacsflow.workflow.audit import AuditTrail
 from pacsflow.workflow.commitment import StorageCommitment
 from pacsflow.workflow.ingest import Ingest
+from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 
@@ -76,6 +77,7 @@ class DicomServer:
         peers: PeerLookup,
         rights: RightsLookup = lambda _ae: None,
         audit: AuditTrail | None = None,
+        clock: Clock,
         ssl_context: ssl.SSLContext | None = None,
         is_open: bool = False,
         strict_titles: frozenset[str] | None = None,
@@ -87,7 +89,7 @@ class DicomServer:
         fast_storage: bool = True,
     ) -> None:
         self.ae_title = ae_title
-        context = ScpContext(ae_title, rights, is_open, audit)
+        context = ScpContext(ae_title, rights, is_open, audit, clock)
         self._storage = StorageScp(context, ingest)
         self._worklist = WorklistScp(context, queries)
         self._query_retrieve = QueryRetrieveScp(context, queries, peers)

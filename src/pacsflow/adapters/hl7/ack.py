@@ -14,7 +14,7 @@ import enum
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pacsflow.adapters.hl7.codec import (
     Component,
@@ -86,10 +86,6 @@ def new_control_id() -> str:
     return uuid.uuid4().hex[:20].upper()
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class AckBuilder:
     """Builds the ACKs pacsflow sends as one application at one facility."""
 
@@ -99,12 +95,12 @@ class AckBuilder:
         facility: str = "PACSFLOW",
         *,
         control_ids: Callable[[], str] = new_control_id,
-        clock: Callable[[], datetime] | None = None,
+        clock: Callable[[], datetime],
     ) -> None:
         self._app_name = app_name
         self._facility = facility
         self._control_ids = control_ids
-        self._clock = clock or _utc_now
+        self._clock = clock
 
     def build(
         self,

@@ -119,7 +119,7 @@ class Hl7Service:
         *,
         assume_zone: tzinfo = UTC,
         control_ids: Callable[[], str] = new_control_id,
-        clock: Callable[[], datetime] | None = None,
+        clock: Callable[[], datetime],
         allowed_senders: frozenset[str] = frozenset(),
     ) -> None:
         self._intake = intake

@@ -62,7 +62,7 @@ class MllpResultSender:
         *,
         app_name: str = "PACSFLOW",
         facility: str = "PACSFLOW",
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime],
     ) -> None:
         self._subscribers = dict(subscribers)
         self._app = app_name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -34,7 +33,7 @@ def principal(request: Request, services: Services) -> Principal:
             user_authentication(
                 trail.source,
                 participant(request, token.strip()[:15]),
-                datetime.now(UTC),
+                trail.clock.now(),
                 outcome=Outcome.MINOR_FAILURE,
                 description=str(exc),
             )
@@ -70,7 +69,7 @@ def requires(permission: Permission) -> Any:
                 audit_query(
                     trail.source,
                     who,
-                    datetime.now(UTC),
+                    trail.clock.now(),
                     query_text=f"{request.method} {request.url.path}?{request.url.query}",
                     outcome=Outcome.SUCCESS if allowed else Outcome.MINOR_FAILURE,
                 )

@@ -62,11 +62,11 @@ class JobQueue(Protocol):
         """Mark a leased job done; False when the lease was lost (another worker has it)."""
         ...
 
-    def retry(self, job_id: int, worker: str, error: str, run_at: datetime) -> bool:
+    def retry(self, job_id: int, worker: str, error: str, run_at: datetime, now: datetime) -> bool:
         """Put a leased job back to pending until run_at, keeping the error."""
         ...
 
-    def postpone(self, job_id: int, worker: str, run_at: datetime) -> bool:
+    def postpone(self, job_id: int, worker: str, run_at: datetime, now: datetime) -> bool:
         """Put a leased job back to pending until run_at without counting the attempt."""
         ...
 

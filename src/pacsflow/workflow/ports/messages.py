@@ -29,8 +29,10 @@ class MessageJournal(Protocol):
         """The latest applied or rejected entry with this sender and control id, any content."""
         ...
 
-    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
-        """Record how a journaled message was answered."""
+    def settle(
+        self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "", *, at: datetime
+    ) -> None:
+        """Record how a journaled message was answered, and when."""
         ...
 
     def get(self, entry_id: int) -> JournalEntry | None:

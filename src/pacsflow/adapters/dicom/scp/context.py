@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
@@ -17,6 +16,7 @@ from pacsflow.domain import audit_events as atna_events
 from pacsflow.domain.access import DicomOperation, PeerRights, dicom_allows
 from pacsflow.domain.errors import Forbidden, PacsflowError
 from pacsflow.workflow.audit import AuditTrail
+from pacsflow.workflow.ports.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,14 @@ NReply = tuple[int | Dataset, Dataset | None]
 
 @dataclass(frozen=True, slots=True)
 class ScpContext:
-    """The called AE, the rights of calling AEs, and where audit records go."""
+    """The called AE, the rights of calling AEs, where audit records go, and the clock (its zone
+    is the site's: worklist dates are in it)."""
 
     ae_title: str
     rights: RightsLookup
     is_open: bool
     audit: AuditTrail | None
+    clock: Clock
 
     def check(self, event: Event, operation: DicomOperation) -> str:
         """The calling AE title, once it is allowed to perform the operation."""
@@ -61,7 +63,7 @@ class ScpContext:
             atna_events.query(
                 self.audit.source,
                 participant(caller(event)),
-                datetime.now(UTC),
+                self.clock.now(),
                 query_text=text,
                 sop_class_uid=model,
                 outcome=atna.Outcome(outcome),

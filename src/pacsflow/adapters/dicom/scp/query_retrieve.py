@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydicom import dcmread
@@ -86,7 +85,7 @@ class QueryRetrieveScp:
                 self._context.audit.source,
                 atna.ActiveParticipant(user_id=self._context.ae_title),
                 receiver,
-                datetime.now(UTC),
+                self._context.clock.now(),
                 action=atna.Action.READ,
                 requestor=requestor if receiver is not requestor else None,
                 studies=[atna_events.study_object(uid) for uid in studies],

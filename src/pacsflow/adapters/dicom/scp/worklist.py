@@ -26,8 +26,9 @@ class WorklistScp:
         return find_responses(event, self._context, DicomOperation.WORKLIST, self._search)
 
     def _search(self, query: Dataset) -> tuple[Iterable[Dataset], Dataset]:
-        items = self._queries.worklist(worklist_filter(query))
-        return (worklist_dataset(item) for item in items), query
+        zone = self._context.clock.zone
+        items = self._queries.worklist(worklist_filter(query, zone))
+        return (worklist_dataset(item, zone) for item in items), query
 
 
 __all__ = ["WorklistScp"]

@@ -155,13 +155,13 @@ def exceptions_report(
     services: Services,
     day: date | None = None,
     fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
-    tz: Annotated[str, Query(max_length=64)] = "UTC",
+    tz: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Any:
     """Per reason and mismatch source: opened and resolved that day, actions (matched,
     assigned, rejected, undone, late-matched), median and p90 time to resolution, open and
-    overdue at the end of the day (the day in tz, today by default)."""
+    overdue at the end of the day (the day in tz, default the site's; today by default)."""
     try:
-        zone = ZoneInfo(tz)
+        zone = ZoneInfo(tz) if tz is not None else None
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise InvalidInput(f"unknown time zone {tz!r}", location="tz") from exc
     report = services.exception_queue.report(day, zone)
