@@ -135,3 +135,6 @@ def test_routing_time_of_day_is_site_time(tmp_path: Path) -> None:
         NIGHT_SHIFT, JUST_AFTER_MIDNIGHT - timedelta(hours=1), clock.now() + timedelta(seconds=1)
     )
     assert study.candidate == frozenset({"NIGHT"})  # 00:10 at the site, 10:10 in UTC
+    # A period without an offset (the API's dry run) is site time too: 00:00-00:20 there.
+    since, until = datetime(2026, 11, 29, 0, 0), datetime(2026, 11, 29, 0, 20)
+    assert [d.key for d in routing.dry_run(NIGHT_SHIFT, since, until)] == [study.key]

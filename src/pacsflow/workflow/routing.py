@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
 from pacsflow.domain.audit import ActiveParticipant, AuditSource, EventTypes
@@ -208,14 +208,14 @@ class Routing:
     ) -> list[RouteDifference]:
         """Where the active rules send each study received in [since, until), and the candidate.
 
-        Times without an offset are read as UTC. Nothing is sent.
+        Times without an offset are the site's (the clock's zone). Nothing is sent.
         """
         candidate = self._checked(candidate_text)
         window = StudyFilter(
             is_published_only=True,
             limit=limit,
-            received_from=_aware(since),
-            received_until=_aware(until),
+            received_from=_aware(since, self._clock.zone),
+            received_until=_aware(until, self._clock.zone),
         )
         with self._uow(read_only=True) as uow:
             _, active = self._rules(uow) or (0, RuleSet(()))
@@ -467,8 +467,8 @@ class Routing:
         )
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+def _aware(moment: datetime, zone: tzinfo) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
 
 
 class UnknownVersion(NotFound):
