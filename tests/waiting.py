@@ -10,13 +10,14 @@ from pacsflow.app import Pacsflow
 from pacsflow.domain.jobs import JobState
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20) -> bool:
-    """Poll predicate until it holds or timeout seconds pass; whether it held."""
+def wait_until(predicate: Callable[[], bool], timeout: float = 20, interval: float = 0.05) -> bool:
+    """Poll predicate every interval seconds until it holds or timeout seconds pass; whether
+    it held."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(interval)
     return True
 
 

@@ -21,9 +21,10 @@ import pytest
 
 from pacsflow.adapters.hl7.codec import parse
 from tests.conftest import requires_dcmtk, restamp, storescu
-from tests.e2e.conftest import Node, free_port, wait_for
+from tests.e2e.conftest import Node, free_port
 from tests.e2e.test_workflow_paths import ORM
 from tests.integration.test_result_rail import Ehr
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 
@@ -152,7 +153,7 @@ def test_order_image_reports_reach_the_ehr_in_order_and_are_counted(
     )
     assert [_msa(a) for a in acks] == [("AA", "ORU0001"), ("AA", "ORU0002")]
 
-    assert wait_for(lambda: len(ehr.received) >= 3), _received(ehr)
+    assert wait_until(lambda: len(ehr.received) >= 3, timeout=15), _received(ehr)
     assert _received(ehr) == [
         ("ORM", "SC", ACCESSION),
         ("ORU", "P", ACCESSION),
@@ -178,11 +179,11 @@ def test_order_image_reports_reach_the_ehr_in_order_and_are_counted(
     ]
     assert {(v["attached_study_uid"], v["flag"]) for v in reports["versions"]} == {(study_uid, "")}
 
-    assert wait_for(lambda: node.deliveries()["delivered"] == 3), node.deliveries()
+    assert wait_until(lambda: node.deliveries()["delivered"] == 3, timeout=15), node.deliveries()
     stats = node.deliveries()
     assert (stats["total"], stats["failed"], stats["pending"]) == (3, 0, 0)
     assert (stats["delivered_in_time"], stats["success_rate"]) == (3, 1.0)
-    assert wait_for(node.jobs_done), node.delivery_jobs()
+    assert wait_until(node.jobs_done, timeout=15), node.delivery_jobs()
     assert len(ehr.received) == 3  # nothing delivered twice
 
 
@@ -193,7 +194,7 @@ def test_a_final_report_queued_while_the_ehr_is_down_survives_kill_9_and_arrives
     study_uid = _order_and_image(node, tmp_path)
     [ack] = node.send_hl7(_oru("P", "Preliminary: small nodule.", "ORU0001"))
     assert _msa(ack) == ("AA", "ORU0001")
-    assert wait_for(lambda: node.deliveries()["delivered"] == 2), node.deliveries()
+    assert wait_until(lambda: node.deliveries()["delivered"] == 2, timeout=15), node.deliveries()
     assert _received(ehr) == [("ORM", "SC", ACCESSION), ("ORU", "P", ACCESSION)]
 
     ehr.down()
@@ -203,19 +204,19 @@ def test_a_final_report_queued_while_the_ehr_is_down_survives_kill_9_and_arrives
     def final_job() -> dict[str, Any]:
         return max(node.delivery_jobs(), key=lambda j: int(j["id"]))  # the newest
 
-    assert wait_for(lambda: final_job()["attempts"] >= 2), final_job()
+    assert wait_until(lambda: final_job()["attempts"] >= 2, timeout=15), final_job()
     assert final_job()["state"] in ("pending", "running")
     assert "cannot connect" in final_job()["last_error"]
     node.kill()
 
     node.start()  # same data directory, same ports; the EHR is still down
     attempts_before = final_job()["attempts"]
-    assert wait_for(lambda: final_job()["attempts"] > attempts_before), final_job()
+    assert wait_until(lambda: final_job()["attempts"] > attempts_before, timeout=15), final_job()
     assert node.get(f"/api/studies/{study_uid}/reports")["report_status"] == "final"
     ehr.up()
 
-    assert wait_for(lambda: len(ehr.received) >= 3), node.delivery_jobs()
-    assert wait_for(node.jobs_done), node.delivery_jobs()
+    assert wait_until(lambda: len(ehr.received) >= 3, timeout=15), node.delivery_jobs()
+    assert wait_until(node.jobs_done, timeout=15), node.delivery_jobs()
     assert _received(ehr) == [
         ("ORM", "SC", ACCESSION),
         ("ORU", "P", ACCESSION),

@@ -12,7 +12,7 @@ which Orthanc, like any archive, keeps once (same SOP Instance UID).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,10 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from pacsflow.domain.uids import new_uid
 from tests.conftest import restamp
-from tests.e2e.conftest import Node, wait_for
+from tests.e2e.conftest import Node
 from tests.integration.test_routing_orthanc import CT_TO_ORTHANC
 from tests.peers.orthanc import OrthancPeer
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.orthanc]
 
@@ -43,10 +44,6 @@ def _orm(n: int) -> str:
         f"OBR|1|PL20{n:02d}|FL20{n:02d}|CTCHEST^CT chest^L||||||||||||||ACC20{n:02d}"
         f"|RP20{n:02d}|SPS20{n:02d}||||CT|||^^^20261128093000^^S\r"
     )
-
-
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    return wait_for(predicate, timeout, interval=0.02)
 
 
 # One worker and one job at a time toward Orthanc keep forwarding slow enough to be caught
@@ -131,21 +128,25 @@ def test_kill_9_during_forwarding_loses_nothing(
     node.stop()
 
     node.start()  # one worker, one job at a time toward Orthanc
-    assert _wait(lambda: orthanc.count_instances() >= 3, timeout=15), node.api("GET", "/api/jobs")
+    assert wait_until(lambda: orthanc.count_instances() >= 3, timeout=15, interval=0.02), node.api(
+        "GET", "/api/jobs"
+    )
     node.kill()
     at_kill = orthanc.count_instances()
     assert 0 < at_kill < len(accepted), "the kill came too late to interrupt forwarding"
 
     node.start()  # same data directory, same ports
-    assert _wait(lambda: orthanc.count_instances() >= len(accepted), timeout=15), node.api(
-        "GET", "/api/jobs", params={"state": "pending"}
-    )
+    assert wait_until(
+        lambda: orthanc.count_instances() >= len(accepted), timeout=15, interval=0.02
+    ), node.api("GET", "/api/jobs", params={"state": "pending"})
 
     def settled() -> bool:
         jobs = node.api("GET", "/api/jobs", params={"limit": 5000})
         return all(j["state"] in ("done", "dead") for j in jobs)
 
-    assert _wait(settled, timeout=10), node.api("GET", "/api/jobs", params={"state": "running"})
+    assert wait_until(settled, timeout=10, interval=0.02), node.api(
+        "GET", "/api/jobs", params={"state": "running"}
+    )
     jobs = node.api("GET", "/api/jobs", params={"limit": 5000})
     assert [j for j in jobs if j["state"] != "done"] == []
     assert sorted({j["kind"] for j in jobs}) == ["forward", "route_instance"]

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
@@ -23,6 +22,7 @@ from pacsflow.cli import app as cli
 from pacsflow.domain.access import Role
 from pacsflow.domain.reports import Report, ReportStatus
 from pacsflow.domain.uids import Uid
+from tests.api_client import Api
 from tests.conftest import make_settings, requires_dcmtk, restamp, storescu
 from tests.fakes import RunningClock
 from tests.scheduling import scheduled
@@ -30,20 +30,6 @@ from tests.scheduling import scheduled
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 
 runner = CliRunner()
-
-
-class Api:
-    """The node's HTTP API with a bearer token."""
-
-    def __init__(self, node: Pacsflow, token: str) -> None:
-        self.base = f"http://127.0.0.1:{node.http.port}"
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: str) -> httpx.Response:
-        return httpx.get(self.base + path, params=params, headers=self.headers, timeout=10)
-
-    def post(self, path: str, body: object = None) -> httpx.Response:
-        return httpx.post(self.base + path, json=body, headers=self.headers, timeout=10)
 
 
 def _send(node: Pacsflow, tmp: Path, name: str, **kw: str) -> str:

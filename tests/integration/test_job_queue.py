@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,15 +24,7 @@ from pacsflow.domain.uids import new_uid
 from pacsflow.workflow.commitment import STORAGE_COMMITMENT_JOB
 from tests.conftest import make_settings, restamp, storescu
 from tests.peers.orthanc import free_port
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.waiting import wait_until
 
 
 class Modality:
@@ -111,11 +102,12 @@ def test_a_commitment_report_waits_for_a_down_modality_across_a_restart(
         path, ds = restamp("CT_small.dcm", tmp_path / "c.dcm", patient_id="COMMIT2")
         storescu(node.dicom.port, path)
         transaction = _request_commitment(node, str(ds.SOPClassUID), str(ds.SOPInstanceUID))
-        assert _wait(
+        assert wait_until(
             lambda: any(
                 j.attempts >= 2 and "cannot reach MODALITY" in j.last_error
                 for j in node.jobs.list(kind=STORAGE_COMMITMENT_JOB)
-            )
+            ),
+            timeout=15,
         ), "the report was not retried while the modality was down"
     finally:
         node.stop()
@@ -124,14 +116,16 @@ def test_a_commitment_report_waits_for_a_down_modality_across_a_restart(
     again = Pacsflow(settings)  # a new process would see the same: the job is in the database
     again.start()
     try:
-        assert _wait(lambda: len(modality.reports) == 1), "the report was lost in the restart"
+        assert wait_until(lambda: len(modality.reports) == 1, timeout=15), (
+            "the report was lost in the restart"
+        )
         [report] = modality.reports
         assert report.TransactionUID == transaction
         assert [i.ReferencedSOPInstanceUID for i in report.ReferencedSOPSequence] == [
             ds.SOPInstanceUID
         ]
         [job] = again.jobs.list(kind=STORAGE_COMMITMENT_JOB)
-        assert _wait(lambda: again.jobs.get(job.id).state is JobState.DONE)
+        assert wait_until(lambda: again.jobs.get(job.id).state is JobState.DONE, timeout=15)
     finally:
         again.stop()
     assert len(modality.reports) == 1  # delivered once
@@ -146,7 +140,7 @@ def test_dead_letters_are_listed_and_replayed_over_the_api_and_the_cli(
     node.start()
     try:
         _request_commitment(node, "1.2.840.10008.5.1.4.1.1.2", new_uid())
-        assert _wait(lambda: bool(node.jobs.list(state=JobState.DEAD)))
+        assert wait_until(lambda: bool(node.jobs.list(state=JobState.DEAD)), timeout=15)
         admin = node.accounts.create_user("ops", [Role.ADMIN])
         token = node.accounts.create_token(admin.username, "t", None)
         base = f"http://127.0.0.1:{node.http.port}"
@@ -161,7 +155,7 @@ def test_dead_letters_are_listed_and_replayed_over_the_api_and_the_cli(
         replayed = httpx.post(f"{base}/api/jobs/{job_id}/replay", headers=headers)
         assert replayed.status_code == 200, replayed.text
         assert replayed.json()["attempts"] == 0
-        assert _wait(lambda: node.jobs.get(job_id).state is JobState.DEAD)
+        assert wait_until(lambda: node.jobs.get(job_id).state is JobState.DEAD, timeout=15)
         again = httpx.post(f"{base}/api/jobs/{job_id}/replay", headers=headers)
         assert again.status_code == 200
         missing = httpx.post(f"{base}/api/jobs/999999/replay", headers=headers)

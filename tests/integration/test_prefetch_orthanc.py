@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -24,19 +23,11 @@ from tests import factories as f
 from tests.conftest import make_settings, sample
 from tests.peers.orthanc import OrthancPeer
 from tests.scheduling import place
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.orthanc]
 
 ORDER_DAY = date(2026, 11, 28)  # factories.order's scheduled start
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _prior(
@@ -140,7 +131,7 @@ def test_priors_of_every_linked_identifier_are_prefetched_when_an_order_arrives(
         priors = node.prefetch.priors(key)
         return len(priors) == 3 and all(x.state is PriorState.DONE for x in priors)
 
-    assert _wait(fetched), (node.prefetch.priors(key), node.jobs.list())
+    assert wait_until(fetched, timeout=30), (node.prefetch.priors(key), node.jobs.list())
     priors = node.prefetch.priors(key)
     assert {x.study_instance_uid for x in priors} == wanted
     assert all(x.instances == 1 and (x.latency or -1) >= 0 for x in priors)
@@ -173,19 +164,21 @@ def test_a_prior_that_is_already_local_is_not_fetched_again(
     uid = _prior(orthanc, tmp_path, "PF200", 30, "CT")
     first = f.order(p)
     place(node, cmd.PlaceOrder(first, p))
-    assert _wait(
+    assert wait_until(
         lambda: (
             [x.state for x in node.prefetch.priors(f"order:{first.accession_number}")]
             == [PriorState.DONE]
-        )
+        ),
+        timeout=30,
     )
     second = f.order(p)
     place(node, cmd.PlaceOrder(second, p))
-    assert _wait(
+    assert wait_until(
         lambda: (
             [x.state for x in node.prefetch.priors(f"order:{second.accession_number}")]
             == [PriorState.LOCAL]
-        )
+        ),
+        timeout=30,
     )
     [local] = node.prefetch.priors(f"order:{second.accession_number}")
     assert local.study_instance_uid == uid
@@ -211,7 +204,10 @@ def test_an_order_fetches_only_the_priors_of_the_body_part_its_procedure_names(
         order = f.order(p)
         place(node, cmd.PlaceOrder(order, p))
         key = f"order:{order.accession_number}"
-        assert _wait(_done(node, key, 2)), (node.prefetch.priors(key), node.jobs.list())
+        assert wait_until(_done(node, key, 2), timeout=30), (
+            node.prefetch.priors(key),
+            node.jobs.list(),
+        )
         assert {x.study_instance_uid for x in node.prefetch.priors(key)} == wanted
         local = {
             v.study.study_instance_uid
@@ -236,5 +232,5 @@ def test_an_archive_searched_by_patient_id_only_finds_priors_stored_without_an_i
         place(node, cmd.PlaceOrder(order, p))
         key = f"order:{order.accession_number}"
         wanted = {with_issuer} | ({without} if not query_with_issuer else set())
-        assert _wait(_done(node, key, len(wanted))), node.prefetch.priors(key)
+        assert wait_until(_done(node, key, len(wanted)), timeout=30), node.prefetch.priors(key)
         assert {x.study_instance_uid for x in node.prefetch.priors(key)} == wanted

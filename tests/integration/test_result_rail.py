@@ -6,8 +6,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,20 +25,11 @@ from tests.conftest import make_settings, requires_dcmtk
 from tests.fakes import RunningClock
 from tests.peers.orthanc import free_port
 from tests.scheduling import send_scheduled
-from tests.waiting import wait_settled
+from tests.waiting import wait_settled, wait_until
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 
 SB, EB = b"\x0b", b"\x1c\x0d"
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 class Ehr:
@@ -163,7 +153,7 @@ def test_reports_over_mllp_reach_the_ehr_in_order_and_set_the_study_status(
     for n, status in enumerate(["P", "F", "C"]):
         assert _send_hl7(node, oru(order, status, f"version {status}", f"C{n}")) == "AA"
     acc = str(order.accession_number)
-    assert _wait(lambda: len(ehr.messages()) == 3), ehr.messages()
+    assert wait_until(lambda: len(ehr.messages()) == 3), ehr.messages()
     assert ehr.messages() == [
         (acc, "P", "version P"),
         (acc, "F", "version F"),
@@ -177,7 +167,7 @@ def test_reports_over_mllp_reach_the_ehr_in_order_and_set_the_study_status(
         [stats] = node.results.delivery_stats()
         return (stats.delivered, stats.failed, stats.pending) == (4, 0, 0)
 
-    assert _wait(settled), node.results.delivery_stats()
+    assert wait_until(settled), node.results.delivery_stats()
     assert node.results.delivery_stats()[0].success_rate == 1.0
 
 
@@ -216,7 +206,7 @@ def test_a_report_before_its_study_is_kept_flagged_and_attaches_when_the_study_a
         sex="M",
     )
     storescu(node.dicom.port, path)
-    assert _wait(lambda: ehr.messages() == [(str(order.accession_number), "F", "early")])
+    assert wait_until(lambda: ehr.messages() == [(str(order.accession_number), "F", "early")])
     [record] = node.results.reports_of(Uid(str(order.study_instance_uid)))
     assert (record.flag, record.source) == ("", "api:ris")
 
@@ -232,19 +222,19 @@ def test_an_ae_from_the_ehr_fails_the_delivery_with_its_reason_and_replay_delive
     def dead() -> list[str]:
         return [j.last_error for j in node.jobs.list(state=JobState.DEAD, kind=DELIVER_RESULT_JOB)]
 
-    assert _wait(lambda: len(dead()) == 2), node.jobs.list()  # the report and images-available
+    assert wait_until(lambda: len(dead()) == 2), node.jobs.list()  # the report and images-available
     assert all("answered AE: unknown patient" in e for e in dead())
     [stats] = node.results.delivery_stats()
     assert (stats.delivered, stats.failed) == (0, 2)
     ehr.mode = "AA"
     assert node.jobs.replay_dead(DELIVER_RESULT_JOB) == 2
-    assert _wait(lambda: len(ehr.messages()) == 1 and len(ehr.messages("ORM")) == 1)
+    assert wait_until(lambda: len(ehr.messages()) == 1 and len(ehr.messages("ORM")) == 1)
 
     def counts() -> tuple[int, int]:
         [stats] = node.results.delivery_stats()
         return stats.delivered, stats.failed
 
-    assert _wait(lambda: counts() == (2, 0)), counts()
+    assert wait_until(lambda: counts() == (2, 0)), counts()
 
 
 def test_silence_and_a_down_ehr_are_retried_and_nothing_is_lost_across_a_restart(
@@ -258,7 +248,7 @@ def test_silence_and_a_down_ehr_are_retried_and_nothing_is_lost_across_a_restart
         _, order = send_scheduled(node, tmp_path, "CT_small.dcm", "ct")
         for n, status in enumerate(["P", "F"]):
             assert _send_hl7(node, oru(order, status, f"v{status}", f"S{n}")) == "AA"
-        assert _wait(
+        assert wait_until(
             lambda: any(j.attempts >= 2 for j in node.jobs.list(kind=DELIVER_RESULT_JOB)),
             timeout=30,
         ), node.jobs.list()
@@ -272,9 +262,9 @@ def test_silence_and_a_down_ehr_are_retried_and_nothing_is_lost_across_a_restart
     again.start()
     try:
         acc = str(order.accession_number)
-        assert _wait(lambda: len(ehr.messages()) == 2, timeout=30), again.jobs.list()
+        assert wait_until(lambda: len(ehr.messages()) == 2, timeout=30), again.jobs.list()
         assert ehr.messages() == [(acc, "P", "vP"), (acc, "F", "vF")]
-        assert _wait(
+        assert wait_until(
             lambda: all(j.state is JobState.DONE for j in again.jobs.list(kind=DELIVER_RESULT_JOB))
         )
     finally:
@@ -324,7 +314,7 @@ def test_a_report_for_a_held_study_attaches_when_the_study_is_reconciled(
         held.id, str(order.accession_number), ActiveParticipant("rita", is_requestor=True)
     )
     acc = str(order.accession_number)
-    assert _wait(lambda: ehr.messages() == [(acc, "F", "read before reconciling")])
+    assert wait_until(lambda: ehr.messages() == [(acc, "F", "read before reconciling")])
     assert node.results.reports(unattached_only=True) == []
-    assert _wait(lambda: len(ehr.messages("ORM")) == 1)  # images available, after publishing
+    assert wait_until(lambda: len(ehr.messages("ORM")) == 1)  # images available, after publishing
     assert str(ds.StudyInstanceUID) == str(order.study_instance_uid)

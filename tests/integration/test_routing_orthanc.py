@@ -3,8 +3,7 @@ and a destination that is down for a while."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from tests.conftest import make_settings, requires_dcmtk
 from tests.fakes import RunningClock
 from tests.peers.orthanc import OrthancPeer, running_orthanc
 from tests.scheduling import send_scheduled
-from tests.waiting import wait_settled
+from tests.waiting import wait_settled, wait_until
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.dcmtk, requires_dcmtk]
 
@@ -42,15 +41,6 @@ rules:
     when: {Modality: MR}
     send_to: [ORTHANC]
 """
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @dataclass
@@ -103,14 +93,14 @@ def test_a_rule_sends_ct_to_orthanc_and_nothing_else(routed: Routed) -> None:
     assert (version["version"], version["is_active"], version["author"]) == (1, True, "ops")
     ct = routed.send_scheduled("CT_small.dcm", "ct")
     mr = routed.send_scheduled("MR_small.dcm", "mr")
-    assert _wait(lambda: ct in routed.orthanc.instances()), routed.node.jobs.list()
+    assert wait_until(lambda: ct in routed.orthanc.instances()), routed.node.jobs.list()
     study = routed.node.queries.instances(sop_uids=[ct])[0].study_instance_uid  # type: ignore[list-item]
 
     def forwards() -> list[tuple[str, str]]:
         found = routed.http.get(f"/api/studies/{study}/forwards").json()
         return [(f["destination"], f["state"]) for f in found]
 
-    assert _wait(lambda: forwards() == [("ORTHANC", "sent")]), forwards()
+    assert wait_until(lambda: forwards() == [("ORTHANC", "sent")]), forwards()
     wait_settled(routed.node)  # the MR's routing job is done: a wrong forward would be too
     assert mr not in routed.orthanc.instances()
     assert routed.orthanc.count_instances() == 1
@@ -119,7 +109,7 @@ def test_a_rule_sends_ct_to_orthanc_and_nothing_else(routed: Routed) -> None:
 def test_a_dry_run_shows_what_a_candidate_changes_and_sends_nothing(routed: Routed) -> None:
     routed.save(CT_TO_ORTHANC)
     ct = routed.send_scheduled("CT_small.dcm", "ct")
-    assert _wait(lambda: ct in routed.orthanc.instances())
+    assert wait_until(lambda: ct in routed.orthanc.instances())
     mr = routed.send_scheduled("MR_small.dcm", "mr")
     wait_settled(routed.node)
     before = routed.orthanc.count_instances()
@@ -159,7 +149,7 @@ def test_a_rollback_restores_the_previous_routing(routed: Routed) -> None:
     assert r.status_code == 200, r.text
     assert (r.json()["version"], r.json()["is_active"]) == (1, True)
     ct_under_v1 = routed.send_scheduled("CT_small.dcm", "ct1")
-    assert _wait(lambda: ct_under_v1 in routed.orthanc.instances())
+    assert wait_until(lambda: ct_under_v1 in routed.orthanc.instances())
     assert ct_under_v2 not in routed.orthanc.instances()  # routed by v2 when it arrived
 
 
@@ -179,10 +169,10 @@ def test_with_orthanc_down_forwarding_retries_and_completes_when_it_is_back(
             j.attempts >= 2 and "cannot reach ORTHANC" in j.last_error for j in jobs
         )
 
-    assert _wait(retrying), [(j.attempts, j.last_error) for j in routed.node.jobs.list()]
+    assert wait_until(retrying), [(j.attempts, j.last_error) for j in routed.node.jobs.list()]
     routed.orthanc.start()
-    assert _wait(lambda: set(sent) <= set(routed.orthanc.instances()), timeout=30)
-    assert _wait(
+    assert wait_until(lambda: set(sent) <= set(routed.orthanc.instances()), timeout=30)
+    assert wait_until(
         lambda: all(j.state is JobState.DONE for j in routed.node.jobs.list(kind=FORWARD_JOB))
     )
     assert routed.orthanc.count_instances() == 3
@@ -219,9 +209,9 @@ def test_a_rule_sends_to_a_dicomweb_endpoint_by_stow_rs(
             routed = Routed(node, web, httpx.Client(), tmp_path)
             mr = routed.send_scheduled("MR_small.dcm", "mr")
             ct = routed.send_scheduled("CT_small.dcm", "ct")
-            assert _wait(lambda: mr in web.instances()), node.jobs.list()
+            assert wait_until(lambda: mr in web.instances()), node.jobs.list()
             study = node.queries.instances(sop_uids=[Uid(mr)])[0].study_instance_uid
-            assert _wait(
+            assert wait_until(
                 lambda: (
                     [(d, s) for _, d, s, _ in node.routing.forwards(study)] == [("WEBPACS", "sent")]
                 )
@@ -235,14 +225,14 @@ def test_a_rule_sends_to_a_dicomweb_endpoint_by_stow_rs(
 def test_a_forwarded_study_sent_back_is_stored_once_and_raises_an_alert(routed: Routed) -> None:
     routed.save(CT_TO_ORTHANC)
     ct = routed.send_scheduled("CT_small.dcm", "ct")
-    assert _wait(lambda: ct in routed.orthanc.instances())
+    assert wait_until(lambda: ct in routed.orthanc.instances())
     routed.orthanc.add_modality("PACSFLOW", "PACSFLOW", "127.0.0.1", routed.node.dicom.port)
     [orthanc_id] = routed.orthanc.rest_post(
         "/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": ct}}
     )
     routed.orthanc.rest_post("/modalities/PACSFLOW/store", orthanc_id)  # Orthanc sends it back
     alerts = routed.http.get("/api/alerts")
-    assert _wait(lambda: bool(routed.http.get("/api/alerts").json())), alerts.text
+    assert wait_until(lambda: bool(routed.http.get("/api/alerts").json())), alerts.text
     [alert] = routed.http.get("/api/alerts").json()
     assert (alert["kind"], alert["peer"], alert["count"]) == ("returned", "ORTHANC", 1)
     assert "came back from ORTHANC" in alert["detail"]
@@ -291,4 +281,6 @@ def test_mpps_completed_makes_a_study_stable_at_once(routed: Routed) -> None:
         assert assoc.send_n_set(done, ModalityPerformedProcedureStep, step)[0].Status == 0
     finally:
         assoc.release()
-    assert _wait(lambda: sop in routed.orthanc.instances(), timeout=15), routed.node.jobs.list()
+    assert wait_until(lambda: sop in routed.orthanc.instances(), timeout=15), (
+        routed.node.jobs.list()
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -20,6 +19,7 @@ from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import Patient
 from pacsflow.domain.uids import Uid, new_uid
 from tests import factories as f
+from tests.api_client import Api
 from tests.conftest import (
     TOOL_PEERS,
     Receiver,
@@ -35,20 +35,6 @@ from tests.scheduling import place, scheduled
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 
 runner = CliRunner()
-
-
-class Api:
-    """The node's HTTP API with a bearer token."""
-
-    def __init__(self, node: Pacsflow, token: str) -> None:
-        self.base = f"http://127.0.0.1:{node.http.port}"
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: str) -> httpx.Response:
-        return httpx.get(self.base + path, params=params, headers=self.headers, timeout=10)
-
-    def post(self, path: str, body: object = None) -> httpx.Response:
-        return httpx.post(self.base + path, json=body, headers=self.headers, timeout=10)
 
 
 def _send(

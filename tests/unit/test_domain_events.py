@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -21,6 +20,7 @@ from pacsflow.workflow.ports.uow import UnitOfWork
 from pacsflow.workflow.routing import ROUTE_STUDY_JOB, Routing
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.unit.test_group_commit import wait_queued
 
 STABLE_CT = """
 rules:
@@ -70,14 +70,6 @@ def test_work_a_subscriber_enqueues_commits_and_rolls_back_with_the_instance() -
     assert not is_lost_indexed
 
 
-def _wait_until(condition: Callable[[], bool]) -> None:
-    """Wait for another thread to get there (fail after 5 s rather than hang)."""
-    deadline = time.monotonic() + 5
-    while not condition():
-        assert time.monotonic() < deadline, "the other threads did not get there"
-        time.sleep(0.001)
-
-
 def test_instances_stored_in_one_round_reach_subscribers_as_one_batch() -> None:
     uow, bus = memory_uow(), EventBus()
     batches: list[list[Uid]] = []
@@ -97,7 +89,7 @@ def test_instances_stored_in_one_round_reach_subscribers_as_one_batch() -> None:
     assert entered.wait(5)
     for t in threads[1:]:
         t.start()
-    _wait_until(lambda: len(ingest._rounds._queue) == len(rest))
+    wait_queued(ingest._rounds, len(rest))
     gate.set()
     for t in threads:
         t.join(5)

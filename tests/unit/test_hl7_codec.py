@@ -8,17 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pacsflow.adapters.hl7.codec import (
-    DEFAULT_DELIMITERS,
-    Delimiters,
-    Location,
+from pacsflow.adapters.hl7.building import (
     Repeated,
     encode_message,
     encode_msh,
     encode_segment,
-    escape,
+)
+from pacsflow.adapters.hl7.codec import (
+    Location,
     parse,
     read_header,
+)
+from pacsflow.adapters.hl7.er7 import (
+    DEFAULT_DELIMITERS,
+    Delimiters,
+    escape,
     unescape,
 )
 from pacsflow.adapters.hl7.errors import SegmentSequenceError, UnsupportedCharset

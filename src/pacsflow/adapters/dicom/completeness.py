@@ -28,23 +28,21 @@ The walk follows pydicom's reading rules, so what passes here is what pydicom re
   the limit (each level takes at least 16 bytes), so ordinary values are still skipped; what
   it holds beyond its nesting is not judged (as above, and pydicom reads what it can of it).
 * Deflated Explicit VR Little Endian (PS3.5 A.5) is inflated in bounded chunks and walked as
-  it streams; the deflate stream must end too. Past 64 MiB inflated it may not inflate more
-  than 100:1 (a deflate bomb: deflate reaches about 1030:1 on zeros, at about 500 MB/s, and
-  pydicom inflates a stored data set whole each time it reads it later).
+  it streams; the deflate stream must end too (the readers are `dataset_sources.py`).
 """
 
 from __future__ import annotations
 
 import io
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from struct import Struct
-from typing import BinaryIO, Final, Protocol
+from typing import BinaryIO, Final
 
 from pydicom._dicom_dict import DicomDictionary
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from pacsflow.adapters.dicom.dataset_sources import ByteSource, FileSource, InflatingSource
 from pacsflow.domain.errors import MalformedMessage
 
 _UNDEFINED: Final = 0xFFFFFFFF
@@ -58,18 +56,9 @@ _PREAMBLE: Final = 128
 _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
-#: How much of the file one read brings in: a CT slice's header (and more) in one system call.
-_WINDOW: Final = 16384
 _ZERO_HEADER: Final = bytes(8)
 #: How much of a run of zero bytes one step looks at (a multiple of a header's 8 bytes).
 _ZERO_RUN_CHUNK: Final = 65536
-#: How much inflated data the deflate reader holds at most beyond what one read asks for.
-_INFLATE_CHUNK: Final = 65536
-#: Inflated size up to which any ratio is accepted (blank frames deflate about 1000:1).
-_INFLATE_GRACE: Final = 64 * 1024 * 1024
-#: The most a deflated data set may inflate beyond the grace, per byte received. pydicom's
-#: samples deflate 1.4 to 65:1; 1000:1 would stop a bomb of pure zeros but not one at 900:1.
-_MAX_INFLATE_RATIO: Final = 100
 #: The deepest sequence nesting accepted: what pydicom reads, coerces and writes back within
 #: Python's default recursion limit with room to spare (about 2.5 to 5 frames per level; it
 #: fails near 200 levels), and far beyond the few levels real objects use (an SR tree: ~10).
@@ -121,131 +110,6 @@ class _TooDeep(MalformedMessage):
     """Sequences nest past MAX_NESTING."""
 
 
-class _Source(Protocol):
-    """The data set's bytes, read forward."""
-
-    def read(self, size: int) -> bytes:
-        """The next size bytes, fewer only at the end."""
-
-    def unread(self, size: int) -> None:
-        """Step back over the last size bytes just read."""
-
-    def skip(self, size: int) -> int:
-        """Move past size bytes; how many there were (fewer only at the end)."""
-
-    @property
-    def position(self) -> int:
-        """How far the data set has been read (the end of a defined-length value is here)."""
-
-
-class _FileSource:
-    """A file read through a small window; skipping a value only moves the position."""
-
-    def __init__(self, fp: BinaryIO, start: int, size: int) -> None:
-        self._fp = fp
-        self._size = size
-        self._pos = start
-        self._window = b""
-        self._window_at = start
-
-    def read(self, size: int) -> bytes:
-        pos = self._pos
-        offset = pos - self._window_at
-        if offset < 0 or offset + size > len(self._window):
-            self._fp.seek(pos)
-            self._window = self._fp.read(max(size, _WINDOW))
-            self._window_at = pos
-            offset = 0
-        data = self._window[offset : offset + size]
-        self._pos = pos + len(data)
-        return data
-
-    @property
-    def position(self) -> int:
-        """The offset in the file of the next byte to read."""
-        return self._pos
-
-    def unread(self, size: int) -> None:
-        self._pos -= size
-
-    def skip(self, size: int) -> int:
-        skipped = max(0, min(size, self._size - self._pos))
-        self._pos += skipped
-        return skipped
-
-
-class _InflatingSource:
-    """A raw deflate stream (PS3.5 A.5) inflated a chunk at a time."""
-
-    def __init__(self, fp: BinaryIO) -> None:
-        self._fp = fp
-        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        self._buffer = b""
-        self._offset = 0
-        #: inflated bytes dropped from the front of the buffer
-        self._dropped = 0
-        self._deflated_size = 0
-        self._inflated_size = 0
-
-    def _fill(self, size: int) -> None:
-        """Inflate until size bytes are buffered ahead, or the stream ends."""
-        while len(self._buffer) - self._offset < size and not self._inflater.eof:
-            pending = self._inflater.unconsumed_tail
-            if not pending:
-                pending = self._fp.read(_INFLATE_CHUNK)
-                self._deflated_size += len(pending)
-            if not pending:
-                return
-            try:
-                more = self._inflater.decompress(pending, _INFLATE_CHUNK)
-            except zlib.error as exc:
-                raise MalformedMessage(f"deflated data set is corrupt: {exc}") from exc
-            self._inflated_size += len(more)
-            if (
-                self._inflated_size > _INFLATE_GRACE
-                and self._inflated_size > _MAX_INFLATE_RATIO * self._deflated_size
-            ):
-                raise MalformedMessage(
-                    f"deflated data set inflates over {_MAX_INFLATE_RATIO}:1 (a deflate bomb)"
-                )
-            self._dropped += self._offset
-            self._buffer = self._buffer[self._offset :] + more
-            self._offset = 0
-
-    def read(self, size: int) -> bytes:
-        self._fill(size)
-        data = self._buffer[self._offset : self._offset + size]
-        self._offset += len(data)
-        return data
-
-    @property
-    def position(self) -> int:
-        """Inflated bytes read so far."""
-        return self._dropped + self._offset
-
-    def unread(self, size: int) -> None:
-        if size > self._offset:  # inflated bytes already dropped
-            raise MalformedMessage("deflated data set: a value overruns its length")
-        self._offset -= size
-
-    def skip(self, size: int) -> int:
-        skipped = 0
-        while skipped < size:
-            self._fill(min(size - skipped, _INFLATE_CHUNK))
-            step = min(size - skipped, len(self._buffer) - self._offset)
-            if step == 0:
-                break
-            self._offset += step
-            skipped += step
-        return skipped
-
-    def check_ended(self) -> None:
-        """Raise unless the deflate stream itself ended (its last block was received)."""
-        self._fill(1)
-        if not self._inflater.eof:
-            raise MalformedMessage("deflated data set is cut short: its stream does not end")
-
-
 @dataclass(frozen=True, slots=True)
 class _Frame:
     """What the walk is inside: a data set (top level or item) or the items of an element."""
@@ -272,20 +136,20 @@ def check_complete(source: Path | BinaryIO, transfer_syntax: str) -> None:
 
 def _check(fp: BinaryIO, transfer_syntax: str) -> None:
     size = fp.seek(0, io.SEEK_END)
-    start = _data_set_start(_FileSource(fp, 0, size))
+    start = _data_set_start(FileSource(fp, 0, size))
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         fp.seek(start)
-        inflating = _InflatingSource(fp)
+        inflating = InflatingSource(fp)
         _walk(inflating, _EXPLICIT_LE)
         inflating.check_ended()
         return
     encoding = _ENCODINGS[
         (transfer_syntax == ImplicitVRLittleEndian, transfer_syntax != ExplicitVRBigEndian)
     ]
-    _walk(_FileSource(fp, start, size), encoding)
+    _walk(FileSource(fp, start, size), encoding)
 
 
-def _data_set_start(src: _FileSource) -> int:
+def _data_set_start(src: FileSource) -> int:
     """Where the data set begins: after the preamble, 'DICM' and the group 0002 elements."""
     if src.read(_PREAMBLE + 4)[_PREAMBLE:] != b"DICM":
         raise MalformedMessage("not a DICOM Part 10 file (no 'DICM' prefix)")
@@ -310,7 +174,7 @@ def _data_set_start(src: _FileSource) -> int:
         _skip(src, tag, length)
 
 
-def _walk(src: _Source, encoding: _Encoding) -> None:
+def _walk(src: ByteSource, encoding: _Encoding) -> None:
     """Follow the data set's elements to its end; raise at the first sign it was cut short."""
     stack = [_Frame(_first_element_encoding(src, encoding, is_item=False), owner=0)]
     depth = 0  # sequences the walk is inside
@@ -346,7 +210,7 @@ def _walk(src: _Source, encoding: _Encoding) -> None:
         stack.append(inner)
 
 
-def _move_to_end(src: _Source, frame: _Frame) -> None:
+def _move_to_end(src: ByteSource, frame: _Frame) -> None:
     """Continue after a value of defined length, wherever inside it the walk stopped."""
     assert frame.end is not None
     at = src.position
@@ -356,7 +220,7 @@ def _move_to_end(src: _Source, frame: _Frame) -> None:
         _skip(src, frame.owner, frame.end - at)
 
 
-def _at_end(src: _Source, frame: _Frame) -> bool:
+def _at_end(src: ByteSource, frame: _Frame) -> bool:
     """True when a value of defined length has been walked to its end."""
     if frame.end is None or src.position < frame.end:
         return False
@@ -365,7 +229,7 @@ def _at_end(src: _Source, frame: _Frame) -> bool:
     return True
 
 
-def _walk_elements(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
+def _walk_elements(src: ByteSource, frame: _Frame, depth: int) -> _Frame | None:
     """Move past a data set's elements up to its end (None) or a sequence to enter."""
     enc = frame.encoding
     read, skip = src.read, src.skip
@@ -423,7 +287,7 @@ def _walk_elements(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
             raise _overrun(group << 16 | element, length, skipped)
 
 
-def _walk_items(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
+def _walk_items(src: ByteSource, frame: _Frame, depth: int) -> _Frame | None:
     """Move past a value's items up to its end (None) or an item to enter."""
     enc = frame.encoding
     while True:
@@ -448,7 +312,7 @@ def _walk_items(src: _Source, frame: _Frame, depth: int) -> _Frame | None:
         _skip(src, tag, length)
 
 
-def _first_element_encoding(src: _Source, encoding: _Encoding, *, is_item: bool) -> _Encoding:
+def _first_element_encoding(src: ByteSource, encoding: _Encoding, *, is_item: bool) -> _Encoding:
     """The VR encoding a data set really uses, judged by its first element as pydicom does.
 
     The top level may switch either way; an item of an explicit VR sequence may be implicit
@@ -466,7 +330,7 @@ def _first_element_encoding(src: _Source, encoding: _Encoding, *, is_item: bool)
     return encoding.as_explicit() if is_explicit else encoding.as_implicit()
 
 
-def _skip_zero_run(src: _Source) -> None:
+def _skip_zero_run(src: ByteSource) -> None:
     """Move past zero bytes in whole 8-byte steps, as if zero-length (0000,0000) elements.
 
     The same outcome as walking them one by one, without a Python step per 8 bytes: a peer
@@ -480,7 +344,7 @@ def _skip_zero_run(src: _Source) -> None:
             return
 
 
-def _skip(src: _Source, tag: int, length: int) -> None:
+def _skip(src: ByteSource, tag: int, length: int) -> None:
     skipped = src.skip(length)
     if skipped < length:
         raise _overrun(tag, length, skipped)

@@ -1,23 +1,27 @@
 """HL7 v2 over MLLP: framing, ER7 parse/build, ACK/ERR, ADT/ORM/OMI -> commands."""
 
 from pacsflow.adapters.hl7.ack import AckBuilder, AckCode, AckError, ErrorCode, new_control_id
-from pacsflow.adapters.hl7.codec import (
-    DEFAULT_DELIMITERS,
-    Delimiters,
-    Header,
-    Location,
-    Message,
+from pacsflow.adapters.hl7.building import (
     Repeated,
-    Repetition,
-    Segment,
     encode_field,
     encode_message,
     encode_msh,
     encode_segment,
-    escape,
+)
+from pacsflow.adapters.hl7.charsets import python_codec
+from pacsflow.adapters.hl7.codec import (
+    Header,
+    Location,
+    Message,
+    Repetition,
+    Segment,
     parse,
-    python_codec,
     read_header,
+)
+from pacsflow.adapters.hl7.er7 import (
+    DEFAULT_DELIMITERS,
+    Delimiters,
+    escape,
     unescape,
 )
 from pacsflow.adapters.hl7.errors import (

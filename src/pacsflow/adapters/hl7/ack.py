@@ -16,15 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from pacsflow.adapters.hl7.codec import (
+from pacsflow.adapters.hl7.building import (
     Component,
     FieldValue,
-    Header,
-    Location,
     encode_message,
     encode_msh,
     encode_segment,
-    python_codec,
+)
+from pacsflow.adapters.hl7.charsets import python_codec
+from pacsflow.adapters.hl7.codec import (
+    Header,
+    Location,
     read_header,
 )
 from pacsflow.adapters.hl7.errors import UnsupportedCharset

@@ -1,10 +1,10 @@
-"""HL7 v2 ER7 ("pipe and hat") parsing and building.
+"""HL7 v2 ER7 ("pipe and hat") parsing: bytes -> Message (building is `building.py`).
 
 The character set is read from MSH-18 before the message is decoded (HL7 v2.5 ch. 2.15.9.18,
 table 0211): MSH itself is ASCII, so the raw bytes are first read as latin-1 to find MSH-18.
 Delimiters come from MSH-1 and MSH-2 (2.5 ch. 2.5.4; v2.7 adds a fifth, the truncation
-character). Escape sequences (ch. 2.7) are resolved after the message is split on its
-delimiters, so an escaped delimiter never splits a value.
+character). Escape sequences (ch. 2.7, `er7.py`) are resolved after the message is split on
+its delimiters, so an escaped delimiter never splits a value.
 
 Positions follow HL7 notation: "PID-3.4.1" is segment PID, field 3, component 4, subcomponent
 1 (all 1-based). Repetitions and segment occurrences are 0-based indexes. As in HAPI's
@@ -14,52 +14,21 @@ Terser, a position without component or subcomponent means the first one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pacsflow.adapters.hl7.charsets import decode, python_codec
+from pacsflow.adapters.hl7.er7 import DEFAULT_DELIMITERS, SEGMENT_NAME, Delimiters, unescape
 from pacsflow.adapters.hl7.errors import SegmentSequenceError, UnsupportedCharset
 from pacsflow.domain.errors import MalformedMessage, quote
 
-_SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _LOCATION = re.compile(
     r"^([A-Z][A-Z0-9]{2})-([1-9][0-9]*)(?:\.([1-9][0-9]*)(?:\.([1-9][0-9]*))?)?$"
 )
 
-# Table 0211 character sets pacsflow decodes -> Python codec. Keys are upper case.
-_CHARSETS = {
-    "": "ascii",
-    "ASCII": "ascii",
-    "8859/1": "latin-1",
-    "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8",
-    "UTF-8": "utf-8",
-}
-# What an ASCII-declared message is tried as when it holds bytes above 127, in order.
-_ASCII_FALLBACKS = ("utf-8", "latin-1")
 _HEADER_BYTES = 64 * 1024
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF8_BOM_AS_LATIN1 = _UTF8_BOM.decode("latin-1")
-_HEX = re.compile(r"^X(?:[0-9A-Fa-f]{2})+$")
-
-
-@dataclass(frozen=True, slots=True)
-class Delimiters:
-    """The field separator and encoding characters of a message (MSH-1, MSH-2)."""
-
-    field: str = "|"
-    component: str = "^"
-    repetition: str = "~"
-    escape: str = "\\"
-    subcomponent: str = "&"
-    truncation: str = ""
-
-    @property
-    def encoding_characters(self) -> str:
-        """MSH-2 as it is written."""
-        return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
-
-
-DEFAULT_DELIMITERS = Delimiters()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,18 +218,6 @@ def get_in(
     )
 
 
-def python_codec(charset: str) -> str:
-    """The Python codec for an MSH-18 value; UnsupportedCharset when pacsflow has none."""
-    codec = _CHARSETS.get(charset.strip().upper())
-    if codec is None:
-        raise UnsupportedCharset(
-            f"MSH-18 (character set) {quote(charset)} is not supported; send ASCII, "
-            "8859/1 or UNICODE UTF-8",
-            location="MSH-18",
-        )
-    return codec
-
-
 def parse(raw: bytes) -> Message:
     """Parse one ER7-encoded message; MalformedMessage (with the position) when it cannot be."""
     declared = python_codec(_declared_charset(raw))
@@ -268,7 +225,7 @@ def parse(raw: bytes) -> Message:
     if raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM) :]
         codec = "utf-8" if codec == "ascii" else codec
-    text, used = _decode(raw, codec)
+    text, used = decode(raw, codec)
     lines = _split_segments(text.lstrip())
     if not lines or not lines[0].startswith("MSH"):
         raise SegmentSequenceError("the message must start with an MSH segment", location="MSH")
@@ -303,170 +260,6 @@ def read_header(raw: bytes) -> Header | None:
         codec = "latin-1"
     line = line.encode("latin-1").decode(codec, errors="replace")
     return Header.from_segment(_parse_segment(line, 1, delimiters, codec), delimiters)
-
-
-# --- escaping --------------------------------------------------------------------------------
-
-
-def escape(text: str, delimiters: Delimiters = DEFAULT_DELIMITERS) -> str:
-    """Escape a value for ER7: delimiters as \\F\\ \\S\\ \\T\\ \\R\\ \\E\\ (\\P\\), control
-    characters (CR and LF included, which would end the segment) as \\Xhh\\."""
-    d = delimiters
-    replacements = {
-        d.escape: f"{d.escape}E{d.escape}",
-        d.field: f"{d.escape}F{d.escape}",
-        d.component: f"{d.escape}S{d.escape}",
-        d.subcomponent: f"{d.escape}T{d.escape}",
-        d.repetition: f"{d.escape}R{d.escape}",
-    }
-    if d.truncation:
-        replacements[d.truncation] = f"{d.escape}P{d.escape}"
-    out: list[str] = []
-    for char in text:
-        if char in replacements:
-            out.append(replacements[char])
-        elif char < " " or char == "\x7f":
-            out.append(f"{d.escape}X{ord(char):02X}{d.escape}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def unescape(text: str, delimiters: Delimiters = DEFAULT_DELIMITERS, charset: str = "ascii") -> str:
-    """Resolve the escape sequences of one value.
-
-    \\Xhh..\\ is bytes in the message's character set (consecutive ones are decoded
-    together, so a multi-byte UTF-8 character may be split across them; bytes the set cannot
-    decode are read as the message itself would be: UTF-8, then latin-1); \\.br\\ and
-    \\.sp\\ become a newline; other formatting (\\H\\, \\N\\, \\.in\\, ...) is dropped; an
-    unknown or unterminated sequence is kept as it was sent.
-    """
-    esc = delimiters.escape
-    if not esc or esc not in text:
-        return text
-    simple = {
-        "F": delimiters.field,
-        "S": delimiters.component,
-        "T": delimiters.subcomponent,
-        "R": delimiters.repetition,
-        "E": esc,
-        "P": delimiters.truncation,
-        "H": "",
-        "N": "",
-    }
-    out: list[str] = []
-    pending = bytearray()  # hex bytes waiting to be decoded together
-
-    def flush() -> None:
-        if pending:
-            out.append(_decode(bytes(pending), charset)[0])
-            pending.clear()
-
-    pos = 0
-    while pos < len(text):
-        start = text.find(esc, pos)
-        if start < 0:
-            flush()
-            out.append(text[pos:])
-            break
-        if start > pos:
-            flush()
-            out.append(text[pos:start])
-        end = text.find(esc, start + 1)
-        if end < 0:
-            flush()
-            out.append(text[start:])
-            break
-        body = text[start + 1 : end]
-        hex_bytes = _hex_bytes(body)
-        if hex_bytes is not None:
-            pending += hex_bytes
-        else:
-            flush()
-            out.append(_resolve(body, simple, text[start : end + 1]))
-        pos = end + 1
-    flush()
-    return "".join(out)
-
-
-def _hex_bytes(body: str) -> bytes | None:
-    return bytes.fromhex(body[1:]) if _HEX.match(body) else None
-
-
-def _resolve(body: str, simple: dict[str, str], original: str) -> str:
-    if body in simple and (body != "P" or simple["P"]):
-        return simple[body]
-    if body == ".br" or body.startswith(".sp"):
-        return "\n"
-    if body[:1] == "." and body[1:3].isalpha():  # .fi .nf .in .ti .sk .ce: layout only
-        return ""
-    return original
-
-
-# --- building --------------------------------------------------------------------------------
-
-Component = str | tuple[str, ...]
-"""One component: a text, or a tuple of subcomponent texts."""
-Value = str | tuple[Component, ...]
-"""One field repetition: a text, or a tuple of components."""
-
-
-@dataclass(frozen=True, slots=True)
-class Repeated:
-    """A repeating field value for the builder."""
-
-    values: tuple[Value, ...]
-
-
-FieldValue = Value | Repeated
-"""Anything the builder accepts as a field."""
-
-
-def encode_field(value: FieldValue, delimiters: Delimiters = DEFAULT_DELIMITERS) -> str:
-    """One field in ER7, every text escaped and trailing empty parts dropped."""
-    if isinstance(value, Repeated):
-        return delimiters.repetition.join(_encode_value(v, delimiters) for v in value.values)
-    return _encode_value(value, delimiters)
-
-
-def _encode_value(value: Value, d: Delimiters) -> str:
-    if isinstance(value, str):
-        return escape(value, d)
-    parts = [
-        escape(c, d)
-        if isinstance(c, str)
-        else _trim(d.subcomponent.join(escape(s, d) for s in c), d.subcomponent)
-        for c in value
-    ]
-    return _trim(d.component.join(parts), d.component)
-
-
-def _trim(text: str, separator: str) -> str:
-    while text.endswith(separator):
-        text = text[: -len(separator)]
-    return text
-
-
-def encode_segment(
-    name: str, fields: Sequence[FieldValue], delimiters: Delimiters = DEFAULT_DELIMITERS
-) -> str:
-    """One segment (not MSH) from its fields 1..n, trailing empty fields dropped."""
-    if not _SEGMENT_NAME.match(name) or name == "MSH":
-        raise ValueError(f"{name!r} is not a segment name the builder writes")
-    text = delimiters.field.join([name, *(encode_field(f, delimiters) for f in fields)])
-    return _trim(text, delimiters.field)
-
-
-def encode_msh(fields: Sequence[FieldValue], delimiters: Delimiters = DEFAULT_DELIMITERS) -> str:
-    """An MSH segment from its fields 3..n (MSH-1 and MSH-2 come from the delimiters)."""
-    body = delimiters.field.join(encode_field(f, delimiters) for f in fields)
-    text = f"MSH{delimiters.field}{delimiters.encoding_characters}{delimiters.field}{body}"
-    return _trim(text, delimiters.field)
-
-
-def encode_message(segments: Sequence[str], charset: str = "") -> bytes:
-    """Join segments with CR and encode in the MSH-18 character set (unencodable text -> ?)."""
-    return ("\r".join(segments) + "\r").encode(python_codec(charset), errors="replace")
 
 
 # --- parsing internals -----------------------------------------------------------------------
@@ -508,26 +301,6 @@ def _declared_charset(raw: bytes) -> str:
         return ""
 
 
-def _decode(raw: bytes, codec: str) -> tuple[str, str]:
-    """Text of bytes in a codec, else as UTF-8 then latin-1; and the codec that worked."""
-    if codec == "utf-8":
-        # Declared UTF-8 that is not: refuse rather than store a garbled name.
-        try:
-            return raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError as exc:
-            raise MalformedMessage(
-                f"MSH-18 says UNICODE UTF-8, but byte {exc.start} is not valid UTF-8",
-                location="MSH-18",
-            ) from exc
-    candidates = (codec, *_ASCII_FALLBACKS) if codec == "ascii" else (codec, "latin-1")
-    for candidate in candidates:
-        try:
-            return raw.decode(candidate), candidate
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1"), "latin-1"  # pragma: no cover - latin-1 decodes any bytes
-
-
 def _read_delimiters(line: str) -> Delimiters:
     if len(line) < 4:
         raise MalformedMessage("MSH-1 (field separator) is missing", location="MSH-1")
@@ -561,7 +334,7 @@ def _read_delimiters(line: str) -> Delimiters:
 
 def _parse_segment(line: str, number: int, d: Delimiters, charset: str) -> Segment:
     name = line[:3]
-    if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != d.field):
+    if not SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != d.field):
         raise MalformedMessage(
             f"segment {number} ({quote(line[:8])}) does not start with a 3-character segment name",
             location=f"segment {number}",
@@ -599,25 +372,12 @@ def _parse_field(text: str, d: Delimiters, charset: str) -> tuple[Repetition, ..
 
 
 __all__ = [
-    "DEFAULT_DELIMITERS",
-    "Component",
-    "Delimiters",
-    "FieldValue",
     "Header",
     "Location",
     "Message",
-    "Repeated",
     "Repetition",
     "Segment",
-    "Value",
-    "encode_field",
-    "encode_message",
-    "encode_msh",
-    "encode_segment",
-    "escape",
     "get_in",
     "parse",
-    "python_codec",
     "read_header",
-    "unescape",
 ]

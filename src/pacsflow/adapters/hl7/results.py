@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pacsflow.adapters.hl7.ack import new_control_id
-from pacsflow.adapters.hl7.codec import (
+from pacsflow.adapters.hl7.building import (
     FieldValue,
     Repeated,
     encode_message,
     encode_msh,
     encode_segment,
-    parse,
 )
+from pacsflow.adapters.hl7.codec import parse
 from pacsflow.adapters.hl7.mllp import MllpClient
 from pacsflow.domain.errors import PacsflowError, PermanentError, TransientError
 from pacsflow.domain.reports import STATUS_CODES
