@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from pacsflow.domain import commands as cmd
@@ -19,7 +19,7 @@ from pacsflow.domain.errors import (
 )
 from pacsflow.domain.events import OrderPlaced, StudyPublished
 from pacsflow.domain.matching import ExceptionReason, Matched, MatchOutcomeKind
-from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
+from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import (
     AccessionNumber,
     Order,
@@ -32,23 +32,11 @@ from pacsflow.domain.reports import Report
 from pacsflow.domain.studies import StudyState
 from pacsflow.workflow.events import EventBus
 from pacsflow.workflow.ingest import decide
+from pacsflow.workflow.messages import Answer, MessageReception, Receipt, ReceivedMessage
 from pacsflow.workflow.ports.clock import Clock
 from pacsflow.workflow.ports.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Journaled:
-    """A message now durably journaled.
-
-    `earlier` is the answered entry it repeats (a retransmission); `reused` the answered entry
-    of other content whose control id it reuses (a new message, applied as such).
-    """
-
-    entry_id: int
-    earlier: JournalEntry | None
-    reused: JournalEntry | None = None
 
 
 #: Keeps a report version inside the intake transaction (Results.record).
@@ -73,48 +61,30 @@ class Intake:
         self._events = events or EventBus()
         self._station_rules = tuple(station_rules)
         self._source = audit_source or AuditSource("pacsflow")
+        self._reception = MessageReception(uow, clock, self._apply)
 
-    def journal(self, message: InboundMessage) -> Journaled:
-        """Durably journal a message before anything else happens to it."""
-        with self._uow() as uow:
-            earlier = reused = None
-            if message.control_id:
-                earlier = uow.journal.find_answered(message)
-                reused = None if earlier is not None else uow.journal.find_reused(message)
-            entry_id = uow.journal.add(
-                message, self._clock.now(), reuses=reused.id if reused else None
-            )
-            uow.commit()
-        return Journaled(entry_id, earlier, reused)
+    def receive(self, received: ReceivedMessage, answer: Answer) -> Receipt:
+        """Journal a message, answer a retransmission again, else apply it and settle it."""
+        return self._reception.receive(received, answer)
 
-    def apply(
-        self, entry_id: int, commands: Sequence[cmd.Command], ack: Callable[[], bytes]
+    def _apply(
+        self, uow: UnitOfWork, message: InboundMessage, commands: Sequence[cmd.Command]
     ) -> None:
-        """Apply the commands of a journaled message and record its positive answer atomically."""
-        with self._uow() as uow:
-            entry = uow.journal.get(entry_id)
-            sender = ActiveParticipant(
-                user_id=entry.message.sending_application if entry else "",
-                alternative_user_id=entry.message.sending_facility if entry else "",
-                is_requestor=True,
-                network_access_point=entry.message.peer.rsplit(":", 1)[0] if entry else "",
-            )
-            events = []
-            for command in commands:
-                self._handle(uow, command, sender.user_id or "hl7")
-                self._match_late(uow, command)
-                events.append(self._audit_event(uow, sender, command))
-            uow.journal.settle(entry_id, MessageStatus.APPLIED, ack())
-            now = self._clock.now()
-            for event in events:  # last before commit: the audit chain head stays locked briefly
-                uow.audit.append(event, now)
-            uow.commit()
-
-    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
-        """Record the answer of a message that was not applied (rejected, failed, duplicate)."""
-        with self._uow() as uow:
-            uow.journal.settle(entry_id, status, ack, error)
-            uow.commit()
+        """Apply the commands of a journaled message in the unit of work of its answer."""
+        sender = ActiveParticipant(
+            user_id=message.sending_application,
+            alternative_user_id=message.sending_facility,
+            is_requestor=True,
+            network_access_point=message.peer.rsplit(":", 1)[0],
+        )
+        events = []
+        for command in commands:
+            self._handle(uow, command, sender.user_id or "hl7")
+            self._match_late(uow, command)
+            events.append(self._audit_event(uow, sender, command))
+        now = self._clock.now()
+        for event in events:  # last before commit: the audit chain head stays locked briefly
+            uow.audit.append(event, now)
 
     def _handle(self, uow: UnitOfWork, command: cmd.Command, source: str = "hl7") -> None:
         now = self._clock.now()
@@ -351,4 +321,4 @@ def _identifiers_of(uow: UnitOfWork, *identifiers: PatientIdentifier) -> list[st
     return sorted(values)
 
 
-__all__ = ["Intake", "Journaled"]
+__all__ = ["Intake"]
