@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import get_args
 
 import pytest
 
@@ -14,6 +15,7 @@ from pacsflow.domain.patients import Demographics, PersonName
 from pacsflow.domain.procedure_steps import PerformedStep
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.intake import Intake
+from pacsflow.workflow.intake_commands import HANDLERS
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
@@ -228,3 +230,7 @@ def test_worklist_filter_narrows_in_the_store(intake, queries):
     assert accessions(accession_number=b.accession_number, patient_id=p.primary.value) == {
         b.accession_number
     }
+
+
+def test_every_command_has_exactly_one_handler_in_the_dispatch_table():
+    assert set(HANDLERS) == set(get_args(cmd.Command))
