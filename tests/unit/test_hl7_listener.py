@@ -400,3 +400,18 @@ def test_service_answers_over_mllp() -> None:
     assert first.get("MSA-1") == "AA"
     assert second.get("MSA-1") == "AE"
     assert intake.entries[1].message.peer.startswith("127.0.0.1:")
+
+
+def test_retransmitted_unparsable_message_gets_the_stored_ae() -> None:
+    intake = FakeIntake()
+    hl7 = service(intake)
+    raw = b"MSH|^~\\&|LAB|EAST|||||ORM^O01|C78|P|2.5\rpid|bad\r"
+
+    first = hl7.handle(raw, "lab:1")
+    second = hl7.handle(raw, "lab:1")
+
+    assert second == first
+    assert [e.status for e in intake.entries.values()] == [
+        MessageStatus.REJECTED,
+        MessageStatus.DUPLICATE,
+    ]
