@@ -6,17 +6,16 @@ from pathlib import Path
 
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import Patient
 from tests import factories as f
 from tests.conftest import restamp, storescu
+from tests.receiving import receive
 
 
 def place(node: Pacsflow, *commands: cmd.Command) -> None:
     """Apply commands as if an HL7 message had carried them."""
-    entry = node.intake.journal(InboundMessage(raw=b"MSH", peer="test", control_id=f.unique("C")))
-    node.intake.apply(entry.entry_id, list(commands), lambda: b"AA")
+    receive(node.intake, *commands, peer="test")
 
 
 def scheduled(node: Pacsflow, **order_kw: object) -> tuple[Patient, Order]:

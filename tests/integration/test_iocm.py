@@ -14,13 +14,13 @@ from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.audit import Action, EventId
 from pacsflow.domain.audit_chain import from_canonical
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
 from pacsflow.domain.rejections import RejectionReason
 from pacsflow.domain.uids import Uid, new_uid
 from tests import factories as f
 from tests.conftest import Receiver, dcmtk, move_study, requires_dcmtk, restamp, storescu
 from tests.iocm import rejection_note, save
+from tests.receiving import receive
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 
@@ -28,8 +28,7 @@ pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
 def _scheduled(node: Pacsflow) -> Order:
     p = f.patient(family="DOE", given="JANE")
     o = f.order(p)
-    entry = node.intake.journal(InboundMessage(raw=b"MSH", peer="test", control_id=f.unique("C")))
-    node.intake.apply(entry.entry_id, [cmd.PlaceOrder(o, p)], lambda: b"AA")
+    receive(node.intake, cmd.PlaceOrder(o, p), peer="test")
     return o
 
 

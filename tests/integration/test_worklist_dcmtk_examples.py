@@ -17,12 +17,11 @@ from pydicom.dataset import Dataset
 from pacsflow.adapters.dicom.datasets import dicom_date, to_person_name
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import AccessionNumber, Order, ProcedureCode
 from pacsflow.domain.patients import Demographics, Issuer, Patient, PatientId, PatientIdentifier
 from pacsflow.domain.uids import Uid
-from tests import factories as f
 from tests.conftest import dcmtk, requires_dcmtk
+from tests.receiving import receive
 
 EXAMPLES = Path("/usr/share/doc/dcmtk/examples")
 
@@ -81,8 +80,7 @@ def test_every_example_query_matches_like_dcmtk(node: Pacsflow, tmp_path: Path) 
         ds = dcmread(_convert(dump, tmp_path / f"wl{n}.wl"))
         order, patient = _as_order(ds, n)
         commands.append(cmd.PlaceOrder(order, patient))
-    entry = node.intake.journal(InboundMessage(raw=b"MSH", peer="t", control_id=f.unique("C")))
-    node.intake.apply(entry.entry_id, commands, lambda: b"AA")
+    receive(node.intake, *commands)
     assert len(node.queries.worklist()) == 10
 
     counts = {}

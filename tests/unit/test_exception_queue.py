@@ -34,7 +34,6 @@ from pacsflow.domain.exception_queue import (
     targets,
 )
 from pacsflow.domain.matching import ExceptionReason, MismatchSource
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import AccessionNumber
 from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.workflow.exception_queue import ExceptionQueue
@@ -44,6 +43,7 @@ from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.reconciliation import Reconciliation
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.receiving import receive
 
 R, S = ExceptionReason, MismatchSource
 DAY = date(2026, 11, 28)
@@ -214,8 +214,7 @@ class Desk:
             uow.commit()
 
     def apply(self, *commands: cmd.Command) -> None:
-        entry = self.intake.journal(InboundMessage(b"MSH", "t", control_id=f.unique("C")))
-        self.intake.apply(entry.entry_id, list(commands), lambda: b"AA")
+        receive(self.intake, *commands)
 
     def store(self, received, **instance: object) -> int:
         arrived = f.arrived(received, **instance)

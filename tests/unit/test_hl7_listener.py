@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pacsflow.adapters.db.uow import SqlUnitOfWork
 from pacsflow.adapters.hl7.codec import Message, parse
 from pacsflow.adapters.hl7.field_map import SenderFieldMaps
 from pacsflow.adapters.hl7.listener import Hl7Service
@@ -20,8 +21,9 @@ from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import DuplicateAccession, TransientError, UnknownOrder
 from pacsflow.domain.messages import InboundMessage, JournalEntry, MessageStatus
 from pacsflow.domain.orders import AccessionNumber
-from pacsflow.workflow.intake import Journaled
-from tests.fakes import FixedClock
+from pacsflow.workflow.messages import Answer, MessageReception, Receipt, ReceivedMessage
+from pacsflow.workflow.ports.uow import UnitOfWork
+from tests.fakes import FixedClock, memory_uow
 
 SAMPLES = Path(__file__).parents[1] / "samples" / "hl7"
 NOW = datetime(2024, 3, 15, 8, 30, tzinfo=UTC)
@@ -32,54 +34,70 @@ def sample(name: str) -> bytes:
 
 
 class FakeIntake:
-    """Journal and apply in memory, with the semantics of workflow.intake.Intake."""
+    """The workflow's message policy on an in-memory journal; applying only records commands.
+
+    Journaling, applying and settling fail on demand (fail_journal, fail_apply, fail_settle).
+    """
 
     def __init__(self) -> None:
-        self.entries: dict[int, JournalEntry] = {}
         self.applied: list[tuple[int, list[cmd.Command]]] = []
         self.fail_apply: Exception | None = None
         self.fail_journal: Exception | None = None
         self.fail_settle: Exception | None = None
+        self._uow = memory_uow()
+        self._reception = MessageReception(self._unit_of_work, FixedClock(NOW), self._apply)
 
-    def journal(self, message: InboundMessage) -> Journaled:
-        if self.fail_journal is not None:
-            raise self.fail_journal
-        earlier = reused = None
-        key = (message.sending_application, message.sending_facility, message.control_id)
-        if message.control_id:
-            answered = [
-                e
-                for e in self.entries.values()
-                if e.status in (MessageStatus.APPLIED, MessageStatus.REJECTED)
-                and (
-                    e.message.sending_application,
-                    e.message.sending_facility,
-                    e.message.control_id,
-                )
-                == key
-            ]
-            earlier = next((e for e in answered if e.message.digest == message.digest), None)
-            reused = answered[-1] if answered and earlier is None else None
-        entry_id = len(self.entries) + 1
-        self.entries[entry_id] = JournalEntry(entry_id, NOW, message, MessageStatus.RECEIVED)
-        return Journaled(entry_id, earlier, reused)
+    def receive(self, received: ReceivedMessage, answer: Answer) -> Receipt:
+        receipt = self._reception.receive(received, answer)
+        if receipt.outcome.status is MessageStatus.APPLIED:
+            self.applied.append((receipt.outcome.entry_id, list(received.commands)))
+        return receipt
 
-    def apply(
-        self, entry_id: int, commands: Sequence[cmd.Command], ack: Callable[[], bytes]
+    @property
+    def entries(self) -> dict[int, JournalEntry]:
+        with self._uow(read_only=True) as uow:
+            found: dict[int, JournalEntry] = {}
+            while (entry := uow.journal.get(len(found) + 1)) is not None:
+                found[entry.id] = entry
+            return found
+
+    def _unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
+        return _FailingUnitOfWork(self, self._uow.engine, read_only=read_only)
+
+    def _apply(
+        self, uow: UnitOfWork, message: InboundMessage, commands: Sequence[cmd.Command]
     ) -> None:
         if self.fail_apply is not None:
             raise self.fail_apply
-        self.applied.append((entry_id, list(commands)))
-        self.entries[entry_id] = replace(
-            self.entries[entry_id], status=MessageStatus.APPLIED, ack=ack()
-        )
 
-    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
-        if self.fail_settle is not None:
-            raise self.fail_settle
-        self.entries[entry_id] = replace(
-            self.entries[entry_id], status=status, ack=ack, error=error
-        )
+
+class _FailingUnitOfWork(SqlUnitOfWork):
+    def __init__(self, intake: FakeIntake, engine: sa.Engine, *, read_only: bool) -> None:
+        super().__init__(engine, read_only=read_only)
+        self._intake = intake
+
+    def __enter__(self) -> SqlUnitOfWork:
+        uow = super().__enter__()
+        journal, intake = uow.journal, self._intake
+        add_entry, settle_entry = journal.add, journal.settle
+
+        def add(
+            message: InboundMessage, received_at: datetime, *, reuses: int | None = None
+        ) -> int:
+            if intake.fail_journal is not None:
+                raise intake.fail_journal
+            return add_entry(message, received_at, reuses=reuses)
+
+        def settle(
+            entry_id: int, status: MessageStatus, ack: bytes, error: str = "", *, at: datetime
+        ) -> None:
+            if intake.fail_settle is not None and status is not MessageStatus.APPLIED:
+                raise intake.fail_settle
+            settle_entry(entry_id, status, ack, error, at=at)
+
+        journal.add = add  # type: ignore[method-assign]
+        journal.settle = settle  # type: ignore[method-assign]
+        return uow
 
 
 def service(intake: FakeIntake, field_map: FieldMap | None = None) -> Hl7Service:
@@ -384,3 +402,18 @@ def test_service_answers_over_mllp() -> None:
     assert first.get("MSA-1") == "AA"
     assert second.get("MSA-1") == "AE"
     assert intake.entries[1].message.peer.startswith("127.0.0.1:")
+
+
+def test_retransmitted_unparsable_message_gets_the_stored_ae() -> None:
+    intake = FakeIntake()
+    hl7 = service(intake)
+    raw = b"MSH|^~\\&|LAB|EAST|||||ORM^O01|C78|P|2.5\rpid|bad\r"
+
+    first = hl7.handle(raw, "lab:1")
+    second = hl7.handle(raw, "lab:1")
+
+    assert second == first
+    assert [e.status for e in intake.entries.values()] == [
+        MessageStatus.REJECTED,
+        MessageStatus.DUPLICATE,
+    ]

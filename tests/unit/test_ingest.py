@@ -16,6 +16,7 @@ from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.receiving import receive
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def env(tmp_path: Path):
 
     def place(p, **kw):
         o = f.order(p, **kw)
-        intake.apply(intake.journal(_msg()).entry_id, [cmd.PlaceOrder(o, p)], lambda: b"AA")
+        receive(intake, cmd.PlaceOrder(o, p))
         return o
 
     def store(arrived):

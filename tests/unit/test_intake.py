@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import get_args
 
 import pytest
 
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import DuplicateAccession, UnknownOrder
-from pacsflow.domain.messages import InboundMessage, MessageStatus
+from pacsflow.domain.messages import MessageStatus
 from pacsflow.domain.orders import AccessionNumber, OrderStatus, StationRule
 from pacsflow.domain.patients import Demographics, PersonName
 from pacsflow.domain.procedure_steps import PerformedStep
 from pacsflow.domain.uids import Uid
 from pacsflow.workflow.intake import Intake
+from pacsflow.workflow.intake_commands import HANDLERS
 from pacsflow.workflow.procedure_steps import ProcedureSteps
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.receiving import receive
 
 
 @pytest.fixture
@@ -36,12 +39,14 @@ def queries(uow):
 
 
 def _apply(intake, *commands, control_id=None):
-    msg = InboundMessage(
-        raw=b"MSH", peer="ris", sending_application="RIS", control_id=control_id or f.unique("C")
-    )
-    entry = intake.journal(msg)
-    intake.apply(entry.entry_id, list(commands), lambda: b"ACK")
-    return entry
+    return receive(
+        intake,
+        *commands,
+        control_id=control_id,
+        peer="ris",
+        sending_application="RIS",
+        answer=b"ACK",
+    ).outcome
 
 
 def test_new_order_is_on_the_worklist_with_its_patient(intake, queries):
@@ -119,9 +124,17 @@ def test_patient_is_found_by_any_of_its_identifiers(intake, queries):
 
 def test_journal_finds_the_answered_duplicate(intake, uow):
     first = _apply(intake, cmd.RegisterPatient(f.patient()), control_id="X1")
-    again = intake.journal(
-        InboundMessage(raw=b"MSH", peer="ris", sending_application="RIS", control_id="X1")
+    receipt = receive(
+        intake,
+        cmd.RegisterPatient(f.patient()),
+        control_id="X1",
+        peer="ris",
+        sending_application="RIS",
+        answer=b"NOT SENT",
     )
+    assert receipt.answer == b"ACK"
+    again = receipt.outcome
+    assert again.status is MessageStatus.DUPLICATE
     assert again.earlier is not None
     assert again.earlier.id == first.entry_id
     assert again.earlier.ack == b"ACK"
@@ -217,3 +230,7 @@ def test_worklist_filter_narrows_in_the_store(intake, queries):
     assert accessions(accession_number=b.accession_number, patient_id=p.primary.value) == {
         b.accession_number
     }
+
+
+def test_every_command_has_exactly_one_handler_in_the_dispatch_table():
+    assert set(HANDLERS) == set(get_args(cmd.Command))

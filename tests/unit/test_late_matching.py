@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from pacsflow.adapters.db.tables import exceptions, match_events
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.matching import ExceptionReason
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.patients import Demographics
 from pacsflow.domain.studies import StudyFilter, StudyState
 from pacsflow.workflow.ingest import Ingest
@@ -21,6 +20,7 @@ from pacsflow.workflow.intake import Intake
 from pacsflow.workflow.queries import Queries
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.receiving import receive
 
 
 class World:
@@ -34,8 +34,7 @@ class World:
         self.tmp = tmp_path
 
     def apply(self, *commands: cmd.Command) -> None:
-        entry = self.intake.journal(InboundMessage(b"MSH", "t", control_id=f.unique("C")))
-        self.intake.apply(entry.entry_id, list(commands), lambda: b"AA")
+        receive(self.intake, *commands)
 
     def store(self, rec) -> None:
         arrived = f.arrived(rec)

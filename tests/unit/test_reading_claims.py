@@ -10,7 +10,6 @@ import pytest
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.errors import InvalidInput
 from pacsflow.domain.jobs import NewJob
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order, Priority
 from pacsflow.domain.prefetch import PriorRecord, PriorState
 from pacsflow.domain.reading import (
@@ -34,6 +33,7 @@ from pacsflow.workflow.reading import (
 )
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.receiving import receive
 
 HALF_HOUR = timedelta(minutes=30)
 
@@ -65,8 +65,7 @@ class World:
     def published(self, **order_kw: object) -> Order:
         p = f.patient()
         o = f.order(p, **order_kw)
-        entry = self.intake.journal(InboundMessage(b"MSH", "t", control_id=f.unique("C")))
-        self.intake.apply(entry.entry_id, [cmd.PlaceOrder(o, p)], lambda: b"AA")
+        receive(self.intake, cmd.PlaceOrder(o, p))
         self.store(p, o.accession_number, o.study_instance_uid)
         self.clock.advance(60)
         return o

@@ -14,7 +14,6 @@ from pacsflow.domain.audit_chain import from_canonical
 from pacsflow.domain.errors import InstanceRejected
 from pacsflow.domain.events import InstanceStored
 from pacsflow.domain.matching import ExceptionReason, ReceivedIdentity
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.domain.orders import Order
 from pacsflow.domain.patients import Patient
 from pacsflow.domain.rejections import (
@@ -34,6 +33,7 @@ from pacsflow.workflow.queries import Queries
 from pacsflow.workflow.rejections import RESOLVED_BY_REJECTION
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.receiving import receive
 
 KOS = Uid("1.2.840.10008.5.1.4.1.1.88.59")
 
@@ -58,8 +58,7 @@ class Env:
 
     def place(self, p: Patient, **overrides: object) -> Order:
         o = f.order(p, **overrides)
-        entry = self.intake.journal(InboundMessage(raw=b"MSH", peer="t", control_id=f.unique("C")))
-        self.intake.apply(entry.entry_id, [cmd.PlaceOrder(o, p)], lambda: b"AA")
+        receive(self.intake, cmd.PlaceOrder(o, p))
         return o
 
     def store(self, arrived: ArrivedInstance) -> IngestResult:

@@ -17,7 +17,6 @@ from pacsflow.config import Settings
 from pacsflow.domain import commands as cmd
 from pacsflow.domain.audit import AuditSource
 from pacsflow.domain.calendar import day_span, day_start, local_day, local_time
-from pacsflow.domain.messages import InboundMessage
 from pacsflow.services import Services
 from pacsflow.workflow.exception_queue import ExceptionQueue
 from pacsflow.workflow.ingest import Ingest
@@ -26,6 +25,7 @@ from pacsflow.workflow.queries import WorklistItem
 from pacsflow.workflow.routing import Routing
 from tests import factories as f
 from tests.fakes import FixedClock, InMemoryBlobStore, memory_uow
+from tests.receiving import receive
 
 #: UTC+14 all year: its day begins at 10:00 UTC the day before.
 KIRITIMATI = ZoneInfo("Pacific/Kiritimati")
@@ -116,8 +116,7 @@ def test_routing_time_of_day_is_site_time(tmp_path: Path) -> None:
     intake = Intake(uow, clock)
     p = f.patient()
     o = f.order(p)
-    entry = intake.journal(InboundMessage(b"MSH", "t", control_id=f.unique("C")))
-    intake.apply(entry.entry_id, [cmd.PlaceOrder(o, p)], lambda: b"AA")
+    receive(intake, cmd.PlaceOrder(o, p))
     arrived = f.arrived(f.received(p, accession=o.accession_number))
     src = tmp_path / "one.dcm"
     src.write_bytes(b"x")

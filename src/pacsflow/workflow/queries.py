@@ -59,12 +59,13 @@ class Queries:
     def worklist(self, flt: WorklistFilter | None = None) -> list[WorklistItem]:
         """Orders a modality may still pick up (narrowed by the filter), with their patients."""
         with self._uow(read_only=True) as uow:
-            items = []
-            for order in uow.orders.on_worklist(flt):
-                patient = uow.patients.find(order.patient)
-                if patient is not None:
-                    items.append(WorklistItem(order, patient))
-            return items
+            orders = uow.orders.on_worklist(flt)
+            patients = uow.patients.find_many(order.patient for order in orders)
+            return [
+                WorklistItem(order, patients[order.patient])
+                for order in orders
+                if order.patient in patients
+            ]
 
     def studies(self, flt: StudyFilter) -> list[StudyView]:
         """Studies (published only unless asked otherwise) with their indexed patient.

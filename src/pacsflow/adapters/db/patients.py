@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,13 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from pacsflow.adapters.db import tables as t
+from pacsflow.adapters.db.patient_rows import holders, load_patients
 from pacsflow.domain.patients import (
-    Demographics,
     Issuer,
     Patient,
     PatientId,
     PatientIdentifier,
-    PersonName,
 )
 
 
@@ -55,40 +55,16 @@ class SqlPatientRepository:
             rows = [r for r in rows if r.issuer in (identifier.issuer, "")]
         return bool(rows) and all(r.position >= _ALIAS_POSITION for r in rows)
 
+    def find_many(
+        self, identifiers: Iterable[PatientIdentifier]
+    ) -> dict[PatientIdentifier, Patient]:
+        """The patients holding these identifiers, in a fixed number of statements (see port)."""
+        pks = holders(self._c, list(dict.fromkeys(identifiers)))
+        patients = load_patients(self._c, pks.values())
+        return {identifier: patients[pk] for identifier, pk in pks.items()}
+
     def _load(self, pk: int) -> Patient:
-        p = self._c.execute(sa.select(t.patients).where(t.patients.c.pk == pk)).one()
-        ids = list(
-            self._c.execute(
-                sa.select(t.patient_identifiers.c.value, t.patient_identifiers.c.issuer)
-                .where(t.patient_identifiers.c.patient_pk == pk)
-                .order_by(t.patient_identifiers.c.position, t.patient_identifiers.c.pk)
-            ).all()
-        )
-        others = _linked_to(self._c, pk)[1:]
-        if others:  # linked patients (A24): one person, their identifiers after its own
-            ids += self._c.execute(
-                sa.select(t.patient_identifiers.c.value, t.patient_identifiers.c.issuer)
-                .where(t.patient_identifiers.c.patient_pk.in_(others))
-                .order_by(
-                    t.patient_identifiers.c.patient_pk,
-                    t.patient_identifiers.c.position,
-                    t.patient_identifiers.c.pk,
-                )
-            ).all()
-        return Patient(
-            identifiers=tuple(PatientIdentifier(PatientId(v), Issuer(i)) for v, i in ids),
-            demographics=Demographics(
-                name=PersonName(
-                    family=p.family_name,
-                    given=p.given_name,
-                    middle=p.middle_name,
-                    prefix=p.name_prefix,
-                    suffix=p.name_suffix,
-                ),
-                birth_date=p.birth_date,
-                sex=p.sex,
-            ),
-        )
+        return load_patients(self._c, [pk])[pk]
 
     def save(self, patient: Patient, at: datetime) -> None:
         """Insert or update a patient, found by any of its identifiers."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 #: Bound parameters per IN (...) list: well under every backend's limit.
 CHUNK = 500
 
+_T = TypeVar("_T")
 
-def chunks(values: Sequence[str]) -> list[Sequence[str]]:
+
+def chunks(values: Sequence[_T]) -> list[Sequence[_T]]:
     """The values in slices of at most CHUNK, one IN (...) list each."""
     return [values[n : n + CHUNK] for n in range(0, len(values), CHUNK)]
 

@@ -33,7 +33,7 @@ from pacsflow.adapters.hl7.errors import (
     UnsupportedEvent,
 )
 from pacsflow.adapters.hl7.field_map import ORU_DEFAULTS, SenderFieldMaps
-from pacsflow.adapters.hl7.listener import Hl7Service, MessageIntake
+from pacsflow.adapters.hl7.listener import Hl7Service, MessageReceiver
 from pacsflow.adapters.hl7.mllp import (
     DEFAULT_MAX_MESSAGE_BYTES,
     FrameDecoder,
@@ -71,7 +71,7 @@ __all__ = [
     "Hl7Service",
     "Location",
     "Message",
-    "MessageIntake",
+    "MessageReceiver",
     "MllpClient",
     "MllpServer",
     "OrderFieldLocations",

@@ -1,20 +1,20 @@
-"""The HL7 service behind the MLLP listener: journal, translate, apply, answer.
+"""The HL7 service behind the MLLP listener: parse, translate, answer.
 
-Every message is journaled before anything else, so one that cannot be applied can be
-replayed. AA (or CA in enhanced mode) is recorded in the same transaction that applies the
-message; a retransmission of an answered one (same MSH-3, MSH-4, MSH-10 and the same content
-but MSH-7, see retransmission.py) gets the earlier answer again and is not applied twice. A
-different message reusing an answered control id is a new message: applied and answered on
-its own, its journal entry records the entry whose id it reused. AE answers content that
-will fail again as sent; AR answers a failure unrelated to the content (the store is
-unavailable), so the sender resends. The one table below maps each error to its answer.
+The journal/retransmission/apply/settle policy is the workflow's (workflow/messages.py):
+this service hands it the message with its commands or the reason it has none, and an
+`answer` that turns the outcome into ACK bytes. The workflow stores those bytes with the
+outcome (AA in the same transaction that applies the message), so a retransmission (same
+MSH-3, MSH-4, MSH-10 and the same content but MSH-7, see retransmission.py) gets the earlier
+answer again byte for byte. AE answers content that will fail again as sent; AR answers a
+failure unrelated to the content (the store is unavailable), so the sender resends. The
+one table below maps each error to its answer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
@@ -43,25 +43,17 @@ from pacsflow.domain.errors import (
     UnknownOrder,
     UnsupportedMessage,
 )
-from pacsflow.domain.messages import InboundMessage, MessageStatus
-from pacsflow.workflow.intake import Journaled
+from pacsflow.domain.messages import InboundMessage
+from pacsflow.workflow.messages import Answer, MessageOutcome, Receipt, ReceivedMessage
 
 log = logging.getLogger(__name__)
 
 
-class MessageIntake(Protocol):
-    """What the HL7 service needs from the intake use case (workflow.intake.Intake)."""
+class MessageReceiver(Protocol):
+    """What the HL7 service needs from the workflow (workflow.intake.Intake.receive)."""
 
-    def journal(self, message: InboundMessage) -> Journaled:
-        """Durably journal a message; `earlier` is set when it repeats an answered one."""
-        ...
-
-    def apply(self, entry_id: int, commands: Sequence[Command], ack: Callable[[], bytes]) -> None:
-        """Apply the commands and record the positive answer atomically."""
-        ...
-
-    def settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str = "") -> None:
-        """Record the answer of a message that was not applied."""
+    def receive(self, received: ReceivedMessage, answer: Answer) -> Receipt:
+        """Journal, de-duplicate, apply and settle one message; its outcome and answer."""
         ...
 
 
@@ -112,7 +104,7 @@ class Hl7Service:
 
     def __init__(
         self,
-        intake: MessageIntake,
+        intake: MessageReceiver,
         field_map: FieldMap | SenderFieldMaps | None = None,
         app_name: str = "PACSFLOW",
         facility: str = "PACSFLOW",
@@ -144,26 +136,48 @@ class Hl7Service:
         try:
             message = parse(raw)
         except InvalidInput as exc:
-            return self._reject_unparsed(raw, peer, exc)
+            return self._answer_unparsed(raw, peer, exc)
         header = message.msh
-        journaled = self._intake.journal(_inbound(raw, peer, header))
-        entry_id = journaled.entry_id
-        if journaled.earlier is not None and journaled.earlier.ack:
+        received = ReceivedMessage(_inbound(raw, peer, header))
+        try:
+            self._check_sender(header)
+            received = replace(received, commands=self._translate(message))
+        except (InvalidInput, ConflictingState, TransientError, AccessDenied) as exc:
+            received = replace(received, error=exc)
+        except Exception as exc:  # a programming error: answered AR, the sender may resend
+            log.exception("HL7 message %s could not be translated", header.control_id)
+            received = replace(received, error=exc)
+        receipt = self._intake.receive(received, lambda outcome: self._answer(header, outcome))
+        self._log(header, peer, receipt.outcome)
+        return receipt.answer
+
+    def _answer(self, header: Header, outcome: MessageOutcome) -> bytes:
+        """The ACK of an outcome: AA (CA), or AE/AR with the ERR its error calls for."""
+        if outcome.error is None:
+            return self._acks.build(header, AckCode.AA)
+        reply, error = _reply_for(outcome.error)
+        if reply is not _UNEXPECTED:
+            log.warning(
+                "HL7 %s control id %s answered %s %d at %s",
+                header.message_type,
+                header.control_id,
+                reply.code,
+                error.code,
+                error.location or "-",
+            )
+            log.debug("HL7 control id %s: %s", header.control_id, error.message)  # may hold PHI
+        return self._acks.build(header, reply.code, error=error)
+
+    def _log(self, header: Header, peer: str, outcome: MessageOutcome) -> None:
+        if outcome.earlier is not None:
             log.info(
                 "HL7 %s control id %s from %s repeats journal entry %d; earlier answer resent",
                 header.message_type,
                 header.control_id,
                 peer,
-                journaled.earlier.id,
+                outcome.earlier.id,
             )
-            self._settle(
-                entry_id,
-                MessageStatus.DUPLICATE,
-                journaled.earlier.ack,
-                f"repeats journal entry {journaled.earlier.id}",
-            )
-            return journaled.earlier.ack
-        if journaled.reused is not None:
+        elif outcome.reused is not None:
             log.warning(
                 "HL7 %s control id %s from %s^%s reuses the id of journal entry %d, which held "
                 "another message; handled as a new message (journal entry %d)",
@@ -171,19 +185,9 @@ class Hl7Service:
                 header.control_id,
                 header.sender_application,
                 header.sender_facility,
-                journaled.reused.id,
-                entry_id,
+                outcome.reused.id,
+                outcome.entry_id,
             )
-        try:
-            self._check_sender(header)
-            accepted = self._acks.build(header, AckCode.AA)
-            self._intake.apply(entry_id, self._translate(message), ack=lambda: accepted)
-        except (InvalidInput, ConflictingState, TransientError, AccessDenied) as exc:
-            return self._answer_failure(entry_id, header, exc)
-        except Exception as exc:  # a database or programming error: the sender may resend
-            log.exception("HL7 message %s could not be applied", header.control_id)
-            return self._answer_failure(entry_id, header, exc)
-        return accepted
 
     def _check_sender(self, header: Header) -> None:
         """Refuse (AR) messages from sending applications this listener does not serve."""
@@ -199,45 +203,16 @@ class Hl7Service:
         field_map = self._field_maps.for_sender(header.sender_application, header.sender_facility)
         return translate(message, field_map, assume_zone=self._zone)
 
-    def _answer_failure(self, entry_id: int, header: Header, exc: Exception) -> bytes:
-        reply, error = _reply_for(exc)
-        if reply is not _UNEXPECTED:
-            log.warning(
-                "HL7 %s control id %s answered %s %d at %s",
-                header.message_type,
-                header.control_id,
-                reply.code,
-                error.code,
-                error.location or "-",
-            )
-            log.debug("HL7 control id %s: %s", header.control_id, error.message)  # may hold PHI
-        answer = self._acks.build(header, reply.code, error=error)
-        is_final = reply.code is AckCode.AE or isinstance(exc, AccessDenied)
-        status = MessageStatus.REJECTED if is_final else MessageStatus.FAILED
-        self._settle(entry_id, status, answer, f"{type(exc).__name__}: {exc}")
-        return answer
-
-    def _reject_unparsed(self, raw: bytes, peer: str, exc: InvalidInput) -> bytes:
+    def _answer_unparsed(self, raw: bytes, peer: str, exc: InvalidInput) -> bytes:
         header = read_header(raw)
+        log.warning("HL7 message from %s cannot be parsed (%s)", peer, exc.location or "-")
+        log.debug("HL7 message from %s: %s", peer, exc)  # may hold PHI
         reply, error = _reply_for(exc)
-        log.warning("HL7 message from %s cannot be parsed (%s)", peer, error.location or "-")
-        log.debug("HL7 message from %s: %s", peer, error.message)  # may hold PHI
-        answer = self._acks.build(header, reply.code, error=error)
-        try:
-            entry_id = self._intake.journal(_inbound(raw, peer, header)).entry_id
-        except Exception as journal_exc:
-            log.exception("unparsable HL7 message from %s could not be journaled", peer)
-            reply, error = _reply_for(journal_exc)
-            return self._acks.build(header, reply.code, error=error)
-        self._settle(entry_id, MessageStatus.REJECTED, answer, f"{type(exc).__name__}: {exc}")
-        return answer
-
-    def _settle(self, entry_id: int, status: MessageStatus, ack: bytes, error: str) -> None:
-        """Record the answer; if even that fails the sender is still answered."""
-        try:
-            self._intake.settle(entry_id, status, ack, error)
-        except Exception:
-            log.exception("journal entry %d could not be settled as %s", entry_id, status)
+        received = ReceivedMessage(_inbound(raw, peer, header), error=exc)
+        receipt = self._intake.receive(
+            received, lambda _: self._acks.build(header, reply.code, error=error)
+        )
+        return receipt.answer
 
 
 def _inbound(raw: bytes, peer: str, header: Header | None) -> InboundMessage:
@@ -254,4 +229,4 @@ def _inbound(raw: bytes, peer: str, header: Header | None) -> InboundMessage:
     )
 
 
-__all__ = ["Hl7Service", "MessageIntake"]
+__all__ = ["Hl7Service", "MessageReceiver"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
@@ -17,6 +18,13 @@ class PatientRepository(Protocol):
         Its own identifiers come first (the primary, the others, then the aliases merged or
         changed away), followed by the identifiers of every patient linked to it (A24).
         """
+        ...
+
+    def find_many(
+        self, identifiers: Iterable[PatientIdentifier]
+    ) -> dict[PatientIdentifier, Patient]:
+        """The patient holding each identifier, as `find` would, in a fixed number of reads
+        however many identifiers are asked; identifiers no patient holds are left out."""
         ...
 
     def save(self, patient: Patient, at: datetime) -> None:
