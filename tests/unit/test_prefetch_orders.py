@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -92,3 +93,20 @@ def test_a_local_study_of_another_body_part_does_not_take_the_place_of_a_relevan
     assert head_here == {"unknown", "chest"}
     chest_here = _chosen({}, code, "", max_priors=2, local_body_part="CHEST")
     assert chest_here == {"1.2.826.0.1.99", "unknown"}  # the newest: the local chest CT
+
+
+def test_an_unscheduled_order_looks_for_priors_before_the_sites_day() -> None:
+    # 10:10 UTC on 28 November is 00:10 on 29 November in Kiritimati (UTC+14).
+    clock = FixedClock(
+        datetime(2026, 11, 28, 10, 10, tzinfo=UTC), zone=ZoneInfo("Pacific/Kiritimati")
+    )
+    uow = memory_uow()
+    prefetch = Prefetch(uow, clock, StubArchives(), ["PACS"], [RelevanceRule()])
+    p = f.patient()
+    order = replace(f.order(p), scheduled_start=None)
+    with uow() as u:
+        prefetch.on_order(u, [OrderPlaced(order, clock.now())])
+        u.commit()
+    with uow(read_only=True) as u:
+        [job] = u.jobs.list(kind=PREFETCH_JOB)
+    assert job.payload["reference_date"] == "2026-11-29"

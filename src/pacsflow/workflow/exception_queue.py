@@ -93,7 +93,8 @@ class ExceptionQueue:
             arrived = (study.received_at if study else None) or exc.opened_at
             held = HeldStudy(
                 received=exc.received,
-                study_date=(study.study_date if study else None) or arrived.date(),
+                study_date=(study.study_date if study else None)
+                or local_day(arrived, self._clock.zone),
                 modalities=study.modalities if study else (),
             )
             patients = self._patients(uow, held)

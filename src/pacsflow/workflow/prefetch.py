@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Protocol
 
+from pacsflow.domain.calendar import local_day
 from pacsflow.domain.events import InstanceStored, OrderPlaced, StudyPublished
 from pacsflow.domain.jobs import Job, NewJob
 from pacsflow.domain.orders import Order
@@ -112,7 +113,7 @@ class Prefetch:
                     "modalities": [order.modality] if order.modality else [],
                     "body_part": body_part,
                     "procedure_code": code.value if code else "",
-                    "reference_date": reference.date().isoformat(),
+                    "reference_date": local_day(reference, self._clock.zone).isoformat(),
                     "exclude": [order.study_instance_uid] if order.study_instance_uid else [],
                 },
                 ordering_key=f"prefetch:order:{order.accession_number}",
@@ -164,7 +165,9 @@ class Prefetch:
                     "modalities": [m for m in (modalities or study.modalities) if m],
                     "body_part": body_part,
                     "procedure_code": "",
-                    "reference_date": (study.study_date or now.date()).isoformat(),
+                    "reference_date": (
+                        study.study_date or local_day(now, self._clock.zone)
+                    ).isoformat(),
                     "exclude": [study_uid],
                 },
                 ordering_key=key,
