@@ -20,11 +20,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from pacsflow.app import Pacsflow
 from pacsflow.domain import commands as cmd
-from pacsflow.domain.orders import OrderStatus
+from pacsflow.domain.orders import Order, OrderStatus
 from pacsflow.domain.studies import StudyFilter
 from pacsflow.domain.uids import new_uid
 from tests import factories as f
-from tests.conftest import Receiver, dcmtk, requires_dcmtk, restamp, storescu
+from tests.conftest import Receiver, dcmtk, move_study, requires_dcmtk, restamp, storescu
 from tests.scheduling import place, scheduled
 
 pytestmark = [pytest.mark.dcmtk, requires_dcmtk]
@@ -273,28 +273,11 @@ def test_movescu_sends_the_study_to_a_configured_peer_with_index_identity(
     p, o = scheduled(node)
     sent = _store_for(node, tmp_path, o, p)
     _store_for(node, tmp_path, o, p, "MR_small_RLE.dcm")
-    res = dcmtk(
-        "movescu",
-        "-S",
-        "-aec",
-        "PACSFLOW",
-        "-aem",
-        "DEST",
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={o.study_instance_uid}",
-        "127.0.0.1",
-        node.dicom.port,
-    )
-    assert res.returncode == 0, res.stderr
-    deadline = time.monotonic() + 10
-    while len(receiver.received) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    uids = {d.SOPInstanceUID for d in receiver.received}
+    received = move_study(node.dicom.port, o.study_instance_uid, receiver)
+    uids = {d.SOPInstanceUID for d in received}
     assert sent.SOPInstanceUID in uids
     assert len(uids) == 2
-    for ds in receiver.received:
+    for ds in received:
         assert ds.PatientName == "Dvořák^Antonín"
         assert ds.IssuerOfPatientID == p.primary.issuer
 
@@ -375,13 +358,7 @@ def test_mpps_in_progress_then_completed_moves_the_order(node: Pacsflow) -> None
     assert assoc.is_established
     try:
         uid = new_uid()
-        attrs = Dataset()
-        ref = Dataset()
-        ref.AccessionNumber = o.accession_number
-        ref.StudyInstanceUID = o.study_instance_uid
-        attrs.ScheduledStepAttributesSequence = [ref]
-        attrs.PerformedProcedureStepStatus = "IN PROGRESS"
-        attrs.PerformedStationAETitle = "CT01"
+        attrs = _in_progress(o)
         status, _ = assoc.send_n_create(attrs, ModalityPerformedProcedureStep, uid)
         assert status.Status == 0x0000
         assert node.queries.orders()[0].status is OrderStatus.IN_PROGRESS
@@ -394,6 +371,18 @@ def test_mpps_in_progress_then_completed_moves_the_order(node: Pacsflow) -> None
         assert status.Status == 0x0112  # no such object instance
     finally:
         assoc.release()
+
+
+def _in_progress(order: Order) -> Dataset:
+    """An MPPS N-CREATE's attributes: the order's step started on CT01."""
+    attrs = Dataset()
+    ref = Dataset()
+    ref.AccessionNumber = order.accession_number
+    ref.StudyInstanceUID = order.study_instance_uid
+    attrs.ScheduledStepAttributesSequence = [ref]
+    attrs.PerformedProcedureStepStatus = "IN PROGRESS"
+    attrs.PerformedStationAETitle = "CT01"
+    return attrs
 
 
 def _worklist_accessions(assoc: Any) -> list[str]:
@@ -420,13 +409,7 @@ def test_a_finished_mpps_refuses_a_resent_n_create_and_every_n_set(
     assert assoc.is_established
     try:
         uid = new_uid()
-        attrs = Dataset()
-        ref = Dataset()
-        ref.AccessionNumber = o.accession_number
-        ref.StudyInstanceUID = o.study_instance_uid
-        attrs.ScheduledStepAttributesSequence = [ref]
-        attrs.PerformedProcedureStepStatus = "IN PROGRESS"
-        attrs.PerformedStationAETitle = "CT01"
+        attrs = _in_progress(o)
         assert assoc.send_n_create(attrs, ModalityPerformedProcedureStep, uid)[0].Status == 0
         assert assoc.send_n_create(attrs, ModalityPerformedProcedureStep, uid)[0].Status == 0x0111
         done = Dataset()

@@ -36,7 +36,15 @@ from pacsflow.app import Pacsflow
 from pacsflow.domain.matching import ExceptionReason
 from pacsflow.domain.studies import StudyFilter
 from pacsflow.domain.uids import Uid, new_uid
-from tests.conftest import Receiver, dcmtk, requires_dcmtk, restamp, sample, storescu
+from tests.conftest import (
+    Receiver,
+    dcmtk,
+    move_study,
+    requires_dcmtk,
+    restamp,
+    sample,
+    storescu,
+)
 from tests.nesting import nested_object
 from tests.scheduling import scheduled
 
@@ -322,23 +330,8 @@ def test_big_endian_objects_reach_a_c_move_destination(
 ) -> None:
     study_uid, sent = _store_big_endian(node, tmp_path)
     with pydicom_config.disable_value_validation():  # a sample's UID has a leading zero
-        res = dcmtk(
-            "movescu",
-            "-S",
-            "-aec",
-            "PACSFLOW",
-            "-aem",
-            "DEST",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "127.0.0.1",
-            node.dicom.port,
-        )
-    assert res.returncode == 0, res.stdout + res.stderr
-    with receiver.lock:
-        got = {str(ds.SOPInstanceUID): ds for ds in receiver.received}
+        received = move_study(node.dicom.port, study_uid, receiver)
+    got = {str(ds.SOPInstanceUID): ds for ds in received}
     assert sorted(got) == sorted(str(ds.SOPInstanceUID) for ds in sent)
     for ds in sent:
         _same_content(got[str(ds.SOPInstanceUID)], ds)
